@@ -1,0 +1,3 @@
+from groupgen.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,154 @@
+"""Dynamics models ``dz/dt = F(z; m, k)``, Hamiltonian models and ODE rollouts.
+
+State convention (as in :mod:`lieconv_runtime.data.springs`): ``z (bs, 2ND)`` is
+``[q, p]``, positions then momenta, particle-major; the system parameters are
+``m, k (bs, N)``.
+
+Every model here is a :class:`DynamicsModel`: it implements
+``derivative(z, m, k) -> dz/dt (bs, 2ND)``. The system parameters of the current
+batch are bound explicitly: :func:`rollout` builds the closure
+``lambda t, z: model.derivative(z, m, k)`` for the ODE solver, so no hidden
+state is kept on the module. (For code that wants to call ``odeint(model, ...)``
+itself, ``model.set_system(m, k)`` stores them and ``model(t, z)`` uses them.)
+
+:class:`HamiltonianModel` computes ``dz/dt = J grad_z H`` with
+``torch.autograd.grad(..., create_graph=True)`` whenever gradients are enabled
+(double backprop for training); under ``torch.no_grad`` it still works (it
+enables grad locally) and returns a detached derivative.
+:class:`HamiltonianDynamics` is ``H = sum |p_i|^2/(2 m_i) + V(q, m, k)`` for any
+potential module with the interface ``V(q (bs, N, D), m (bs, N), k (bs, N)) -> (bs,)``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+from torchdiffeq import odeint
+
+from lieconv_runtime.data.springs import kinetic_energy, spring_potential, split_state
+
+__all__ = [
+    "DynamicsModel",
+    "HamiltonianModel",
+    "HamiltonianDynamics",
+    "SpringPotential",
+    "rollout",
+    "predict_chunks",
+]
+
+
+class DynamicsModel(nn.Module):
+    """Base class: ``derivative(z (bs, 2ND), m (bs, N), k (bs, N)) -> (bs, 2ND)``."""
+
+    def __init__(self, n_particles: int | None = None, dim: int | None = None):
+        super().__init__()
+        self.n_particles = n_particles
+        self.dim = dim
+        self._system: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def derivative(self, z: torch.Tensor, m: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def set_system(self, m: torch.Tensor, k: torch.Tensor) -> "DynamicsModel":
+        """Bind ``m, k (bs, N)`` for subsequent ``forward(t, z)`` calls."""
+        self._system = (m, k)
+        return self
+
+    def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """ODE-function signature ``(t, z) -> dz/dt`` using :meth:`set_system`'s params."""
+        if self._system is None:
+            raise RuntimeError("call set_system(m, k) first, or use rollout(model, z0, ts, m, k)")
+        return self.derivative(z, *self._system)
+
+    def _shape(self, z: torch.Tensor, m: torch.Tensor) -> tuple[int, int]:
+        n = m.shape[-1]
+        return n, z.shape[-1] // (2 * n)
+
+
+class HamiltonianModel(DynamicsModel):
+    """``dz/dt = J grad_z H(z, m, k)`` with ``J = [[0, I], [-I, 0]]``.
+
+    Subclasses implement ``hamiltonian(z (bs, 2ND), m, k) -> (bs,)``.
+    """
+
+    def hamiltonian(self, z: torch.Tensor, m: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def derivative(self, z: torch.Tensor, m: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        build_graph = torch.is_grad_enabled()
+        with torch.enable_grad():
+            if not z.requires_grad:
+                z = z.detach().requires_grad_(True)
+            h = self.hamiltonian(z, m, k)
+            (dh,) = torch.autograd.grad(h.sum(), z, create_graph=build_graph)
+        half = z.shape[-1] // 2
+        dz = torch.cat([dh[..., half:], -dh[..., :half]], dim=-1)
+        return dz if build_graph else dz.detach()
+
+
+class HamiltonianDynamics(HamiltonianModel):
+    """``H(q, p) = sum_i |p_i|^2 / (2 m_i) + V(q, m, k)``.
+
+    ``potential``: module with ``V(q (bs, N, D), m (bs, N), k (bs, N)) -> (bs,)``.
+    """
+
+    def __init__(self, potential: nn.Module, n_particles: int | None = None, dim: int | None = None):
+        super().__init__(n_particles, dim)
+        self.potential = potential
+
+    def hamiltonian(self, z: torch.Tensor, m: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        n, d = self._shape(z, m)
+        q, p = split_state(z, n, d)
+        return kinetic_energy(p, m) + self.potential(q, m, k).reshape(z.shape[0])
+
+
+class SpringPotential(nn.Module):
+    """The true spring potential (no parameters): ``1/2 sum_ij k_i k_j |q_i - q_j|^2``."""
+
+    def forward(self, q: torch.Tensor, m: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        return spring_potential(q, k)
+
+
+def rollout(
+    dynamics: Callable,
+    z0: torch.Tensor,
+    ts: torch.Tensor,
+    m: torch.Tensor | None = None,
+    k: torch.Tensor | None = None,
+    method: str = "rk4",
+    rtol: float = 1e-7,
+    atol: float = 1e-9,
+    step_size: float | None = None,
+) -> torch.Tensor:
+    """Integrate ``dz/dt`` from ``z0 (bs, 2ND)`` over ``ts (T,)``: returns ``(bs, T, 2ND)``.
+
+    ``m, k (bs, N)``: system parameters; if given, ``dynamics`` must be a
+    :class:`DynamicsModel` (its ``derivative`` is closed over them); otherwise
+    ``dynamics`` is called as ``dynamics(t, z)``.
+    ``method='rk4'`` (default, training): fixed steps on the ``ts`` grid (or
+    ``step_size``), rtol/atol unused. ``'dopri5'`` / ``'dopri8'`` (long
+    rollouts): adaptive with ``rtol``/``atol``.
+    """
+    if m is not None or k is not None:
+        if m is None or k is None:
+            raise ValueError("pass both m and k, or neither")
+        func = lambda t, z: dynamics.derivative(z, m, k)
+    else:
+        func = dynamics
+    ts = ts.to(dtype=z0.dtype, device=z0.device)
+    options = None
+    if method in ("rk4", "euler", "midpoint", "explicit_adams", "implicit_adams") and step_size is not None:
+        options = {"step_size": step_size}
+    zs = odeint(func, z0, ts, method=method, rtol=rtol, atol=atol, options=options)  # (T, bs, 2ND)
+    return zs.transpose(0, 1)
+
+
+def predict_chunks(model: DynamicsModel, batch, method: str = "rk4") -> tuple[torch.Tensor, torch.Tensor]:
+    """Trainer hook for :class:`~lieconv_runtime.data.springs.ChunkData` batches.
+
+    Returns ``(prediction, target)``, both ``(bs, L, 2ND)``: RK4 on the chunk grid.
+    """
+    pred = rollout(model, batch.z0, batch.ts, batch.m, batch.k, method=method)
+    return pred, batch.zs
