@@ -102,14 +102,17 @@ def _log_block0(h, h_inv):
     kc = torch.where(cut, kappa, -torch.ones_like(kappa))
     P = (C - I) / mat(kc - 1)
     sin2 = -trace(P @ S @ S) / 2
-    sin = sin2.clamp_min(1e-300).sqrt()
+    tiny = torch.finfo(h.dtype).tiny
+    sin = sin2.clamp_min(tiny).sqrt()
     theta = torch.atan2(sin, kc)
     gens = const(BLOCK0_TRACELESS, h)
     PGP = P[..., None, :, :] @ gens @ P[..., None, :, :]
     pick = PGP.flatten(-2).norm(dim=-1).argmax(-1)
     index = pick[..., None, None, None].expand(pick.shape + (1, 3, 3))
     fallback = PGP.gather(-3, index)[..., 0, :, :]
-    J0 = torch.where(mat(sin > 1e-150), P @ S @ P / mat(sin), fallback)
+    # the form-antisymmetric part of S: exact sinh(X) is in the algebra of the form group
+    S_alg = 0.5 * (S - const(BLOCK0_FORM_INV, h) @ S.transpose(-1, -2) @ const(BLOCK0_FORM, h))
+    J0 = torch.where(mat(sin2 > tiny**0.5), P @ S_alg @ P / mat(sin), fallback)
     J = complex_structure(J0, P)
     X_cut = (I - P) @ S + mat(theta) * J
     X = torch.where(mat(cut), X_cut, X)

@@ -94,7 +94,7 @@ def complex_structure(J0: torch.Tensor, P: torch.Tensor, iters: int = 3) -> torc
     """
     J = P @ J0 @ P
     c2 = -trace(J @ J) / trace(P).clamp_min(1.0)
-    J = J / mat(c2.clamp_min(1e-300).sqrt())
+    J = J / mat(c2.clamp_min(torch.finfo(J.dtype).tiny).sqrt())
     for _ in range(iters):
         J = 0.5 * J @ (3.0 * P + J @ J)
     return J
