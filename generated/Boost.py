@@ -152,6 +152,11 @@ def log(g):
     return torch.einsum("ij,...j->...i", const(DUAL, X), X.flatten(-2))
 
 
+
+# Lifting data (derived by groupgen.lift): not available yet for this group.
+LIFT = None
+
+
 class Boost(GeneratedGroup):
     name = "Boost"
     description = "hyperbolic rotations (Lorentz boosts) of the (t, x) plane, preserving t^2 - x^2"
@@ -171,6 +176,7 @@ class Boost(GeneratedGroup):
     _exp = staticmethod(exp)
     _log = staticmethod(log)
     _inv = staticmethod(inv)
+    LIFT = LIFT
 
 
 GROUP = Boost

@@ -107,6 +107,11 @@ def log(g):
     return torch.einsum("ij,...j->...i", const(DUAL, X), X.flatten(-2))
 
 
+
+# Lifting data (derived by groupgen.lift): not available yet for this group.
+LIFT = None
+
+
 class Rx(GeneratedGroup):
     name = "Rx"
     description = "uniform scaling of the plane, x -\u003e e^s x"
@@ -126,6 +131,7 @@ class Rx(GeneratedGroup):
     _exp = staticmethod(exp)
     _log = staticmethod(log)
     _inv = staticmethod(inv)
+    LIFT = LIFT
 
 
 GROUP = Rx

@@ -166,6 +166,11 @@ def log(g):
     return torch.einsum("ij,...j->...i", const(DUAL, X), X.flatten(-2))
 
 
+
+# Lifting data (derived by groupgen.lift): not available yet for this group.
+LIFT = None
+
+
 class RxSO2(GeneratedGroup):
     name = "RxSO2"
     description = "rotations and uniform scalings of the plane (x -\u003e e^s R(theta) x)"
@@ -185,6 +190,7 @@ class RxSO2(GeneratedGroup):
     _exp = staticmethod(exp)
     _log = staticmethod(log)
     _inv = staticmethod(inv)
+    LIFT = LIFT
 
 
 GROUP = RxSO2

@@ -221,6 +221,11 @@ def log(g):
     return torch.einsum("ij,...j->...i", const(DUAL, X), X.flatten(-2))
 
 
+
+# Lifting data (derived by groupgen.lift): not available yet for this group.
+LIFT = None
+
+
 class SE2(GeneratedGroup):
     name = "SE2"
     description = "rotations and translations of the plane"
@@ -240,6 +245,7 @@ class SE2(GeneratedGroup):
     _exp = staticmethod(exp)
     _log = staticmethod(log)
     _inv = staticmethod(inv)
+    LIFT = LIFT
 
 
 GROUP = SE2

@@ -236,6 +236,11 @@ def log(g):
     return torch.einsum("ij,...j->...i", const(DUAL, X), X.flatten(-2))
 
 
+
+# Lifting data (derived by groupgen.lift): not available yet for this group.
+LIFT = None
+
+
 class SE3(GeneratedGroup):
     name = "SE3"
     description = "rotations and translations of 3D space"
@@ -255,6 +260,7 @@ class SE3(GeneratedGroup):
     _exp = staticmethod(exp)
     _log = staticmethod(log)
     _inv = staticmethod(inv)
+    LIFT = LIFT
 
 
 GROUP = SE3

@@ -203,6 +203,11 @@ def log(g):
     return torch.einsum("ij,...j->...i", const(DUAL, X), X.flatten(-2))
 
 
+
+# Lifting data (derived by groupgen.lift): not available yet for this group.
+LIFT = None
+
+
 class SO2z(GeneratedGroup):
     name = "SO2z"
     description = "rotations of 3D space about the z-axis"
@@ -222,6 +227,7 @@ class SO2z(GeneratedGroup):
     _exp = staticmethod(exp)
     _log = staticmethod(log)
     _inv = staticmethod(inv)
+    LIFT = LIFT
 
 
 GROUP = SO2z

@@ -163,6 +163,11 @@ def log(g):
     return torch.einsum("ij,...j->...i", const(DUAL, X), X.flatten(-2))
 
 
+
+# Lifting data (derived by groupgen.lift): not available yet for this group.
+LIFT = None
+
+
 class SO3(GeneratedGroup):
     name = "SO3"
     description = "rotations of 3D space about the origin"
@@ -182,6 +187,7 @@ class SO3(GeneratedGroup):
     _exp = staticmethod(exp)
     _log = staticmethod(log)
     _inv = staticmethod(inv)
+    LIFT = LIFT
 
 
 GROUP = SO3

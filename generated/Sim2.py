@@ -229,6 +229,11 @@ def log(g):
     return torch.einsum("ij,...j->...i", const(DUAL, X), X.flatten(-2))
 
 
+
+# Lifting data (derived by groupgen.lift): not available yet for this group.
+LIFT = None
+
+
 class Sim2(GeneratedGroup):
     name = "Sim2"
     description = "similarities of the plane (rotation, uniform scaling, translation)"
@@ -248,6 +253,7 @@ class Sim2(GeneratedGroup):
     _exp = staticmethod(exp)
     _log = staticmethod(log)
     _inv = staticmethod(inv)
+    LIFT = LIFT
 
 
 GROUP = Sim2

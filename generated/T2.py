@@ -137,6 +137,11 @@ def log(g):
     return torch.einsum("ij,...j->...i", const(DUAL, X), X.flatten(-2))
 
 
+
+# Lifting data (derived by groupgen.lift): not available yet for this group.
+LIFT = None
+
+
 class T2(GeneratedGroup):
     name = "T2"
     description = "translations of the plane"
@@ -156,6 +161,7 @@ class T2(GeneratedGroup):
     _exp = staticmethod(exp)
     _log = staticmethod(log)
     _inv = staticmethod(inv)
+    LIFT = LIFT
 
 
 GROUP = T2

@@ -103,6 +103,11 @@ def log(g):
     return X.new_zeros(X.shape[:-2] + (0,))
 
 
+
+# Lifting data (derived by groupgen.lift): not available yet for this group.
+LIFT = None
+
+
 class Trivial2(GeneratedGroup):
     name = "Trivial2"
     description = "the trivial group acting on the plane (no symmetry; a baseline)"
@@ -122,6 +127,7 @@ class Trivial2(GeneratedGroup):
     _exp = staticmethod(exp)
     _log = staticmethod(log)
     _inv = staticmethod(inv)
+    LIFT = LIFT
 
 
 GROUP = Trivial2

@@ -17,6 +17,7 @@ import numpy as np
 import sympy
 
 from groupgen.algebra import Algebra, Block, ClosedFormError, analyze
+from groupgen.lift import lift_context
 from groupgen.functions import DESCRIPTIONS, TAU, BRANCHES, hermite_coefficient, taylor_in_y
 from groupgen.printer import code, matrix_literal
 
@@ -169,6 +170,7 @@ def module_context(spec, alg: Algebra | None = None) -> dict:
         "blocks": [],
         "quadrature": None,
     }
+    ctx["lift"] = lift_context(spec, alg)
     if spec.numeric_fallback:
         ctx["functions"] = []
         return ctx

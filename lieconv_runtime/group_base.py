@@ -15,6 +15,8 @@ from typing import Callable, Sequence
 
 import torch
 
+from lieconv_runtime.lift import LiftMixin
+
 _CONST_CACHE: dict = {}
 
 
@@ -100,7 +102,7 @@ def complex_structure(J0: torch.Tensor, P: torch.Tensor, iters: int = 3) -> torc
     return J
 
 
-class GeneratedGroup:
+class GeneratedGroup(LiftMixin):
     """A matrix Lie group emitted by groupgen (see the module's header for its spec)."""
 
     name: str = ""
