@@ -145,7 +145,8 @@ def _log_block0(h, h_inv):
     X = S @ hermite_matrix(C - I, y, (), [_hG_p0_j0_neg(y)])
     # near the cut: P projects on the rotation plane(s), theta from atan2, J from the sign of S
     kc = torch.where(cut, kappa, -torch.ones_like(kappa))
-    P = (C - I) / mat(kc - 1)
+    # outside the cut, P = I keeps this (discarded) branch finite for autograd
+    P = torch.where(mat(cut), (C - I) / mat(kc - 1), I)
     sin2 = -trace(P @ S @ S) / 2
     tiny = torch.finfo(h.dtype).tiny
     sin = sin2.clamp_min(tiny).sqrt()
@@ -222,8 +223,80 @@ def log(g):
 
 
 
-# Lifting data (derived by groupgen.lift): not available yet for this group.
-LIFT = None
+# ---------------------------------------------------------------------------------------------
+# Lifting (derived by groupgen.lift; paper §4.1, §4.5, Algorithm 1).  Kind: translations.
+#   orbit embedding q(x) = () (one orbit)
+#   orbit origin   o_q  = (0, 0)
+#   section        u_x  = exp(tx: x0, ty: x1)
+#   stabilizer of o_q: span{theta}, compact, window: none
+# Haar samples: b uniform in BOX, a = b @ BASIS, accepted if the largest rotation angle of a is
+# below pi (log's principal domain), inside WINDOW, and with probability |det dexp| / DENSITY_MAX.
+# ---------------------------------------------------------------------------------------------
+
+from lieconv_runtime.lift import safe_atan2, safe_log, safe_sqrt  # noqa: E402,F401
+
+
+def _lift_extent(a):
+    """a (..., 3) -> largest |imaginary part| of an eigenvalue of hat(a) (rotation angle)."""
+    a0 = a[..., 0]
+    zero = torch.zeros_like(a[..., 0])
+    terms = [safe_sqrt(torch.clamp(a0**2 + zero, min=0.0))]
+    return torch.stack(terms, dim=-1).amax(-1)
+
+
+# Haar sampler on the stabilizer span{theta}
+STABILIZER = {
+    "dim": 1,
+    "basis": [[1.0, 0.0, 0.0]],
+    "box": (3.141592656731386,),
+    "window": [],
+    "compact": True,
+    "density": "uniform",
+    "delta": None,
+    "k": 0,
+    "ad": None,
+    "density_max": 1.0,
+    "reason": None,
+}
+
+
+def _lift_orbit(x):
+    """x (..., 2) -> q (..., 0)."""
+    return x.new_zeros(x.shape[:-1] + (0,))
+
+
+def _lift_origin(q):
+    """q (..., 0) -> o_q (..., 2)."""
+    zero = q.new_zeros(q.shape[:-1])
+    return torch.stack([0.0 + zero, 0.0 + zero], dim=-1)
+
+
+def _lift_section(x):
+    """x (..., 2) -> u_x (..., 3, 3) with u_x . o_q(x) = x."""
+    x0 = x[..., 0]
+    x1 = x[..., 1]
+    zero = torch.zeros_like(x[..., 0])
+    a = torch.stack([0.0 + zero, x0 + zero, x1 + zero], dim=-1)
+    u = exp(a)
+    return u
+
+
+LIFT = {
+    "available": True,
+    "reason": None,
+    "kind": "translations",
+    "q_dim": 0,
+    "orbit": _lift_orbit,
+    "origin": _lift_origin,
+    "section": _lift_section,
+    "stabilizer": STABILIZER,
+    "haar": None,
+    "haar_reason": 'SE2 is not compact (no invariant positive-definite form, or it moves every point), so it has no Haar probability measure; sample_stabilizer() samples the stabilizer',
+    "extent": _lift_extent,
+    "has_rotation": True,
+    "test_points": [],
+    "verified": {'orbit': 'one orbit (nothing to check)', 'section': 'checked numerically (groupgen check)', 'stabilizer': 'exact nullspace at three random orbits'},
+}
 
 
 class SE2(GeneratedGroup):

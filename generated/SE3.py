@@ -157,7 +157,8 @@ def _log_block0(h, h_inv):
     X = S @ hermite_matrix(C - I, y, (1.0,), [_hG_p1_j0_neg(y)])
     # near the cut: P projects on the rotation plane(s), theta from atan2, J from the sign of S
     kc = torch.where(cut, kappa, -torch.ones_like(kappa))
-    P = (C - I) / mat(kc - 1)
+    # outside the cut, P = I keeps this (discarded) branch finite for autograd
+    P = torch.where(mat(cut), (C - I) / mat(kc - 1), I)
     sin2 = -trace(P @ S @ S) / 2
     tiny = torch.finfo(h.dtype).tiny
     sin = sin2.clamp_min(tiny).sqrt()
@@ -237,8 +238,91 @@ def log(g):
 
 
 
-# Lifting data (derived by groupgen.lift): not available yet for this group.
-LIFT = None
+# ---------------------------------------------------------------------------------------------
+# Lifting (derived by groupgen.lift; paper §4.1, §4.5, Algorithm 1).  Kind: translations.
+#   orbit embedding q(x) = () (one orbit)
+#   orbit origin   o_q  = (0, 0, 0)
+#   section        u_x  = exp(tx: x0, ty: x1, tz: x2)
+#   stabilizer of o_q: span{rx, ry, rz}, compact, window: none
+# Haar samples: b uniform in BOX, a = b @ BASIS, accepted if the largest rotation angle of a is
+# below pi (log's principal domain), inside WINDOW, and with probability |det dexp| / DENSITY_MAX.
+# ---------------------------------------------------------------------------------------------
+
+from lieconv_runtime.lift import safe_atan2, safe_log, safe_sqrt  # noqa: E402,F401
+
+
+def _lift_extent(a):
+    """a (..., 6) -> largest |imaginary part| of an eigenvalue of hat(a) (rotation angle)."""
+    a0 = a[..., 0]
+    a1 = a[..., 1]
+    a2 = a[..., 2]
+    zero = torch.zeros_like(a[..., 0])
+    terms = [safe_sqrt(torch.clamp(a0**2 + a1**2 + a2**2 + zero, min=0.0))]
+    return torch.stack(terms, dim=-1).amax(-1)
+
+
+def _stabilizer_delta(b):
+    """b (..., 3) -> delta(b) = -b0**2 - b1**2 - b2**2; |det dexp| = |F(delta)|^1."""
+    b0 = b[..., 0]
+    b1 = b[..., 1]
+    b2 = b[..., 2]
+    return -b0**2 - b1**2 - b2**2 + torch.zeros_like(b[..., 0])
+
+
+# Haar sampler on the stabilizer span{rx, ry, rz}
+STABILIZER = {
+    "dim": 3,
+    "basis": [[1.0, 0.0, 0.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0, 0.0, 0.0]],
+    "box": (3.847649494333242, 3.847649494333242, 3.847649494333242),
+    "window": [],
+    "compact": True,
+    "density": "pair",
+    "delta": _stabilizer_delta,
+    "k": 1,
+    "ad": None,
+    "density_max": 1.0,
+    "reason": None,
+}
+
+
+def _lift_orbit(x):
+    """x (..., 3) -> q (..., 0)."""
+    return x.new_zeros(x.shape[:-1] + (0,))
+
+
+def _lift_origin(q):
+    """q (..., 0) -> o_q (..., 3)."""
+    zero = q.new_zeros(q.shape[:-1])
+    return torch.stack([0.0 + zero, 0.0 + zero, 0.0 + zero], dim=-1)
+
+
+def _lift_section(x):
+    """x (..., 3) -> u_x (..., 4, 4) with u_x . o_q(x) = x."""
+    x0 = x[..., 0]
+    x1 = x[..., 1]
+    x2 = x[..., 2]
+    zero = torch.zeros_like(x[..., 0])
+    a = torch.stack([0.0 + zero, 0.0 + zero, 0.0 + zero, x0 + zero, x1 + zero, x2 + zero], dim=-1)
+    u = exp(a)
+    return u
+
+
+LIFT = {
+    "available": True,
+    "reason": None,
+    "kind": "translations",
+    "q_dim": 0,
+    "orbit": _lift_orbit,
+    "origin": _lift_origin,
+    "section": _lift_section,
+    "stabilizer": STABILIZER,
+    "haar": None,
+    "haar_reason": 'SE3 is not compact (no invariant positive-definite form, or it moves every point), so it has no Haar probability measure; sample_stabilizer() samples the stabilizer',
+    "extent": _lift_extent,
+    "has_rotation": True,
+    "test_points": [],
+    "verified": {'orbit': 'one orbit (nothing to check)', 'section': 'checked numerically (groupgen check)', 'stabilizer': 'exact nullspace at three random orbits'},
+}
 
 
 class SE3(GeneratedGroup):

@@ -35,8 +35,8 @@ TRANSLATION = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
 # block 0: generators restricted to the block, their traceless parts
 BLOCK0_GENERATORS = [[[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]], [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]], [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]]
 BLOCK0_TRACELESS = [[[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]], [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]], [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]]
-BLOCK0_FORM = [[3.0, -3.0, 3.0], [3.0, -2.0, 3.0], [-3.0, 1.0, 0.0]]
-BLOCK0_FORM_INV = [[-0.3333333333333333, 0.3333333333333333, -0.3333333333333333], [-1.0, 1.0, 0.0], [-0.3333333333333333, 0.6666666666666666, 0.3333333333333333]]
+BLOCK0_FORM = [[3.0, -3.0, 3.0], [-3.0, 3.0, -2.0], [3.0, -2.0, 3.0]]
+BLOCK0_FORM_INV = [[-1.6666666666666667, -1.0, 1.0], [-1.0, 0.0, 1.0], [1.0, 1.0, 0.0]]
 
 
 def _exp_block0(B, mu, d):
@@ -139,8 +139,78 @@ def log(g):
 
 
 
-# Lifting data (derived by groupgen.lift): not available yet for this group.
-LIFT = None
+# ---------------------------------------------------------------------------------------------
+# Lifting (derived by groupgen.lift; paper §4.1, §4.5, Algorithm 1).  Kind: translations.
+#   orbit embedding q(x) = () (one orbit)
+#   orbit origin   o_q  = (0, 0, 0)
+#   section        u_x  = exp(tx: x0, ty: x1, tz: x2)
+#   stabilizer of o_q: span{}, compact, window: none
+# Haar samples: b uniform in BOX, a = b @ BASIS, accepted if the largest rotation angle of a is
+# below pi (log's principal domain), inside WINDOW, and with probability |det dexp| / DENSITY_MAX.
+# ---------------------------------------------------------------------------------------------
+
+from lieconv_runtime.lift import safe_atan2, safe_log, safe_sqrt  # noqa: E402,F401
+
+
+def _lift_extent(a):
+    """a (..., 3) -> largest |imaginary part| of an eigenvalue of hat(a) (rotation angle)."""
+    return a.new_zeros(a.shape[:-1])
+
+
+# Haar sampler on the stabilizer span{}
+STABILIZER = {
+    "dim": 0,
+    "basis": [],
+    "box": (),
+    "window": [],
+    "compact": True,
+    "density": "uniform",
+    "delta": None,
+    "k": 0,
+    "ad": None,
+    "density_max": 1.0,
+    "reason": None,
+}
+
+
+def _lift_orbit(x):
+    """x (..., 3) -> q (..., 0)."""
+    return x.new_zeros(x.shape[:-1] + (0,))
+
+
+def _lift_origin(q):
+    """q (..., 0) -> o_q (..., 3)."""
+    zero = q.new_zeros(q.shape[:-1])
+    return torch.stack([0.0 + zero, 0.0 + zero, 0.0 + zero], dim=-1)
+
+
+def _lift_section(x):
+    """x (..., 3) -> u_x (..., 4, 4) with u_x . o_q(x) = x."""
+    x0 = x[..., 0]
+    x1 = x[..., 1]
+    x2 = x[..., 2]
+    zero = torch.zeros_like(x[..., 0])
+    a = torch.stack([x0 + zero, x1 + zero, x2 + zero], dim=-1)
+    u = exp(a)
+    return u
+
+
+LIFT = {
+    "available": True,
+    "reason": None,
+    "kind": "translations",
+    "q_dim": 0,
+    "orbit": _lift_orbit,
+    "origin": _lift_origin,
+    "section": _lift_section,
+    "stabilizer": STABILIZER,
+    "haar": None,
+    "haar_reason": 'T3 is not compact (no invariant positive-definite form, or it moves every point), so it has no Haar probability measure; sample_stabilizer() samples the stabilizer',
+    "extent": _lift_extent,
+    "has_rotation": False,
+    "test_points": [],
+    "verified": {'orbit': 'one orbit (nothing to check)', 'section': 'checked numerically (groupgen check)', 'stabilizer': 'exact nullspace at three random orbits'},
+}
 
 
 class T3(GeneratedGroup):

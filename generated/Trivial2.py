@@ -31,6 +31,8 @@ LINEAR = []
 # block 0: generators restricted to the block, their traceless parts
 BLOCK0_GENERATORS = []
 BLOCK0_TRACELESS = []
+BLOCK0_FORM = [[1.0, 1.0], [1.0, 0.0]]
+BLOCK0_FORM_INV = [[0.0, 1.0], [1.0, -1.0]]
 
 
 def _exp_block0(B, mu, d):
@@ -44,11 +46,8 @@ def _exp_block0(B, mu, d):
 
 def _inv_block0(h):
     """Inverse of a group element restricted to block 0."""
-    # Cayley-Hamilton on Y = e^-mu h with minimal polynomial (y - 1)^1
-    Y = h
-    out = torch.zeros_like(Y)
-    power = eye(2, Y).expand_as(Y)
-    out = out + 1.0 * power
+    # h^-1 = e^(-2 mu) M^-1 h^T M for the invariant form M of the traceless part
+    out = const(BLOCK0_FORM_INV, h) @ h.transpose(-1, -2) @ const(BLOCK0_FORM, h)
     return out
 
 
@@ -104,8 +103,77 @@ def log(g):
 
 
 
-# Lifting data (derived by groupgen.lift): not available yet for this group.
-LIFT = None
+# ---------------------------------------------------------------------------------------------
+# Lifting (derived by groupgen.lift; paper §4.1, §4.5, Algorithm 1).  Kind: translation-subspace.
+#   orbit embedding q(x) = (x0, x1)
+#   orbit origin   o_q  = (q0, q1)
+#   section        u_x  = identity
+#   stabilizer of o_q: span{}, compact, window: none
+# Haar samples: b uniform in BOX, a = b @ BASIS, accepted if the largest rotation angle of a is
+# below pi (log's principal domain), inside WINDOW, and with probability |det dexp| / DENSITY_MAX.
+# ---------------------------------------------------------------------------------------------
+
+from lieconv_runtime.lift import safe_atan2, safe_log, safe_sqrt  # noqa: E402,F401
+
+
+def _lift_extent(a):
+    """a (..., 0) -> largest |imaginary part| of an eigenvalue of hat(a) (rotation angle)."""
+    return a.new_zeros(a.shape[:-1])
+
+
+# Haar sampler on the stabilizer span{}
+STABILIZER = {
+    "dim": 0,
+    "basis": [],
+    "box": (),
+    "window": [],
+    "compact": True,
+    "density": "uniform",
+    "delta": None,
+    "k": 0,
+    "ad": None,
+    "density_max": 1.0,
+    "reason": None,
+}
+
+
+def _lift_orbit(x):
+    """x (..., 2) -> q (..., 2)."""
+    x0 = x[..., 0]
+    x1 = x[..., 1]
+    zero = torch.zeros_like(x[..., 0])
+    return torch.stack([x0 + zero, x1 + zero], dim=-1)
+
+
+def _lift_origin(q):
+    """q (..., 2) -> o_q (..., 2)."""
+    q0 = q[..., 0]
+    q1 = q[..., 1]
+    zero = q.new_zeros(q.shape[:-1])
+    return torch.stack([q0 + zero, q1 + zero], dim=-1)
+
+
+def _lift_section(x):
+    """x (..., 2) -> u_x (..., 2, 2) with u_x . o_q(x) = x."""
+    return eye(2, x).expand(x.shape[:-1] + (2, 2)).clone()
+
+
+LIFT = {
+    "available": True,
+    "reason": None,
+    "kind": "translation-subspace",
+    "q_dim": 2,
+    "orbit": _lift_orbit,
+    "origin": _lift_origin,
+    "section": _lift_section,
+    "stabilizer": STABILIZER,
+    "haar": None,
+    "haar_reason": 'Trivial2 is the trivial group',
+    "extent": _lift_extent,
+    "has_rotation": False,
+    "test_points": [],
+    "verified": {'orbit': 'proved symbolically (dq . G x = 0 for every generator)', 'section': 'checked numerically (groupgen check)', 'stabilizer': 'exact nullspace at three random orbits'},
+}
 
 
 class Trivial2(GeneratedGroup):

@@ -35,8 +35,8 @@ TRANSLATION = [[1.0, 0.0]]
 # block 0: generators restricted to the block, their traceless parts
 BLOCK0_GENERATORS = [[[0.0, 0.0], [0.0, 0.0]]]
 BLOCK0_TRACELESS = [[[0.0, 0.0], [0.0, 0.0]]]
-BLOCK0_FORM = [[3.0, -3.0], [3.0, 3.0]]
-BLOCK0_FORM_INV = [[0.16666666666666666, 0.16666666666666666], [-0.16666666666666666, 0.16666666666666666]]
+BLOCK0_FORM = [[1.0, 1.0], [1.0, 0.0]]
+BLOCK0_FORM_INV = [[0.0, 1.0], [1.0, -1.0]]
 
 
 def _exp_block0(B, mu, d):
@@ -137,8 +137,79 @@ def log(g):
 
 
 
-# Lifting data (derived by groupgen.lift): not available yet for this group.
-LIFT = None
+# ---------------------------------------------------------------------------------------------
+# Lifting (derived by groupgen.lift; paper §4.1, §4.5, Algorithm 1).  Kind: translation-subspace.
+#   orbit embedding q(x) = (x1)
+#   orbit origin   o_q  = (0, q0)
+#   section        u_x  = exp(tx: x0)
+#   stabilizer of o_q: span{}, compact, window: none
+# Haar samples: b uniform in BOX, a = b @ BASIS, accepted if the largest rotation angle of a is
+# below pi (log's principal domain), inside WINDOW, and with probability |det dexp| / DENSITY_MAX.
+# ---------------------------------------------------------------------------------------------
+
+from lieconv_runtime.lift import safe_atan2, safe_log, safe_sqrt  # noqa: E402,F401
+
+
+def _lift_extent(a):
+    """a (..., 1) -> largest |imaginary part| of an eigenvalue of hat(a) (rotation angle)."""
+    return a.new_zeros(a.shape[:-1])
+
+
+# Haar sampler on the stabilizer span{}
+STABILIZER = {
+    "dim": 0,
+    "basis": [],
+    "box": (),
+    "window": [],
+    "compact": True,
+    "density": "uniform",
+    "delta": None,
+    "k": 0,
+    "ad": None,
+    "density_max": 1.0,
+    "reason": None,
+}
+
+
+def _lift_orbit(x):
+    """x (..., 2) -> q (..., 1)."""
+    x1 = x[..., 1]
+    zero = torch.zeros_like(x[..., 0])
+    return torch.stack([x1 + zero], dim=-1)
+
+
+def _lift_origin(q):
+    """q (..., 1) -> o_q (..., 2)."""
+    q0 = q[..., 0]
+    zero = q.new_zeros(q.shape[:-1])
+    return torch.stack([0.0 + zero, q0 + zero], dim=-1)
+
+
+def _lift_section(x):
+    """x (..., 2) -> u_x (..., 3, 3) with u_x . o_q(x) = x."""
+    x0 = x[..., 0]
+    zero = torch.zeros_like(x[..., 0])
+    a = torch.stack([x0 + zero], dim=-1)
+    u = exp(a)
+    return u
+
+
+LIFT = {
+    "available": True,
+    "reason": None,
+    "kind": "translation-subspace",
+    "q_dim": 1,
+    "orbit": _lift_orbit,
+    "origin": _lift_origin,
+    "section": _lift_section,
+    "stabilizer": STABILIZER,
+    "haar": None,
+    "haar_reason": 'Tx is not compact (no invariant positive-definite form, or it moves every point), so it has no Haar probability measure; sample_stabilizer() samples the stabilizer',
+    "extent": _lift_extent,
+    "has_rotation": False,
+    "test_points": [],
+    "verified": {'orbit': 'proved symbolically (dq . G x = 0 for every generator)', 'section': 'checked numerically (groupgen check)', 'stabilizer': 'exact nullspace at three random orbits'},
+}
 
 
 class Tx(GeneratedGroup):

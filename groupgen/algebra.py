@@ -202,33 +202,42 @@ def _quadratic_sign(delta, coords) -> str:
 
 
 def _invariant_form(X, coords, size):
-    """A nondegenerate M with X^T M + M X = 0 for the whole traceless family, or None."""
-    syms = sympy.symbols(f"m0:{size * size}")
-    M = sympy.Matrix(size, size, syms)
-    eqs = []
-    for c in coords:
-        Xi = X.diff(c)
-        eqs.extend(list(Xi.T * M + M * Xi))
-    sol = sympy.linsolve(eqs, syms)
-    if not sol:
-        return None
-    (vals,) = list(sol)
-    free = sorted(set().union(*[sympy.sympify(v).free_symbols for v in vals]) & set(syms), key=str)
-    Mg = sympy.Matrix(size, size, list(vals))
-    if not free:
-        return None
-    # prefer a symmetric form (orthogonal-type) if there is a nondegenerate one, else any
-    candidates = []
-    for trial in range(6):
-        rng = random.Random(1000 + trial)
-        subs = {s: sympy.Integer(rng.randint(-3, 3)) if trial else sympy.Integer(1) for s in free}
-        cand = Mg.subs(subs)
-        if cand.det() != 0:
-            candidates.append(cand)
-    for cand in candidates:
-        if cand == cand.T:
-            return cand
-    return candidates[0] if candidates else None
+    """A nondegenerate M with X^T M + M X = 0 for the whole traceless family, or None.
+
+    Symmetric forms (orthogonal / Lorentz type) are preferred, then antisymmetric ones
+    (symplectic type): for those, S -> M^-1 S^T M is an involution, which the near-cut
+    log relies on.
+    """
+    for kind in ("symmetric", "antisymmetric"):
+        syms = []
+        M = sympy.zeros(size, size)
+        for i in range(size):
+            for j in range(i if kind == "symmetric" else i + 1, size):
+                s = sympy.Symbol(f"m_{i}_{j}")
+                syms.append(s)
+                M[i, j] = s
+                M[j, i] = s if kind == "symmetric" else -s
+        if not syms:
+            continue
+        eqs = []
+        for c in coords:
+            Xi = X.diff(c)
+            eqs.extend(v for v in (Xi.T * M + M * Xi) if v != 0)
+        sol = sympy.linsolve(eqs, syms) if eqs else sympy.FiniteSet(tuple(syms))
+        if not sol:
+            continue
+        (vals,) = list(sol)
+        Mg = M.subs(dict(zip(syms, vals)), simultaneous=True)
+        free = sorted(Mg.free_symbols, key=str)
+        if not free:
+            continue
+        for trial in range(8):
+            rng = random.Random(1000 + trial)
+            subs = {s: sympy.Integer(1 if trial == 0 else rng.randint(-3, 3)) for s in free}
+            cand = Mg.subs(subs)
+            if cand.det() != 0:
+                return cand
+    return None
 
 
 def _block_structure(index, right, left, B, coords, ext) -> Block:

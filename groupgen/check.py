@@ -80,29 +80,42 @@ def linear_part(G, X: torch.Tensor) -> torch.Tensor:
     return X[..., :m, :m]
 
 
-def rotation_extent(G, a: torch.Tensor) -> torch.Tensor:
-    """max |Im(eigenvalue)| of the linear part of hat(a): the angle that log's branch cut limits."""
+def eigen_extent(G, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(max |Im|, max |Re|) over the eigenvalues of the linear part of hat(a): the rotation
+    angle that log's branch cut limits, and the growth rate (log of the condition number / 2)."""
     B = linear_part(G, G.hat(a)).to(torch.float64)
-    if B.shape[-1] == 0:
-        return a.new_zeros(a.shape[:-1])
-    return torch.linalg.eigvals(B).imag.abs().amax(-1).to(a.dtype)
+    if B.shape[-1] == 0 or G.lie_dim == 0:
+        zero = a.new_zeros(a.shape[:-1])
+        return zero, zero
+    lam = torch.linalg.eigvals(B)
+    return lam.imag.abs().amax(-1).to(a.dtype), lam.real.abs().amax(-1).to(a.dtype)
+
+
+def rotation_extent(G, a: torch.Tensor) -> torch.Tensor:
+    return eigen_extent(G, a)[0]
+
+
+MAX_GROWTH = 4.0  # samples keep |Re(eigenvalue)| <= 4: elements with condition number <= e^8
 
 
 def principal_samples(G, n: int, generator: torch.Generator, dtype=torch.float64, scale: float = 1.0) -> torch.Tensor:
-    """Random coefficients with every rotation angle below 0.9 pi (log's principal domain)."""
+    """Random coefficients with every rotation angle below 0.9 pi (log's principal domain)
+    and growth |Re(eigenvalue)| <= MAX_GROWTH."""
     a = torch.randn(n, G.lie_dim, generator=generator, dtype=torch.float64) * scale
-    ext = rotation_extent(G, a)
-    shrink = torch.where(ext > 0.9 * math.pi, 0.9 * math.pi / ext.clamp_min(1e-300), torch.ones_like(ext))
+    rot, grow = eigen_extent(G, a)
+    shrink = torch.ones_like(rot)
+    shrink = torch.where(rot > 0.9 * math.pi, 0.9 * math.pi / rot.clamp_min(1e-300), shrink)
+    shrink = torch.minimum(shrink, torch.where(grow > MAX_GROWTH, MAX_GROWTH / grow.clamp_min(1e-300), torch.ones_like(grow)))
     return (a * shrink[:, None]).to(dtype)
 
 
 def near_cut_samples(G, n: int, generator: torch.Generator, gap: float, dtype=torch.float64) -> torch.Tensor:
     """Coefficients whose largest rotation angle is pi - gap (empty if the group has no rotations)."""
     a = torch.randn(n, G.lie_dim, generator=generator, dtype=torch.float64)
-    ext = rotation_extent(G, a)
-    keep = ext > 0.25 * a.norm(dim=-1)  # rescaled norm stays below 4 pi
-    a, ext = a[keep], ext[keep]
-    return (a * ((math.pi - gap) / ext)[:, None]).to(dtype)
+    rot, grow = eigen_extent(G, a)
+    keep = (rot > 0.25 * a.norm(dim=-1)) & (grow * math.pi <= MAX_GROWTH * rot.clamp_min(1e-300))
+    a, rot = a[keep], rot[keep]
+    return (a * ((math.pi - gap) / rot)[:, None]).to(dtype)
 
 
 def run_properties(G, samples: int = 200, seed: int = 0) -> list[Row]:

@@ -1,9 +1,291 @@
-"""Lifting point clouds to group elements, pair embeddings, distances, Haar sampling."""
+"""Lifting point clouds to group elements, pair embeddings, distances, Haar sampling.
+
+Generic over every generated group: everything group-specific (orbit map q(x), origin o_q,
+section u_x, stabilizer basis, Haar density, windows) comes from the module's ``LIFT`` data
+derived by ``groupgen.lift``.  Nothing here knows any group by name.
+
+Shapes: coords (bs, n, d), values (bs, n, c), mask (bs, n) bool; a lifted cloud has N = n * K
+elements (point-major: element i * K + k is the k-th stabilizer sample of point i).
+"""
 
 from __future__ import annotations
 
+import math
+from typing import NamedTuple
+
+import torch
+
+__all__ = ["Lifted", "LiftMixin", "haar_factor", "safe_atan2", "safe_log", "safe_sqrt"]
+
+
+# --- NaN-safe elementary functions used by the emitted orbit / section code ----------------------
+
+
+def safe_sqrt(z: torch.Tensor) -> torch.Tensor:
+    """sqrt(max(z, tiny)): finite value and gradient at 0 (0 * 1/sqrt(tiny) = 0 for x / |x| at x = 0)."""
+    return torch.sqrt(torch.clamp(z, min=torch.finfo(z.dtype).tiny))
+
+
+def safe_log(z: torch.Tensor) -> torch.Tensor:
+    """log(max(z, tiny)): finite at 0 (log(tiny) ~ -87 in float32, -708 in float64)."""
+    return torch.log(torch.clamp(z, min=torch.finfo(z.dtype).tiny))
+
+
+def safe_atan2(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """atan2 with atan2(0, 0) = 0 and a zero (not NaN) gradient there."""
+    y, x = torch.broadcast_tensors(y, x)
+    zero = (y == 0) & (x == 0)
+    return torch.atan2(torch.where(zero, torch.zeros_like(y), y), torch.where(zero, torch.ones_like(x), x))
+
+
+_F_SERIES = tuple(2.0 / math.factorial(2 * j + 2) for j in range(12))  # F(d) = sum 2 d^j / (2j+2)!
+
+
+def haar_factor(d: torch.Tensor) -> torch.Tensor:
+    """F(d) = 2 (cosh(sqrt d) - 1) / d, entire in d: sinc^2(t/2) for d = -t^2, (2cosh t - 2)/t^2 for d = t^2.
+
+    For ad with eigenvalues 0 and +-sqrt(delta) (multiplicity k): |det dexp(a)| = |F(delta)|^k.
+    """
+    series = torch.full_like(d, _F_SERIES[-1])
+    for c in reversed(_F_SERIES[:-1]):
+        series = series * d + c
+    t_neg = torch.sqrt(torch.clamp(-d, min=0.25))
+    t_pos = torch.sqrt(torch.clamp(d, min=0.25, max=1400.0))
+    neg = 2.0 * (1.0 - torch.cos(t_neg)) / t_neg**2
+    pos = 2.0 * (torch.cosh(t_pos) - 1.0) / t_pos**2
+    return torch.where(d.abs() < 0.25, series, torch.where(d < 0, neg, pos))
+
+
+class Lifted(NamedTuple):
+    """A lifted point cloud, N = n * K elements per batch entry."""
+
+    coords: torch.Tensor  # (bs, N, d): the input point each element was lifted from (0 where padded)
+    g: torch.Tensor  # (bs, N, r, r): u = u_x h (identity where padded)
+    g_inv: torch.Tensor  # (bs, N, r, r)
+    a: torch.Tensor  # (bs, N, lie_dim): log(u), principal (0 where padded)
+    q: torch.Tensor  # (bs, N, q_dim): orbit embedding (0 where padded)
+    values: torch.Tensor  # (bs, N, c): values repeated K times (0 where padded)
+    mask: torch.Tensor  # (bs, N) bool
+    nsamples: int  # K
+
+
+def _gather(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """t (bs, N, *F), idx (bs, *S) long -> (bs, *S, *F)."""
+    bs = t.shape[0]
+    flat = idx.reshape(bs, -1)
+    out = t[torch.arange(bs, device=t.device)[:, None], flat]
+    return out.reshape(idx.shape + t.shape[2:])
+
 
 class LiftMixin:
-    """Methods every generated group gets for lifting (filled in from the module's LIFT data)."""
+    """Lifting, pair embeddings, distances and Haar sampling for a generated group (needs LIFT)."""
 
     LIFT = None
+
+    # --- what the group can do -------------------------------------------------------------------
+    def _lift_data(self) -> dict:
+        data = self.LIFT
+        if not data or not data.get("available"):
+            reason = (data or {}).get("reason") or (
+                f"its module has no lifting data; add a `lift:` block to {self.spec_path} and run `groupgen generate`")
+            raise ValueError(f"{self.name} cannot lift points: {reason}")
+        return data
+
+    @property
+    def can_lift(self) -> bool:
+        return bool(self.LIFT and self.LIFT.get("available"))
+
+    @property
+    def q_dim(self) -> int:
+        """Dimension of the orbit embedding q (0: one orbit)."""
+        return int(self._lift_data()["q_dim"])
+
+    @property
+    def stabilizer_dim(self) -> int:
+        return int(self._lift_data()["stabilizer"]["dim"])
+
+    @property
+    def compact(self) -> bool:
+        """Whether the whole group is compact (has a Haar probability measure)."""
+        return bool(self.LIFT and self.LIFT.get("haar"))
+
+    # --- orbits and sections ---------------------------------------------------------------------
+    def orbit(self, x: torch.Tensor) -> torch.Tensor:
+        """Orbit embedding q(x): (..., d) -> (..., q_dim), invariant: q(g.x) = q(x)."""
+        return self._lift_data()["orbit"](x)
+
+    def origin(self, q: torch.Tensor) -> torch.Tensor:
+        """Orbit origin o_q: (..., q_dim) -> (..., d)."""
+        return self._lift_data()["origin"](q)
+
+    def section(self, x: torch.Tensor) -> torch.Tensor:
+        """u_x: (..., d) -> (..., r, r) with u_x . o_q(x) = x."""
+        return self._lift_data()["section"](x)
+
+    def extent(self, a: torch.Tensor) -> torch.Tensor:
+        """Largest rotation angle of exp(a): (..., lie_dim) -> (...); log is principal where < pi."""
+        fn = (self.LIFT or {}).get("extent")
+        if fn is not None:
+            return fn(a)
+        m = self.space_dim if self.action == "affine" else self.rep_dim
+        B = self.hat(a)[..., :m, :m]
+        if m == 0 or a.numel() == 0:
+            return a.new_zeros(a.shape[:-1])
+        return torch.linalg.eigvals(B.double()).imag.abs().amax(-1).to(a.dtype)
+
+    # --- Haar sampling ---------------------------------------------------------------------------
+    def _density(self, s: dict, b: torch.Tensor) -> torch.Tensor:
+        """|det dexp| at stabilizer coordinates b (m, h)."""
+        if s["density"] == "pair":
+            return haar_factor(s["delta"](b)).abs() ** s["k"]
+        ad = torch.einsum("nj,jkl->nkl", b, torch.tensor(s["ad"], dtype=b.dtype))
+        lam = torch.linalg.eigvals(ad)
+        small = lam.abs() < 1e-6
+        f = torch.where(small, 1 - lam / 2, (1 - torch.exp(-lam)) / torch.where(small, torch.ones_like(lam), lam))
+        return f.prod(-1).abs()
+
+    def _sample_coords(self, s: dict, count: int, generator: torch.Generator | None) -> torch.Tensor:
+        """Exact Haar samples in exponential coordinates, (count, lie_dim) float64 on the CPU."""
+        h = s["dim"]
+        if count == 0 or h == 0:
+            return torch.zeros(count, self.lie_dim, dtype=torch.float64)
+        basis = torch.tensor(s["basis"], dtype=torch.float64)  # (h, lie_dim)
+        box = torch.tensor(s["box"], dtype=torch.float64)
+        chunks, have, rate = [], 0, 0.25
+        while have < count:
+            m = int((count - have) / rate * 1.1) + 64
+            b = (2 * torch.rand(m, h, generator=generator, dtype=torch.float64) - 1) * box
+            a = b @ basis
+            ok = self.extent(a) < math.pi
+            for i, w in s["window"]:
+                ok &= a[:, i].abs() <= w
+            if s["density"] != "uniform":
+                u = torch.rand(m, generator=generator, dtype=torch.float64)
+                ok &= u * s["density_max"] < self._density(s, b)
+            chunks.append(a[ok])
+            have += int(ok.sum())
+            rate = max(float(ok.double().mean()), 1e-3)
+        return torch.cat(chunks)[:count]
+
+    def _sample(self, s: dict, shape, generator, dtype, device, return_log):
+        shape = tuple(shape)
+        a = self._sample_coords(s, math.prod(shape), generator)
+        g = self.exp(a).to(dtype=dtype, device=device)
+        a = a.to(dtype=dtype, device=device)
+        g = g.reshape(shape + g.shape[-2:])
+        return (g, a.reshape(shape + (self.lie_dim,))) if return_log else g
+
+    def sample_stabilizer(self, shape, *, generator: torch.Generator | None = None, dtype=torch.float32,
+                          device=None, return_log: bool = False):
+        """Haar samples h of the stabilizer H of the orbit origins: (*shape, r, r) (and a = log h).
+
+        Exact for compact H; for non-compact H, Haar measure restricted to the spec's window.
+        Sampling runs on the CPU in float64 (seeded by `generator`) and is then cast.
+        """
+        s = self._lift_data()["stabilizer"]
+        return self._sample(s, shape, generator, dtype, device, return_log)
+
+    def sample_haar(self, shape, *, generator: torch.Generator | None = None, dtype=torch.float32,
+                    device=None, return_log: bool = False):
+        """Exact Haar samples of a compact group: (*shape, r, r) (and a = log g)."""
+        data = self.LIFT or {}
+        s = data.get("haar")
+        if s is None:
+            raise ValueError(f"{self.name} has no Haar sampler: {data.get('haar_reason') or 'no lifting data'}")
+        return self._sample(s, shape, generator, dtype, device, return_log)
+
+    # --- lifting ---------------------------------------------------------------------------------
+    def lift(self, coords: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, nsamples: int | None = None, *,
+             stabilizer: torch.Tensor | None = None, generator: torch.Generator | None = None) -> Lifted:
+        """Lift (coords (bs, n, d), values (bs, n, c), mask (bs, n)) to K = nsamples elements per point.
+
+        u_ik = u_{x_i} h_ik with h_ik Haar samples of the stabilizer (K = nsamples or
+        self.lift_samples; K = 1 when the stabilizer is trivial), or the given `stabilizer`
+        (bs, n, K, r, r).  Padded points (mask False) may hold anything (even NaN): they become the
+        identity with q = 0 and zero values, and never influence valid points.
+        """
+        data = self._lift_data()
+        bs, n, _ = coords.shape
+        r = self.rep_dim
+        mask = mask.bool()
+        x = torch.where(mask[..., None], coords, torch.zeros_like(coords))
+        q = data["orbit"](x)
+        u = data["section"](x)  # (bs, n, r, r)
+        if stabilizer is not None:
+            K = stabilizer.shape[2]
+            g = u[:, :, None] @ stabilizer.to(u.dtype)
+        elif data["stabilizer"]["dim"] == 0:
+            K, g = 1, u[:, :, None]
+        else:
+            K = int(nsamples or self.lift_samples)
+            h = self.sample_stabilizer((bs, n, K), generator=generator, dtype=coords.dtype, device=coords.device)
+            g = u[:, :, None] @ h
+        N = n * K
+        valid = mask.repeat_interleave(K, dim=1)
+        eye = torch.eye(r, dtype=coords.dtype, device=coords.device)
+        g = torch.where(valid[..., None, None], g.reshape(bs, N, r, r), eye)
+        a = torch.where(valid[..., None], self.log(g), torch.zeros((), dtype=g.dtype, device=g.device))
+        zero = torch.zeros((), dtype=coords.dtype, device=coords.device)
+        return Lifted(
+            coords=x.repeat_interleave(K, dim=1),
+            g=g,
+            g_inv=self.inv(g),
+            a=a,
+            q=torch.where(valid[..., None], q.repeat_interleave(K, dim=1), zero),
+            values=torch.where(valid[..., None], values.repeat_interleave(K, dim=1), torch.zeros((), dtype=values.dtype,
+                                                                                                   device=values.device)),
+            mask=valid,
+            nsamples=K,
+        )
+
+    # --- pairs -----------------------------------------------------------------------------------
+    def pair_log(self, lifted: Lifted, i_idx: torch.Tensor, j_idx: torch.Tensor) -> torch.Tensor:
+        """log(u_i^-1 u_j) for the requested pairs: i_idx, j_idx (bs, *S) broadcastable -> (bs, *S, lie_dim).
+
+        Abelian groups: a_j - a_i, reduced to log's principal domain only where a rotation angle
+        reaches pi.  Otherwise: log(g_inv_i @ g_j).  Pairs with a padded member give 0.
+        """
+        shape = torch.broadcast_shapes(i_idx.shape, j_idx.shape)
+        if self.abelian:
+            out = _gather(lifted.a, j_idx) - _gather(lifted.a, i_idx)
+            out = out.expand(shape + out.shape[-1:])
+            if (self.LIFT or {}).get("has_rotation", True) and out.numel():
+                wrap = self.extent(out) >= math.pi
+                if bool(wrap.any()):
+                    out = out.clone()
+                    out[wrap] = self.log(self.exp(out[wrap]))
+        else:
+            out = self.log(_gather(lifted.g_inv, i_idx) @ _gather(lifted.g, j_idx))
+            out = out.expand(shape + out.shape[-1:])
+        valid = _gather(lifted.mask, i_idx) & _gather(lifted.mask, j_idx)
+        return torch.where(valid[..., None], out, torch.zeros((), dtype=out.dtype, device=out.device))
+
+    def pair_embedding(self, lifted: Lifted, i_idx: torch.Tensor, j_idx: torch.Tensor) -> torch.Tensor:
+        """a_ij = [log(u_i^-1 u_j), q_i, q_j] for the requested pairs: (bs, *S, lie_dim + 2 q_dim)."""
+        log = self.pair_log(lifted, i_idx, j_idx)
+        if lifted.q.shape[-1] == 0:
+            return log
+        shape = log.shape[:-1]
+        valid = (_gather(lifted.mask, i_idx) & _gather(lifted.mask, j_idx))[..., None]
+        qi = (_gather(lifted.q, i_idx) * valid).expand(shape + lifted.q.shape[-1:])
+        qj = (_gather(lifted.q, j_idx) * valid).expand(shape + lifted.q.shape[-1:])
+        return torch.cat([log, qi, qj], dim=-1)
+
+    def distance(self, lifted: Lifted, i_idx: torch.Tensor, j_idx: torch.Tensor,
+                 embedding: torch.Tensor | None = None) -> torch.Tensor:
+        """d_ij = sqrt(||hat(log(u_i^-1 u_j))||_F^2 + alpha ||q_i - q_j||^2): (bs, *S); +inf if a member is padded.
+
+        Left-invariant in u, basis-independent (Frobenius norm of the matrix hat(a)); pass the
+        `embedding` from pair_embedding to avoid recomputing the logs.
+        """
+        if embedding is None:
+            embedding = self.pair_embedding(lifted, i_idx, j_idx)
+        d, k = self.lie_dim, (embedding.shape[-1] - self.lie_dim) // 2
+        a, qi, qj = embedding[..., :d], embedding[..., d:d + k], embedding[..., d + k:]
+        G = self.generators(a)
+        gram = torch.einsum("kij,lij->kl", G, G)
+        d2 = torch.einsum("...k,kl,...l->...", a, gram, a) + self.alpha * (qi - qj).pow(2).sum(-1)
+        pos = d2 > 0
+        dist = torch.where(pos, torch.sqrt(torch.where(pos, d2, torch.ones_like(d2))), torch.zeros_like(d2))
+        valid = _gather(lifted.mask, i_idx) & _gather(lifted.mask, j_idx)
+        return torch.where(valid.expand(dist.shape), dist, torch.full_like(dist, math.inf))

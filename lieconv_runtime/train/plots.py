@@ -1,0 +1,118 @@
+"""PNG plots for the spring-dynamics experiments (matplotlib, Agg backend).
+
+* :func:`plot_trajectories` -- predicted vs true particle paths (paper Fig. 6);
+* :func:`plot_conservation` -- rollout error, energy error and momentum drifts over
+  time for one or several models (Fig. 7);
+* :func:`plot_study`        -- test MSE vs training-set size (Fig. 8).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+__all__ = ["plot_trajectories", "plot_conservation", "plot_study"]
+
+_FLOOR = 1e-17  # exact zeros on log axes
+_TITLES = {
+    "rollout_rel_error": "state error |ẑ−z|/(|ẑ|+|z|)",
+    "energy_rel_error": "energy error |H(ẑ_t)−H_0|/|H_0|",
+    "linear_momentum_drift": "linear momentum drift |ΣP_t−ΣP_0|/|ΣP_0|",
+    "angular_momentum_drift": "angular momentum drift |L_t−L_0|/|L_0|",
+}
+
+
+def _save(fig, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def plot_trajectories(ts, true, pred, n_particles: int, dim: int, path, title: str = "", t_max: float | None = None):
+    """Particle paths in the (x, y) plane: true solid, predicted dashed, one panel per system.
+
+    ``ts (T,)``, ``true, pred (S, T, 2ND)`` numpy arrays; ``t_max`` cuts the time axis
+    (default: the first 20 % of the rollout, where paths are still readable).
+    """
+    ts = np.asarray(ts)
+    t_max = ts[0] + 0.2 * (ts[-1] - ts[0]) if t_max is None else t_max
+    keep = ts <= t_max + 1e-12
+    n_sys = true.shape[0]
+    fig, axes = plt.subplots(1, n_sys, figsize=(3.2 * n_sys, 3.3), squeeze=False)
+    colors = plt.cm.tab10(np.arange(n_particles) % 10)
+    nd = n_particles * dim
+    for s, ax in enumerate(axes[0]):
+        for z, style in ((true[s], "-"), (pred[s], "--")):
+            q = z[keep, :nd].reshape(-1, n_particles, dim)
+            for i in range(n_particles):
+                ax.plot(q[:, i, 0], q[:, i, 1], style, color=colors[i], lw=1.0 if style == "-" else 1.4)
+        q0 = true[s, 0, :nd].reshape(n_particles, dim)
+        ax.scatter(q0[:, 0], q0[:, 1], c=colors, s=18, zorder=3)
+        ax.set_aspect("equal", adjustable="datalim")
+        ax.set_title(f"test system {s}", fontsize=9)
+        ax.tick_params(labelsize=7)
+    fig.suptitle(f"{title}: true (solid) vs predicted (dashed), t ≤ {ts[keep][-1]:.3g}", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_conservation(curves: dict, path, band: bool = True):
+    """Four log-scale panels over time; ``curves = {label: {"ts": (T,), metric: (K, T)}}``.
+
+    Lines are means over trajectories (as in ``summary.json``); the band is the
+    25-75 % range. ``t = 0`` (all metrics exactly 0) is left out of the log axes.
+    """
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
+    for label, c in curves.items():
+        ts = np.asarray(c["ts"])[1:]
+        for ax, key in zip(axes, _TITLES):
+            y = np.asarray(c[key], dtype=float)[:, 1:]
+            if np.isnan(y).all():
+                continue
+            line = ax.plot(ts, np.maximum(np.nanmean(y, 0), _FLOOR), label=label)[0]
+            if band and y.shape[0] > 1:
+                lo, hi = np.nanpercentile(y, [25, 75], axis=0)
+                ax.fill_between(ts, np.maximum(lo, _FLOOR), np.maximum(hi, _FLOOR), color=line.get_color(), alpha=0.15)
+    for ax, key in zip(axes, _TITLES):
+        ax.set_yscale("log")
+        ax.set_xlabel("t")
+        ax.set_title(_TITLES[key], fontsize=9)
+        ax.grid(alpha=0.3, which="both", lw=0.4)
+    axes[0].legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_study(rows: list[dict], path, title: str = "Spring dynamics: test MSE vs training-set size"):
+    """Log-log test MSE vs ``n_train``: mean over repeats with min-max bars, one line per label.
+
+    ``rows``: dicts with ``label``, ``n_train``, ``test_mse``.
+    """
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    labels = sorted({r["label"] for r in rows})
+    for label in labels:
+        by_n: dict[int, list[float]] = {}
+        for r in rows:
+            if r["label"] == label and r.get("test_mse") is not None:
+                by_n.setdefault(int(r["n_train"]), []).append(float(r["test_mse"]))
+        if not by_n:
+            continue
+        ns = sorted(by_n)
+        mean = np.array([np.mean(by_n[n]) for n in ns])
+        lo = mean - np.array([np.min(by_n[n]) for n in ns])
+        hi = np.array([np.max(by_n[n]) for n in ns]) - mean
+        ax.errorbar(ns, mean, yerr=[lo, hi], marker="o", ms=4, capsize=3, label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("training trajectories (n_train)")
+    ax.set_ylabel("test MSE")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3, which="both", lw=0.4)
+    ax.legend(fontsize=8)
+    return _save(fig, path)

@@ -1,0 +1,174 @@
+"""``lieconv study springs``: test MSE vs training-set size (paper Fig. 8).
+
+Every (model, group, n_train, repeat) is one ``lieconv train springs`` run in
+``<out>/runs/<label>/n<N>/seed<r>`` (resumable: finished runs are reused, an
+interrupted one continues from its checkpoint). All runs share one data set, so
+validation and test systems are the same for every size. Outputs in ``<out>``:
+``results.jsonl`` (one row per run), ``table.md`` (mean ± std over repeats),
+``study.png`` and ``study.json``.
+
+Presets (epochs ``E(n) = max(1, floor(sqrt(1e7 / n) * scale))``, the paper's rule at scale 1):
+
+* ``cpu``:  n_train 25/100/400, 2 repeats, scale 1/8 (79/39/19 epochs), val 100,
+  test 500. Baselines take ~15 min on 2 cores (1 thread each, measured); HLieResNet(T2)
+  joins automatically once registered (budget: ~30 min at the original's ~5 s/step).
+* ``full``: the paper: n_train 10 ... 96000, 3 repeats, scale 1, val 200, test 2000.
+  Needs 98,200 systems (~9.4 GB float64 cache) and a GPU-class budget.
+
+Entries ``MODEL:GROUP`` whose model is not registered are skipped with a note.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["PRESETS", "Preset", "epochs_for", "run_study"]
+
+
+@dataclass(frozen=True)
+class Preset:
+    models: tuple
+    n_train: tuple
+    repeats: int
+    epoch_scale: float
+    n_val: int
+    n_test: int
+    batch_size: int = 200
+
+
+PRESETS = {
+    "cpu": Preset(("HLieResNet:T2", "HFC", "FC", "OGN", "HOGN"), (25, 100, 400), 2, 1 / 8, 100, 500),
+    "full": Preset(("HLieResNet:T2", "HLieResNet:SO2", "HLieResNet:Trivial2", "HFC", "FC", "OGN", "HOGN"),
+                   (10, 25, 50, 100, 400, 1000, 3000, 10000, 30000, 96000), 3, 1.0, 200, 2000),
+}
+
+
+def epochs_for(n_train: int, scale: float = 1.0) -> int:
+    """Paper rule ``floor(sqrt(1e7 / n))``, scaled."""
+    return max(1, int(math.floor(math.sqrt(1e7 / n_train) * scale)))
+
+
+def _parse_entries(entries, strict: bool) -> list[tuple[str, str | None]]:
+    """``"MODEL[:GROUP]"`` -> ``(canonical name, group)``; unknown models raise if ``strict`` else are skipped."""
+    from lieconv_runtime.models.registry import RegistryError, check_group, get_spec
+
+    out = []
+    for entry in entries:
+        name, _, group = entry.partition(":")
+        try:
+            spec = get_spec(name)
+        except RegistryError:
+            if strict:
+                raise
+            print(f"lieconv study: note: {entry} skipped ({name} is not registered yet)", file=sys.stderr)
+            continue
+        if group and not spec.needs_group:
+            raise RegistryError(f"model {spec.name} takes no group: write {spec.name}, not {entry}")
+        if group:
+            check_group(group)
+        elif spec.needs_group:
+            raise RegistryError(f"model {spec.name} needs a group: write {spec.name}:GROUP (e.g. {spec.name}:T2)")
+        out.append((spec.name, group or None))
+    return out
+
+
+def _label(model: str, group: str | None) -> str:
+    return f"{model}({group})" if group else model
+
+
+def _run_args(preset: Preset, model, group, n, seed, n_systems) -> dict:
+    from lieconv_runtime.models.registry import paper_lr
+
+    return {
+        "task": "springs", "model": model, "group": group, "model_kw": {}, "n_particles": 6, "dim": 2,
+        "n_train": n, "dtype": "float32", "epochs": epochs_for(n, preset.epoch_scale),
+        "lr": paper_lr(model, group), "batch_size": preset.batch_size, "seed": seed, "patience": None,
+        "data": {"n_systems": n_systems, "n_val": preset.n_val, "n_test": preset.n_test, "n_times": 500,
+                 "t_end": 5.0, "seed": 0, "chunk_len": 5},
+    }
+
+
+def run_study(preset: str = "cpu", *, models=None, out_dir=None, data_dir=None, n_train=None, repeats=None,
+              progress: bool = True, dry_run: bool = False) -> dict:
+    """Run (or resume) the study; returns the ``study.json`` dict."""
+    from lieconv_runtime.cli import train_springs
+    from lieconv_runtime.train.trainer import atomic_write_text
+
+    p = PRESETS[preset]
+    entries = _parse_entries(models or p.models, strict=models is not None)
+    sizes = tuple(sorted(n_train or p.n_train))
+    reps = repeats or p.repeats
+    out = Path(out_dir or f"runs/springs/study-{preset}")
+    n_systems = max(sizes) + p.n_val + p.n_test
+    plan = [(m, g, n, r) for m, g in entries for n in sizes for r in range(reps)]
+    if dry_run:
+        return {"preset": preset, "n_systems": n_systems, "runs": [
+            {"label": _label(m, g), "n_train": n, "seed": r, "epochs": epochs_for(n, p.epoch_scale)}
+            for m, g, n, r in plan]}
+    rows, t0 = [], time.time()
+    for i, (model, group, n, seed) in enumerate(plan):
+        label = _label(model, group)
+        run_dir = out / "runs" / label.replace("(", "-").replace(")", "") / f"n{n}" / f"seed{seed}"
+        run = _run_args(p, model, group, n, seed, n_systems)
+        print(f"[{i + 1}/{len(plan)}] {label} n_train={n} seed={seed} epochs={run['epochs']}", file=sys.stderr)
+        summary = _finished_summary(run_dir, run)
+        if summary is None:
+            summary = train_springs(run, run_dir, data_dir=data_dir, resume=True, progress=progress)[0]
+        rows.append({"label": label, "model": model, "group": group, "n_train": n, "seed": seed,
+                     "epochs": summary["epochs_completed"], "test_mse": summary["test_mse"],
+                     "best_val_mse": summary["best_val_mse"], "epoch_time_s": summary.get("epoch_time_s_mean"),
+                     "wall_time_s": summary["wall_time_s"]})
+        atomic_write_text("".join(json.dumps(r) + "\n" for r in rows), out / "results.jsonl")
+    result = {"preset": preset, "n_systems": n_systems, "sizes": list(sizes), "repeats": reps,
+              "zero_motion_test_mse": _zero_motion_mse(p, n_systems, data_dir) if rows else None,
+              "table": "table.md", "plot": "study.png", "wall_time_s": round(time.time() - t0, 1), "rows": rows}
+    if rows:
+        from lieconv_runtime.train.plots import plot_study
+
+        plot_study(rows, out / "study.png")
+        atomic_write_text(markdown_table(rows, sizes, result["zero_motion_test_mse"]), out / "table.md")
+    atomic_write_text(json.dumps(result, indent=1) + "\n", out / "study.json")
+    return result
+
+
+def _finished_summary(run_dir: Path, run: dict) -> dict | None:
+    """The summary of a finished run with the same settings, else ``None``."""
+    try:
+        s = json.loads((run_dir / "train_summary.json").read_text())
+        same = json.loads((run_dir / "run.json").read_text())["run"] == run
+    except (OSError, ValueError, KeyError):
+        return None
+    return s if same and s.get("finished") else None
+
+
+def _zero_motion_mse(p: Preset, n_systems: int, data_dir) -> float:
+    """Test MSE of the trivial predictor ``z(t) = z0`` (reference line)."""
+    from lieconv_runtime.data.springs import load_spring_splits
+
+    test = load_spring_splits(1, p.n_val, p.n_test, n_systems=n_systems, data_dir=data_dir, progress=False).test
+    return float(((test.zs - test.z0[:, None]) ** 2).mean())
+
+
+def markdown_table(rows: list[dict], sizes, zero_mse: float | None = None) -> str:
+    """Test MSE mean ± std over repeats per label and size, plus mean seconds per epoch."""
+    import numpy as np
+
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    head = "| model | " + " | ".join(f"n={n}" for n in sizes) + " | s/epoch (largest n) |"
+    lines = [head, "|" + "---|" * (len(sizes) + 2)]
+    for label in labels:
+        cells = []
+        for n in sizes:
+            v = [r["test_mse"] for r in rows if r["label"] == label and r["n_train"] == n and r["test_mse"] is not None]
+            cells.append(f"{np.mean(v):.4g} ± {np.std(v):.2g}" if v else "–")
+        t = [r["epoch_time_s"] for r in rows if r["label"] == label and r["n_train"] == max(sizes) and r["epoch_time_s"]]
+        per_epoch = f"{np.mean(t):.3g}" if t else "–"
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {per_epoch} |")
+    if zero_mse is not None:
+        lines.append(f"\nReference: predicting z(t) = z0 gives test MSE {zero_mse:.4g}.")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,19 @@
+"""Shared test configuration: hypothesis profiles and generated test groups.
+
+Profiles: `ci` (CI=true in the environment: few examples, derandomized, no deadline) and
+`dev` (more examples).  Select explicitly with HYPOTHESIS_PROFILE=dev|ci.
+"""
+
+import os
+
+import torch
+from hypothesis import HealthCheck, settings
+
+settings.register_profile("ci", max_examples=12, deadline=None, derandomize=True,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+settings.register_profile("dev", max_examples=60, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+# Keep the suite fast and stable on a loaded 2-core machine.
+torch.set_num_threads(1)

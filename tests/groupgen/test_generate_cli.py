@@ -1,0 +1,121 @@
+"""The groupgen CLI: deterministic generation (golden files), one-line errors, nothing
+written on failure, numeric fallback, list and check."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from groupgen.cli import main
+from groupgen.spec import find_specs
+
+ROOT = Path(__file__).resolve().parents[2]
+SE2 = (ROOT / "group_specs" / "SE2.yaml").read_text()
+
+
+def test_regenerating_reproduces_generated_byte_for_byte(tmp_path):
+    assert main(["generate", "--out", str(tmp_path), "--quiet", *find_specs(ROOT / "group_specs")]) == 0
+    produced = sorted(p.name for p in tmp_path.glob("*.py"))
+    committed = sorted(p.name for p in (ROOT / "generated").glob("*.py") if p.name != "__init__.py")
+    assert produced == committed
+    for name in produced:
+        assert (tmp_path / name).read_bytes() == (ROOT / "generated" / name).read_bytes(), name
+
+
+def test_generation_is_deterministic_across_runs(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    spec = str(ROOT / "group_specs" / "SE3.yaml")
+    assert main(["generate", "--out", str(a), "--quiet", spec]) == 0
+    assert main(["generate", "--out", str(b), "--quiet", spec]) == 0
+    assert (a / "SE3.py").read_bytes() == (b / "SE3.py").read_bytes()
+
+
+def test_generated_module_imports_without_sympy(tmp_path):
+    code = ("import sys; sys.modules['sympy'] = None\n"
+            "from lieconv_runtime import load_group\n"
+            "import torch\n"
+            "G = load_group('SE3'); print(G.exp(torch.zeros(6)).shape)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "torch.Size([4, 4])" in out.stdout
+
+
+BAD = {
+    "yaml_syntax": ("name: X\naction: [linear\n", "yaml"),
+    "missing_action": ("name: X\ngenerators: {}\nspace_dim: 2\n", "action"),
+    "unknown_field": (SE2 + "colour: red\n", "colour"),
+    "bad_action": (SE2.replace("action: affine", "action: projective"), "action"),
+    "ragged": ("name: X\naction: linear\ngenerators:\n  a: [[0,1],[1]]\n", "generators.a"),
+    "non_square": ("name: X\naction: linear\ngenerators:\n  a: [[0,1,0],[1,0,0]]\n", "generators.a"),
+    "size_mismatch": ("name: X\naction: linear\ngenerators:\n  a: [[0,1],[1,0]]\n  b: [[0,0,0],[0,0,0],[0,0,1]]\n", "generators"),
+    "non_numeric": ("name: X\naction: linear\ngenerators:\n  a: [[0,x],[1,0]]\n", "generators.a"),
+    "empty_without_space_dim": ("name: X\naction: linear\ngenerators: {}\n", "space_dim"),
+    "dependent": ("name: X\naction: linear\ngenerators:\n  a: [[0,-1],[1,0]]\n  b: [[0,-2],[2,0]]\n", "generators"),
+    "not_closed": ("name: X\naction: linear\ngenerators:\n  rx: [[0,0,0],[0,0,-1],[0,1,0]]\n  ry: [[0,0,1],[0,0,0],[-1,0,0]]\n", "[rx, ry]"),
+    "affine_last_row": ("name: X\naction: affine\ngenerators:\n  a: [[0,1],[1,0]]\n", "last row"),
+    "no_closed_form": ((ROOT / "tests" / "specs_bad" / "SO4.yaml").read_text(), "numeric_fallback"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_spec_gives_one_clear_line_and_writes_nothing(case, tmp_path, capsys):
+    text, keyword = BAD[case]
+    spec = tmp_path / f"{case}.yaml"
+    spec.write_text(text)
+    good = ROOT / "group_specs" / "SO2.yaml"
+    out = tmp_path / "out"
+    code = main(["generate", "--out", str(out), str(good), str(spec)])
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert str(spec) in lines[0] and keyword in lines[0], lines[0]
+    assert "Traceback" not in err
+    assert not out.exists() or not any(out.iterdir()), "nothing may be written on failure"
+
+
+def test_bad_spec_exit_status_from_the_console(tmp_path):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(BAD["not_closed"][0])
+    run = subprocess.run([sys.executable, "-m", "groupgen", "generate", "--out", str(tmp_path / "o"), str(spec)],
+                         capture_output=True, text=True)
+    assert run.returncode == 2
+    assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr
+
+
+def test_numeric_fallback_generates_and_says_so(tmp_path, capsys):
+    spec = ROOT / "tests" / "specs" / "SO4numeric.yaml"
+    assert main(["generate", "--out", str(tmp_path), "--quiet", str(spec)]) == 0
+    source = (tmp_path / "SO4numeric.py").read_text()
+    assert "NUMERIC FALLBACK" in source and "matrix_exp" in source
+    specs_dir = tmp_path / "specs"
+    specs_dir.mkdir()
+    (specs_dir / "SO4numeric.yaml").write_text(spec.read_text())
+    (specs_dir / "SO4.yaml").write_text((ROOT / "tests" / "specs_bad" / "SO4.yaml").read_text())
+    capsys.readouterr()
+    assert main(["list", "--specs-dir", str(specs_dir)]) == 0
+    listing = capsys.readouterr().out
+    assert "numeric fallback" in listing and "no closed form" in listing
+
+
+def test_list_shows_every_shipped_spec(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for p in find_specs(ROOT / "group_specs"):
+        assert Path(p).stem in out
+    assert "closed form" in out
+
+
+def test_check_passes_on_a_good_spec_and_reports(capsys):
+    assert main(["check", "--samples", "48", str(ROOT / "group_specs" / "SE2.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "PASS" in out and "exp vs matrix_exp" in out and "angle -> pi" in out
+
+
+def test_check_reports_a_bad_spec(tmp_path, capsys):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(BAD["not_closed"][0])
+    assert main(["check", str(spec)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL" in out and "[rx, ry]" in out

@@ -1,0 +1,228 @@
+"""`lieconv` springs CLI: train/eval end to end, exact resume, one-line errors, metric validation."""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from lieconv_runtime.cli import main
+from lieconv_runtime.data.springs import load_spring_splits
+from lieconv_runtime.models import registry
+from lieconv_runtime.models.hamiltonian import HamiltonianDynamics, SpringPotential
+from lieconv_runtime.train.evaluate import METRICS, evaluate_model, galilean_boost, rollout_metrics
+
+KEYS = ("test_mse", *METRICS, "model", "group", "n_train", "seed")
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _single_thread():
+    """Tiny tensors: one intra-op thread avoids OpenMP spin-waiting on a busy 2-core box."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("springs_cache"))
+
+
+def _train_args(data_dir, out, *extra):
+    return ["train", "springs", "--model", "HFC", "--n-train", "16", "--n-val", "8", "--n-test", "8",
+            "--n-systems", "32", "--n-times", "60", "--t-end", "1.0", "--batch-size", "8",
+            "--model-kw", "width=16", "n_hidden=2", "--data-dir", data_dir, "--out", str(out), "--no-progress",
+            *extra]
+
+
+@pytest.fixture(scope="module")
+def trained(data_dir, tmp_path_factory):
+    """One tiny train + eval run shared by several tests: ``(out_dir, printed summary)``."""
+    out = tmp_path_factory.mktemp("run")
+    capture = tmp_path_factory.mktemp("stdout") / "stdout.json"
+    import contextlib
+
+    with open(capture, "w") as f, contextlib.redirect_stdout(f):
+        rc = main(_train_args(data_dir, out, "--epochs", "2", "--eval", "--n-rollouts", "3"))
+    assert rc == 0
+    return out, json.loads(capture.read_text())
+
+
+def test_train_eval_writes_checkpoint_metrics_summary_and_plots(trained):
+    out, printed = trained
+    assert (out / "checkpoint.pt").is_file()
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(l)["epoch"] for l in lines] == [1, 2]
+    summary = json.loads((out / "eval" / "summary.json").read_text())
+    assert set(KEYS) <= set(summary)
+    assert (summary["model"], summary["group"], summary["n_train"], summary["seed"]) == ("HFC", None, 16, 0)
+    for key in ("test_mse", *METRICS):
+        assert summary[key] is not None and math.isfinite(summary[key]) and summary[key] >= 0, key
+    assert summary["linear_momentum_drift"] < 1e-9  # HFC's potential is translation invariant
+    for png in ("trajectories.png", "conservation.png"):
+        assert (out / "eval" / png).read_bytes()[:8] == PNG
+    assert printed["test_mse"] == summary["test_mse"] and printed["train"]["finished"]
+    run = torch.load(out / "checkpoint.pt", weights_only=True)["config"]["run"]
+    assert (run["model"], run["group"], run["model_kw"]) == ("HFC", None, {"width": 16, "n_hidden": 2})
+
+
+def test_eval_rebuilds_model_from_checkpoint(trained, tmp_path, capsys):
+    out, printed = trained
+    assert main(["eval", "springs", "--checkpoint", str(out / "checkpoint.pt"), "--out", str(tmp_path),
+                 "--n-rollouts", "3", "--no-progress", "--no-plots"]) == 0
+    again = json.loads((tmp_path / "summary.json").read_text())
+    assert again["test_mse"] == pytest.approx(printed["test_mse"], rel=1e-6)
+    assert again["rollout_rel_error"] == pytest.approx(printed["rollout_rel_error"], rel=1e-6)
+    assert json.loads(capsys.readouterr().out)["model"] == "HFC"
+    # several checkpoints: one folder each plus an overlay of their conservation curves (Fig. 7)
+    assert main(["eval", "springs", "--checkpoint", str(out), str(out / "checkpoint.pt"), "--out",
+                 str(tmp_path / "cmp"), "--n-rollouts", "2", "--no-progress"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 2
+    assert (tmp_path / "cmp" / "conservation_comparison.png").read_bytes()[:8] == PNG
+    assert (tmp_path / "cmp" / "1-HFC" / "summary.json").is_file()
+
+
+def test_resume_matches_uninterrupted_run(data_dir, tmp_path, capsys):
+    assert main(_train_args(data_dir, tmp_path / "a", "--epochs", "3")) == 0
+    assert main(_train_args(data_dir, tmp_path / "b", "--epochs", "3", "--stop-after", "1")) == 0
+    assert len((tmp_path / "b" / "metrics.jsonl").read_text().splitlines()) == 1
+    assert main(_train_args(data_dir, tmp_path / "b", "--epochs", "3", "--resume")) == 0
+    capsys.readouterr()
+    a, b = (torch.load(tmp_path / d / "checkpoint.pt", weights_only=True) for d in "ab")
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+        assert torch.equal(a["best_state"][key], b["best_state"][key]), key
+    sa, sb = (json.loads((tmp_path / d / "train_summary.json").read_text()) for d in "ab")
+    assert sa["test_mse"] == sb["test_mse"] and sb["epochs_completed"] == 3
+    strip = lambda d: [{k: v for k, v in json.loads(l).items() if k != "epoch_time_s"}
+                       for l in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
+    assert strip("a") == strip("b")
+
+
+@pytest.fixture
+def corrupt_checkpoint(trained, tmp_path):
+    good = (trained[0] / "checkpoint.pt").read_bytes()
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(good[: len(good) // 2])  # truncated zip archive
+    return path
+
+
+BAD = {
+    "unknown model": (["--model", "NoSuchNet"], "unknown model 'NoSuchNet'; available models: FC, HFC"),
+    "unknown group": (["--group", "T9"], "unknown group 'T9'; available groups:"),
+    "n_train too large": (["--n-train", "17"], "n_train=17 exceeds the 16 training systems"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_train_inputs_give_one_line_and_status_2(case, data_dir, tmp_path, capsys):
+    extra, message = BAD[case]
+    argv = _train_args(data_dir, tmp_path / "out", "--epochs", "1")
+    for flag, value in zip(extra[::2], extra[1::2]):  # override or append
+        if flag in argv:
+            argv[argv.index(flag) + 1] = value
+        else:
+            argv += [flag, value]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("lieconv: error: ") and message in err, err
+    assert not (tmp_path / "out" / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize("which", ["missing", "corrupt", "resume-corrupt"])
+def test_bad_checkpoints_give_one_line_and_status_2(which, corrupt_checkpoint, data_dir, tmp_path, capsys):
+    if which == "missing":
+        argv = ["eval", "springs", "--checkpoint", str(tmp_path / "nope.pt")]
+    elif which == "corrupt":
+        argv = ["eval", "springs", "--checkpoint", str(corrupt_checkpoint)]
+    else:
+        argv = _train_args(data_dir, corrupt_checkpoint.parent, "--epochs", "1", "--resume")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("lieconv: error: "), err
+    assert ("not found" if which == "missing" else "corrupt") in err
+
+
+def test_resume_with_other_settings_is_refused(trained, data_dir, capsys):
+    assert main(_train_args(data_dir, trained[0], "--epochs", "5", "--resume")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "epochs: 2 -> 5" in err, err
+
+
+def test_script_error_has_no_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "lieconv_runtime.cli", "eval", "springs", "--checkpoint",
+                           str(tmp_path / "missing.pt")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("lieconv: error: ")
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def _true_model():
+    return HamiltonianDynamics(SpringPotential(), 6, 2).double()
+
+
+def test_metrics_vanish_for_the_true_hamiltonian(data_dir, tmp_path):
+    """Adaptive rollouts of the exact H: energy, momenta and state match to ~tolerance."""
+    splits = load_spring_splits(4, 2, 6, n_systems=12, n_times=100, t_end=2.0, data_dir=data_dir,
+                                dtype=torch.float64, progress=False)
+    meta = {"model": "true-H", "group": None, "n_train": 4, "seed": 0}
+    s = evaluate_model(_true_model(), splits, out_dir=tmp_path, meta=meta, n_rollouts=6, rtol=1e-9, atol=1e-12,
+                       plots=False)
+    assert json.loads((tmp_path / "summary.json").read_text())["energy_rel_error"] == s["energy_rel_error"]
+    assert s["test_mse"] < 1e-6  # RK4 on the coarse chunk grid (z(t) = z0 gives ~0.1)
+    for key in METRICS:
+        assert s[key] <= 1e-6, (key, s[key])
+    assert s["linear_momentum_drift"] < 1e-12  # a linear invariant: exact for Runge-Kutta
+
+
+def test_metrics_detect_broken_symmetries(data_dir):
+    """Sanity of the drift metrics: an external anisotropic trap breaks both momenta."""
+
+    class Trapped(SpringPotential):
+        def forward(self, q, m, k):
+            return super().forward(q, m, k) + 2.0 * (q[..., 0] ** 2).sum(-1)
+
+    splits = load_spring_splits(4, 2, 6, n_systems=12, n_times=100, t_end=2.0, data_dir=data_dir,
+                                dtype=torch.float64, progress=False)
+    traj = galilean_boost(splits.test_long.subset(torch.arange(3)), 1.5)
+    r = rollout_metrics(HamiltonianDynamics(Trapped(), 6, 2).double(), traj, rtol=1e-7, atol=1e-9)
+    assert r["linear_momentum_drift"][:, -1].mean() > 1e-2
+    assert r["angular_momentum_drift"][:, -1].mean() > 1e-2
+
+
+def test_registry_errors_and_one_line_registration(monkeypatch):
+    with pytest.raises(registry.RegistryError, match="available models: FC, HFC, HOGN, OGN"):
+        registry.build_model("nope")
+    with pytest.raises(registry.RegistryError, match="groups for R\\^3"):
+        registry.check_group("T2", dim=3)
+    seen = {}
+
+    def builder(n_particles, dim, group=None, width=8):
+        seen.update(n=n_particles, dim=dim, group=group, width=width)
+        return registry.build_model("HFC", n_particles, dim, width=width)
+
+    monkeypatch.setitem(registry._REGISTRY, "dummylie", None)
+    registry.register("DummyLie", builder, lr=1e-3, group_lr={"SO2": 3e-4}, needs_group=True)
+    registry.build_model("dummylie", 4, 2, group="T2", width=5)
+    assert seen == {"n": 4, "dim": 2, "group": "T2", "width": 5}
+    assert registry.paper_lr("DummyLie", "SO2") == 3e-4 and registry.paper_lr("DummyLie", "T2") == 1e-3
+    with pytest.raises(registry.RegistryError, match="needs a group"):
+        registry.build_model("DummyLie", 4, 2)
+
+
+def test_study_dry_run_and_table(capsys, tmp_path):
+    assert main(["study", "springs", "--preset", "cpu", "--models", "HFC", "FC", "--dry-run"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert [r["epochs"] for r in plan["runs"] if r["label"] == "HFC"] == [79, 79, 39, 39, 19, 19]
+    from lieconv_runtime.train.plots import plot_study
+    from lieconv_runtime.train.study import markdown_table
+
+    rows = [{"label": l, "n_train": n, "test_mse": v, "epoch_time_s": 0.1}
+            for l, n, v in [("HFC", 10, 0.2), ("HFC", 10, 0.1), ("HFC", 20, 0.05), ("FC", 10, 0.3)]]
+    table = markdown_table(rows, [10, 20], 0.17)
+    assert "| HFC | 0.15 ± 0.05 | 0.05 ± 0 | 0.1 |" in table and "| FC | 0.3 ± 0 | – |" in table
+    assert plot_study(rows, tmp_path / "s.png").read_bytes()[:8] == PNG

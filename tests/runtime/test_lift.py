@@ -1,0 +1,320 @@
+"""Lifting, orbits, pair embeddings, distances and Haar sampling of the shipped groups (issue 3).
+
+Every numerical test runs in float64 (tight) and float32 (bounded).  KS tests use fixed seeds
+and report their p-values in the assertion message.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from groupgen.lift import CHECK_TOLERANCES, lift_check_rows, special_points
+from lieconv_runtime import available_groups, load_group
+
+torch.set_num_threads(1)
+
+DTYPES = [torch.float64, torch.float32]
+SHIPPED = available_groups()
+TOL = {torch.float64: CHECK_TOLERANCES["float64"]["section"], torch.float32: CHECK_TOLERANCES["float32"]["section"]}
+EQ_TOL = {torch.float64: 1e-13, torch.float32: 1e-5}  # pair embeddings, relative to 1 + |value|
+EQUIVARIANT = ["T2", "SO2", "SE2", "SO3", "SE3", "RxSO2", "Sim2"]
+
+
+def tag(dtype):
+    return str(dtype).replace("torch.", "")
+
+
+def rel(a, b):
+    """max |a - b| / (1 + |b|) over the last dim."""
+    if a.numel() == 0:
+        return 0.0
+    return float(((a.double() - b.double()).abs().amax(-1) / (1 + b.double().abs().amax(-1))).max())
+
+
+def random_points(G, n, gen, dtype, scale_range=(-2, 2)):
+    lo, hi = scale_range
+    scale = 10.0 ** ((hi - lo) * torch.rand(n, 1, generator=gen, dtype=torch.float64) + lo)
+    return (torch.randn(n, G.space_dim, generator=gen, dtype=torch.float64) * scale).to(dtype)
+
+
+def random_elements(G, n, gen, dtype, scale=1.0):
+    return G.exp(scale * torch.randn(n, G.lie_dim, generator=gen, dtype=torch.float64)).to(dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# orbits and sections
+# --------------------------------------------------------------------------------------------
+
+
+def test_every_shipped_spec_lifts():
+    cannot = {name: load_group(name).LIFT["reason"] for name in SHIPPED if not load_group(name).can_lift}
+    assert not cannot, cannot
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=tag)
+def test_paper_orbits(dtype):
+    """§4.5: SO(d) by |x|, scaling by x/|x|, T(k) by the other coordinates, trivial by x."""
+    gen = torch.Generator().manual_seed(1)
+    x2 = random_points(load_group("SO2"), 50, gen, dtype)
+    x3 = random_points(load_group("SO3"), 50, gen, dtype)
+    tol = TOL[dtype]
+    assert rel(load_group("SO2").orbit(x2), x2.norm(dim=-1, keepdim=True)) < tol
+    assert rel(load_group("SO3").orbit(x3), x3.norm(dim=-1, keepdim=True)) < tol
+    assert rel(load_group("Rx").orbit(x2), x2 / x2.norm(dim=-1, keepdim=True)) < tol
+    assert torch.equal(load_group("Tx").orbit(x2), x2[:, 1:])
+    assert torch.equal(load_group("Ty").orbit(x2), x2[:, :1])
+    assert torch.equal(load_group("Trivial2").orbit(x2), x2)
+    assert torch.equal(load_group("Trivial3").orbit(x3), x3)
+    for name in ["T2", "T3", "SE2", "SE3", "RxSO2", "Sim2"]:
+        assert load_group(name).q_dim == 0, name  # one orbit
+    # stabilizers: rotations for SE(d) (K = lift_samples), trivial for translations and RxSO2
+    dims = {name: load_group(name).stabilizer_dim for name in ["SE2", "SE3", "T2", "T3", "RxSO2", "SO2", "SO3", "Sim2"]}
+    assert dims == {"SE2": 1, "SE3": 3, "T2": 0, "T3": 0, "RxSO2": 0, "SO2": 0, "SO3": 1, "Sim2": 2}
+    assert load_group("SE3").lift_samples == 4 and load_group("SE2").lift_samples == 2
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=tag)
+@pytest.mark.parametrize("name", SHIPPED)
+def test_section_and_orbit(name, dtype):
+    """u_x . o_q(x) = x and q(g.x) = q(x), random x over 4 decades and the singular points."""
+    G = load_group(name)
+    gen = torch.Generator().manual_seed(2)
+    x = torch.cat([random_points(G, 300, gen, dtype), special_points(G, dtype)])
+    g = random_elements(G, len(x), gen, dtype)
+    q = G.orbit(x)
+    u = G.section(x)
+    assert torch.isfinite(q).all() and torch.isfinite(u).all()
+    assert rel(G.act(u, G.origin(q)), x) < TOL[dtype]
+    assert rel(G.orbit(G.act(g, x)), q) < TOL[dtype]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_lift_check_rows_pass(name):
+    rows = lift_check_rows(load_group(name), samples=64, seed=3)
+    assert rows and all(worst <= tol for _, worst, tol in rows), [r for r in rows if not r[1] <= r[2]]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=tag)
+@pytest.mark.parametrize("name", ["SO2", "SO3", "Rx", "RxSO2", "Boost", "SO2z"])
+def test_singular_points_gradients_finite(name, dtype):
+    """x = 0, the axes and the SO(3) antipode: finite lift and finite gradients."""
+    G = load_group(name)
+    x = special_points(G, dtype).requires_grad_(True)
+    lifted = G.lift(x[None], torch.ones(1, len(x), 1, dtype=dtype), torch.ones(1, len(x), dtype=torch.bool),
+                    generator=torch.Generator().manual_seed(0))
+    assert all(torch.isfinite(t).all() for t in (lifted.g, lifted.a, lifted.q, lifted.g_inv))
+    (lifted.q.sum() + lifted.g.sum()).backward()
+    assert torch.isfinite(x.grad).all()
+
+
+# --------------------------------------------------------------------------------------------
+# lift structure and masks
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=tag)
+def test_lift_shapes_and_samples(dtype):
+    G = load_group("SE3")
+    gen = torch.Generator().manual_seed(4)
+    x, v = torch.randn(2, 5, 3, dtype=dtype), torch.randn(2, 5, 7, dtype=dtype)
+    m = torch.ones(2, 5, dtype=torch.bool)
+    lifted = G.lift(x, v, m, generator=gen)
+    assert lifted.nsamples == 4 and lifted.g.shape == (2, 20, 4, 4) and lifted.a.shape == (2, 20, 6)
+    assert lifted.q.shape == (2, 20, 0) and lifted.values.shape == (2, 20, 7) and lifted.mask.shape == (2, 20)
+    assert lifted.g.dtype == dtype
+    # every sample of a point maps the origin to the point; a = log(u)
+    assert rel(lifted.g[..., :3, 3], x.repeat_interleave(4, 1)) < TOL[dtype]
+    assert rel(G.exp(lifted.a).flatten(-2), lifted.g.flatten(-2)) < 10 * TOL[dtype]
+    assert torch.equal(lifted.values, v.repeat_interleave(4, 1))
+    assert G.lift(x, v, m, nsamples=2, generator=gen).g.shape == (2, 10, 4, 4)
+    # trivial stabilizer: one element per point whatever K
+    assert load_group("T3").lift(x, v, m, nsamples=5).g.shape == (2, 5, 4, 4)
+    # seeded: same generator state, same lift
+    a1 = G.lift(x, v, m, generator=torch.Generator().manual_seed(9)).a
+    a2 = G.lift(x, v, m, generator=torch.Generator().manual_seed(9)).a
+    assert torch.equal(a1, a2)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=tag)
+@pytest.mark.parametrize("name", ["SE3", "SO3", "SO2", "RxSO2", "Rx", "T2", "Sim2", "Boost"])
+def test_mask(name, dtype):
+    """Padded points may hold NaN/inf: no NaN anywhere, and valid points are unaffected."""
+    G = load_group(name)
+    gen = torch.Generator().manual_seed(5)
+    n, K = 6, 2
+    x = random_points(G, 2 * n, gen, dtype).reshape(2, n, -1)
+    v = torch.randn(2, n, 3, dtype=dtype)
+    mask = torch.tensor([[1, 1, 0, 1, 0, 1], [0, 1, 1, 1, 1, 0]], dtype=torch.bool)
+    x_bad = x.clone()
+    x_bad[~mask] = torch.tensor(float("nan"), dtype=dtype)
+    x_bad[0, 2, 0] = float("inf")
+    v_bad = v.clone()
+    v_bad[~mask] = float("nan")
+    h = G.sample_stabilizer((2, n, K), generator=gen, dtype=dtype) if G.stabilizer_dim else None
+    lifted = G.lift(x_bad, v_bad, mask, nsamples=K, stabilizer=h)
+    for t in lifted[:-1]:
+        assert not torch.isnan(t).any()
+    Kl = lifted.nsamples
+    i = torch.arange(n * Kl)[None, :, None].expand(2, -1, 1)
+    j = torch.arange(n * Kl)[None, None, :].expand(2, 1, -1)
+    emb = G.pair_embedding(lifted, i, j)
+    dist = G.distance(lifted, i, j)
+    assert torch.isfinite(emb).all()
+    valid = lifted.mask[:, :, None] & lifted.mask[:, None, :]
+    assert (emb[~valid] == 0).all() and torch.isinf(dist[~valid]).all() and torch.isfinite(dist[valid]).all()
+    # the valid points alone give the same lift and pairs
+    for b in range(2):
+        keep = mask[b]
+        hb = None if h is None else h[b:b + 1, keep]
+        alone = G.lift(x[b:b + 1, keep], v[b:b + 1, keep], torch.ones(1, int(keep.sum()), dtype=torch.bool),
+                       nsamples=K, stabilizer=hb)
+        sel = lifted.mask[b]
+        assert torch.equal(lifted.a[b, sel], alone.a[0]) and torch.equal(lifted.q[b, sel], alone.q[0])
+        m = int(sel.sum())
+        ia, ja = torch.arange(m)[None, :, None], torch.arange(m)[None, None, :]
+        assert torch.allclose(emb[b][sel][:, sel], G.pair_embedding(alone, ia, ja)[0])
+
+
+# --------------------------------------------------------------------------------------------
+# deterministic equivariance of the pair embeddings
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=tag)
+@pytest.mark.parametrize("name", EQUIVARIANT)
+def test_pair_embeddings_invariant(name, dtype):
+    """x -> g.x with the stabilizer samples transformed along (h -> u_{gx}^-1 g u_x h):
+    every lifted element becomes g u, and all pair embeddings are unchanged."""
+    G = load_group(name)
+    gen = torch.Generator().manual_seed(6)
+    bs, n = 2, 12
+    x = random_points(G, bs * n, gen, torch.float64, (-1, 1)).reshape(bs, n, -1)
+    g = random_elements(G, bs, gen, torch.float64, scale=0.7)
+    gx = G.act(g[:, None], x)
+    v, mask = torch.randn(bs, n, 2), torch.ones(bs, n, dtype=torch.bool)
+    K = 3 if G.stabilizer_dim else 1
+    h = G.sample_stabilizer((bs, n, K), generator=gen, dtype=torch.float64)
+    s = G.inv(G.section(gx)) @ g[:, None] @ G.section(x)  # in the stabilizer of o_q(x)
+    assert rel(G.act(s, G.origin(G.orbit(x))), G.origin(G.orbit(x))) < 1e-9
+    h2 = s[:, :, None] @ h
+    L1 = G.lift(x.to(dtype), v.to(dtype), mask, stabilizer=h.to(dtype))
+    L2 = G.lift(gx.to(dtype), v.to(dtype), mask, stabilizer=h2.to(dtype))
+    assert rel(L2.g.flatten(-2), (g[:, None].to(dtype) @ L1.g).flatten(-2)) < EQ_TOL[dtype]
+    N = n * K
+    i, j = torch.arange(N)[None, :, None].expand(bs, N, 1), torch.arange(N)[None, None, :].expand(bs, 1, N)
+    e1, e2 = G.pair_embedding(L1, i, j), G.pair_embedding(L2, i, j)
+    # the principal log is discontinuous at rotation angle pi: leave out pairs within 1e-3 of it
+    away = (math.pi - G.extent(e1[..., :G.lie_dim].double())) > 1e-3
+    assert away.float().mean() > 0.9
+    assert rel(e2[away], e1[away]) < EQ_TOL[dtype]
+    d1, d2 = G.distance(L1, i, j), G.distance(L2, i, j)
+    assert float(((d1 - d2).abs()[away] / (1 + d1[away])).max()) < EQ_TOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=tag)
+@pytest.mark.parametrize("name", ["SO2", "RxSO2", "T2", "Rx", "SO2z", "Sim2"])
+def test_abelian_fast_path_matches_log(name, dtype):
+    """a_j - a_i (reduced where a rotation angle passes pi) == log(u_i^-1 u_j)."""
+    G = load_group(name)
+    gen = torch.Generator().manual_seed(7)
+    x = random_points(G, 40, gen, dtype, (-1, 1))[None]
+    lifted = G.lift(x, torch.zeros(1, 40, 1, dtype=dtype), torch.ones(1, 40, dtype=torch.bool), generator=gen)
+    N = lifted.a.shape[1]
+    i, j = torch.arange(N)[None, :, None], torch.arange(N)[None, None, :]
+    fast = G.pair_log(lifted, i, j)
+    ref = G.log(lifted.g_inv[:, :, None] @ lifted.g[:, None, :])
+    away = (math.pi - G.extent(ref.double())) > 1e-3
+    assert rel(fast[away], ref[away]) < EQ_TOL[dtype]
+    if G.abelian and name in ("SO2", "RxSO2"):
+        assert bool((G.extent(lifted.a[0, :, None] - lifted.a[0, None, :]) > math.pi).any())  # wrapping exercised
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=tag)
+def test_distance_formula(dtype):
+    """d^2 = ||hat(log(u_i^-1 u_j))||_F^2 + alpha ||q_i - q_j||^2, computed from matrices."""
+    G = load_group("SO3", alpha=0.7)
+    gen = torch.Generator().manual_seed(8)
+    x = random_points(G, 10, gen, dtype, (-1, 1))[None]
+    lifted = G.lift(x, torch.zeros(1, 10, 1, dtype=dtype), torch.ones(1, 10, dtype=torch.bool), generator=gen)
+    i, j = torch.arange(10)[None, :, None], torch.arange(10)[None, None, :]
+    X = G.hat(G.log(lifted.g_inv[:, :, None] @ lifted.g[:, None, :]))
+    dq = lifted.q[:, :, None] - lifted.q[:, None, :]
+    ref = (X.pow(2).sum((-1, -2)) + 0.7 * dq.pow(2).sum(-1)).sqrt()
+    assert rel(G.distance(lifted, i, j)[..., None], ref[..., None]) < EQ_TOL[dtype]
+
+
+# --------------------------------------------------------------------------------------------
+# Haar sampling
+# --------------------------------------------------------------------------------------------
+
+
+def rotation_angle(R):
+    c = ((R.diagonal(dim1=-2, dim2=-1).sum(-1) - (R.shape[-1] - 2)) / 2).clamp(-1, 1)
+    return torch.arccos(c).numpy()
+
+
+def test_so3_rotation_angle_law():
+    G = load_group("SO3")
+    R = G.sample_haar((20000,), generator=torch.Generator().manual_seed(10), dtype=torch.float64)
+    assert rel((R.transpose(-1, -2) @ R).flatten(-2), torch.eye(3, dtype=torch.float64).flatten().expand(20000, 9)) < 1e-12
+    res = stats.kstest(rotation_angle(R), lambda t: (t - np.sin(t)) / np.pi)
+    assert res.pvalue > 0.01, f"angle law (theta - sin theta)/pi: KS p = {res.pvalue:.3g}"
+    # the test has power: uniform exponential coordinates in the ball (no |det dexp|) are rejected
+    a = torch.randn(20000, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(11))
+    a = a / a.norm(dim=-1, keepdim=True) * math.pi * torch.rand(20000, 1, dtype=torch.float64) ** (1 / 3)
+    assert stats.kstest(rotation_angle(G.exp(a)), lambda t: (t - np.sin(t)) / np.pi).pvalue < 1e-6
+
+
+@pytest.mark.parametrize("which", ["SO3 haar", "SO2 haar", "SO2z haar", "SE3 stabilizer", "SE2 stabilizer",
+                                   "SO3 stabilizer"])
+def test_haar_left_invariance(which):
+    """Two-sample KS: a class function (trace) of g.h vs h, g fixed, h Haar; plus a second
+    statistic (the (0,0) entry) that is not a class function."""
+    name, kind = which.split()
+    G = load_group(name)
+    sample = G.sample_haar if kind == "haar" else G.sample_stabilizer
+    gen = torch.Generator().manual_seed(12)
+    h1 = sample((4000,), generator=gen, dtype=torch.float64)
+    h2 = sample((4000,), generator=gen, dtype=torch.float64)
+    g = sample((1,), generator=gen, dtype=torch.float64)[0]
+    for f in (lambda m: m.diagonal(dim1=-2, dim2=-1).sum(-1), lambda m: m[..., 0, 0]):
+        p = stats.ks_2samp(f(g @ h1).numpy(), f(h2).numpy()).pvalue
+        assert p > 0.01, f"{which}: KS p = {p:.3g}"
+
+
+def test_so2_uniform_angle_and_stabilizer_fixes_origin():
+    G = load_group("SE2")
+    h = G.sample_stabilizer((5000,), generator=torch.Generator().manual_seed(13), dtype=torch.float64)
+    theta = torch.atan2(h[:, 1, 0], h[:, 0, 0]).numpy()
+    p = stats.kstest(theta, stats.uniform(loc=-math.pi, scale=2 * math.pi).cdf).pvalue
+    assert p > 0.01, f"uniform angle: KS p = {p:.3g}"
+    assert torch.equal(h[:, :2, 2], torch.zeros(5000, 2, dtype=torch.float64))
+
+
+def test_noncompact_stabilizer_window():
+    """Sim2: rotation uniform, log-scale uniform on the declared window |s| <= 1."""
+    G = load_group("Sim2")
+    h, a = G.sample_stabilizer((5000,), generator=torch.Generator().manual_seed(14), dtype=torch.float64,
+                               return_log=True)
+    s = a[:, G.generator_names.index("s")].numpy()
+    theta = a[:, G.generator_names.index("theta")].numpy()
+    assert stats.kstest(s, stats.uniform(loc=-1, scale=2).cdf).pvalue > 0.01
+    assert stats.kstest(theta, stats.uniform(loc=-math.pi, scale=2 * math.pi).cdf).pvalue > 0.01
+    assert rel(G.act(h, torch.zeros(5000, 2, dtype=torch.float64)), torch.zeros(5000, 2, dtype=torch.float64)) < 1e-12
+
+
+def test_haar_errors_and_determinism():
+    with pytest.raises(ValueError, match="not compact"):
+        load_group("SE3").sample_haar((3,))
+    with pytest.raises(ValueError, match="not compact"):
+        load_group("Rx").sample_haar((3,))
+    G = load_group("SO3")
+    a = G.sample_haar((7, 2), generator=torch.Generator().manual_seed(1))
+    b = G.sample_haar((7, 2), generator=torch.Generator().manual_seed(1))
+    assert a.shape == (7, 2, 3, 3) and a.dtype == torch.float32 and torch.equal(a, b)
+    assert load_group("T2").sample_stabilizer((4,)).shape == (4, 3, 3)  # trivial: identities
