@@ -26,6 +26,7 @@ import torch
 
 from groupgen.algebra import ClosedFormError, analyze
 from groupgen.emit import render, write_atomic
+from groupgen.lift import lift_check_rows
 from groupgen.spec import SpecError, load_spec
 
 TOLERANCES = {
@@ -178,4 +179,8 @@ def check_spec(path, samples: int = 200, seed: int = 0) -> Report:
         write_atomic(Path(tmp) / f"{spec.name}.py", source)
         G = load_group(spec.name, search_path=tmp)
         report.rows = run_properties(G, samples, seed)
+        lift_rows = lift_check_rows(G, samples, seed)
+        report.rows += [Row(name, worst, tol) for name, worst, tol in lift_rows]
+        if not lift_rows:
+            report.header += f"; no lift ({G.LIFT.get('reason', 'not derived')})"
     return report
