@@ -105,7 +105,11 @@ def _log_block0(h, h_inv):
     y = torch.where(cut, torch.zeros_like(kappa), kappa - 1)
     X = S @ hermite_matrix(C - I, y, (), [_hG_p0_j0_neg(y)])
     if bool(cut.any()):  # recompute only the entries near the cut
-        X = X.index_put((cut,), _log_near_cut0(h[cut], C[cut], S[cut], kappa[cut]))
+        n = 2
+        pick = cut.reshape(-1)
+        flat = lambda M: M.reshape(-1, n, n)[pick]
+        fixed = _log_near_cut0(flat(h), flat(C), flat(S), kappa.reshape(-1)[pick])
+        X = X.reshape(-1, n, n).index_put((pick,), fixed).reshape(X.shape)
     return X
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+from fractions import Fraction
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +96,22 @@ def _inverse_coefficients(block: Block) -> list[tuple[str, bool]]:
     return out
 
 
+def _phi1_pair_series(order: int = 18) -> tuple[str, str]:
+    """Exact bivariate series of V = alpha I + beta X = phi1(mu I + X), X^2 = delta I,
+    phi1(z) = (e^z - 1)/z:  alpha = sum A[i][j] mu^i delta^j,  beta = sum B[i][j] mu^i delta^j."""
+    A = [[Fraction(0)] * (order + 1) for _ in range(order + 1)]
+    B = [[Fraction(0)] * (order + 1) for _ in range(order + 1)]
+    for n in range(order + 1):
+        c = Fraction(1, math.factorial(n + 1))
+        for j in range(n + 1):  # (mu + x)^n = sum_j C(n, j) mu^(n-j) x^j, x^2 = delta
+            term = c * math.comb(n, j)
+            if j % 2 == 0:
+                A[n - j][j // 2] += term
+            else:
+                B[n - j][(j - 1) // 2] += term
+    return _nested(A), _nested(B)
+
+
 def _block_context(alg: Algebra, block: Block, fns: _Functions) -> dict:
     coords = alg.coords
     e, k, branches = block.e, block.k, block.branches
@@ -131,6 +148,12 @@ def _block_context(alg: Algebra, block: Block, fns: _Functions) -> dict:
         "inv_coeffs": _inverse_coefficients(block),
         "minpoly": f"x^{e}" + (f" (x^2 - delta)^{k}" if k else ""),
     }
+    # similarity-type blocks (mu != 0, no zero eigenvalue, one rotation pair: X^2 = delta I):
+    # closed-form V and V^-1 with a joint series at mu = delta = 0
+    ctx["v_closed"] = bool(block.mu != 0 and e == 0 and k == 1 and block.sign == "neg")
+    if alg.translation is not None and ctx["v_closed"]:
+        ctx["v_series_alpha"], ctx["v_series_beta"] = _phi1_pair_series()
+        ctx["hC0"], ctx["hS0"] = fns.need("C", 0, 1, branches)[0], fns.need("S", 0, 1, branches)[0]
     if alg.translation is not None:
         ctx.update({
             "taylor_Vs": _taylor("S", pC),
@@ -175,7 +198,7 @@ def module_context(spec, alg: Algebra | None = None) -> dict:
         ctx["functions"] = []
         return ctx
     ctx["blocks"] = [_block_context(alg, b, fns) for b in alg.blocks]
-    if ctx["affine"] and any(b["mu"] for b in ctx["blocks"]):
+    if ctx["affine"] and any(b["mu"] and not b["v_closed"] for b in ctx["blocks"]):
         x, w = np.polynomial.legendre.leggauss(QUADRATURE_POINTS)
         ctx["quadrature"] = {"nodes": _floats((x + 1) / 2), "weights": _floats(w / 2), "count": QUADRATURE_POINTS}
     ctx["functions"] = [fns.fns[name] for name in sorted(fns.fns)]

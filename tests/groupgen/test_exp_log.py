@@ -178,6 +178,9 @@ def test_batched_over_leading_dims(G):
     assert g.shape == (2, 3, 4, G.rep_dim, G.rep_dim)
     assert torch.allclose(g.reshape(-1, G.rep_dim, G.rep_dim), G.exp(a.reshape(-1, G.lie_dim)))
     assert G.log(g).shape == a.shape and G.inv(g).shape == g.shape
+    one = a[0, 0, 0]  # unbatched input
+    assert G.exp(one).shape == (G.rep_dim, G.rep_dim) and G.log(G.exp(one)).shape == (G.lie_dim,)
+    assert torch.allclose(G.log(G.exp(one)), G.log(G.exp(a))[0, 0, 0])
 
 
 def test_rotation_extent_helper_is_basis_independent(groups):

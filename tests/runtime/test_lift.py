@@ -177,7 +177,9 @@ def test_mask(name, dtype):
         assert torch.equal(lifted.a[b, sel], alone.a[0]) and torch.equal(lifted.q[b, sel], alone.q[0])
         m = int(sel.sum())
         ia, ja = torch.arange(m)[None, :, None], torch.arange(m)[None, None, :]
-        assert torch.allclose(emb[b][sel][:, sel], G.pair_embedding(alone, ia, ja)[0])
+        # batched float32 matmuls may round differently for another batch composition
+        atol = 1e-12 if dtype == torch.float64 else 1e-5
+        assert torch.allclose(emb[b][sel][:, sel], G.pair_embedding(alone, ia, ja)[0], atol=atol)
 
 
 # --------------------------------------------------------------------------------------------
