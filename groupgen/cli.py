@@ -18,8 +18,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _default_dir(name: str) -> Path:
+    """./NAME if it exists, else the source checkout's NAME (editable installs), else ./NAME."""
     here = Path.cwd() / name
-    return here if here.is_dir() else REPO_ROOT / name
+    if here.is_dir() or not (REPO_ROOT / name).is_dir():
+        return here
+    return REPO_ROOT / name
 
 
 def _fail(message: str) -> int:
