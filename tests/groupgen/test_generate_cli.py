@@ -119,3 +119,17 @@ def test_check_reports_a_bad_spec(tmp_path, capsys):
     assert main(["check", str(spec)]) == 1
     out = capsys.readouterr().out
     assert "FAIL" in out and "[rx, ry]" in out
+
+
+def test_check_reports_a_wrong_declared_lift(tmp_path, capsys):
+    """A spec whose section is wrong (x and y swapped) generates, but `check` names the failing property."""
+    text = (ROOT / "group_specs" / "SO2.yaml").read_text().replace('atan2(x1, x0)', 'atan2(x0, x1)')
+    assert 'atan2(x0, x1)' in text
+    spec = tmp_path / "SO2wrong.yaml"
+    spec.write_text(text.replace("name: SO2", "name: SO2wrong"))
+    assert main(["check", "--samples", "48", str(spec)]) == 1
+    out = capsys.readouterr().out
+    failing = [line for line in out.splitlines() if "[FAIL]" in line]
+    assert failing and any("u_x . o_q(x) == x" in line for line in failing), out
+    worst = float(failing[0].split("worst")[1].split()[0])
+    assert worst > 1e-3  # by how much
