@@ -141,7 +141,7 @@ def parse_lift_block(spec) -> dict:
     if declared and len(declared) != 3:
         missing = [k for k in ("orbit", "origin", "section") if k not in raw]
         raise SpecError(file, f"lift.{missing[0]}", "orbit, origin and section must be declared together; "
-                        f"add '{missing[0]}' (see the README, "The lift: block")")
+                        f"add '{missing[0]}' (see the README section 'The lift: block')")
     xs = _xsyms(d)
     xmap = {str(s): s for s in xs}
     if declared:
@@ -598,7 +598,7 @@ def derive_lift(spec, alg, seed: int = 0) -> LiftPlan:
         plan = _translation_plan(spec, alg) or LiftPlan(
             "none", reason=(f"{spec.name} does not contain all translations of R^{spec.space_dim}, so its orbits "
                             "cannot be derived automatically: add a `lift:` block (orbit, origin, section) to "
-                            f"{spec.path} (see the README, "The lift: block")"))
+                            f"{spec.path} (see the README section 'The lift: block')"))
     plan.test_points = block.get("test_points", [])
     window = block.get("window")
     if plan.kind != "none":
