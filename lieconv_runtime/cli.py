@@ -220,8 +220,8 @@ def cmd_study(args) -> dict:
     from lieconv_runtime.train.study import run_study
 
     return run_study(args.preset, models=args.models, out_dir=args.out, data_dir=args.data_dir,
-                     n_train=args.n_train, repeats=args.repeats, progress=not args.no_progress,
-                     dry_run=args.dry_run)
+                     n_train=args.n_train, repeats=args.repeats, jobs=args.jobs, threads=args.threads,
+                     progress=not args.no_progress, dry_run=args.dry_run)
 
 
 # --------------------------------------------------------------------------- parser
@@ -298,12 +298,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", nargs="+", default=None, help="MODEL or MODEL:GROUP entries (default: the preset's)")
     p.add_argument("--n-train", type=_pos_int, nargs="+", default=None, help="override the preset's sizes")
     p.add_argument("--repeats", type=_pos_int, default=None)
+    p.add_argument("--jobs", type=_pos_int, default=None,
+                   help="runs trained in parallel processes (default: cpu preset 2, full 1)")
     p.add_argument("--out", default=None, help="default runs/springs/study-<preset>")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--dry-run", action="store_true", help="list the runs and exit")
+    q = QUICK_DEFAULTS
     p = sub.add_parser("run", help="quick main job: train + eval + plots",
-                       description=f"Quick springs run: {QUICK_DEFAULTS['model']}, "
-                                   f"n_train {QUICK_DEFAULTS['n_train']}, {QUICK_DEFAULTS['epochs']} epochs, evaluation.")
+                       description=f"Quick springs run: {q['model']}, n_train {q['n_train']}, {q['epochs']} epochs, "
+                                   f"then evaluation and plots in {q['out']}/eval.")
     _add_common(p)
     _add_data_train_options(p, QUICK_DEFAULTS)
     _add_eval_options(p, QUICK_DEFAULTS)

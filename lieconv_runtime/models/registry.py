@@ -1,14 +1,17 @@
 """Registry of spring-dynamics models: ``name -> builder + paper learning rate``.
 
-A builder has the signature ``builder(n_particles, dim, group=None, **kw) -> DynamicsModel``.
+A builder is called as ``builder(n_particles, dim, group=NAME, **kw) -> DynamicsModel``
+(group-free models without ``group``, so plain classes like ``FC`` register as is).
 Models that need a symmetry group are registered with ``needs_group=True``; they
 receive the group *name* (validated here against :func:`lieconv_runtime.available_groups`
 and the space dimension) and load it themselves with
 :func:`lieconv_runtime.load_group` (or :func:`load_group_checked`).
 
-The baselines are registered below. A LieConv model is added with one line, e.g.::
+The baselines are registered below. A LieConv model is added with one line; the
+builder may be given as ``"module:function"`` (imported on first use, no cycles)::
 
-    register("HLieResNet", build_hlieresnet, lr=1e-3, group_lr={"SO2": 3e-4}, needs_group=True)
+    register("HLieResNet", "lieconv_runtime.models.hlieresnet:build_hlieresnet", lr=1e-3,
+             group_lr={"SO2": 3e-4}, needs_group=True)
 
 Lookups are case-insensitive; bad names raise :class:`RegistryError` (a
 ``ValueError``) with a one-line message listing what is available.
@@ -40,10 +43,10 @@ class RegistryError(ValueError):
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A registered model. ``group_lr`` overrides ``lr`` per group name."""
+    """A registered model. ``builder``: callable or ``"module:function"``; ``group_lr`` overrides ``lr`` per group."""
 
     name: str
-    builder: Callable
+    builder: Callable | str
     lr: float
     needs_group: bool = False
     group_lr: dict = field(default_factory=dict)
@@ -53,7 +56,7 @@ class ModelSpec:
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
-def register(name: str, builder: Callable, lr: float, *, needs_group: bool = False,
+def register(name: str, builder: Callable | str, lr: float, *, needs_group: bool = False,
              group_lr: dict | None = None, description: str = "") -> ModelSpec:
     """Add (or replace) a model under ``name``; returns its :class:`ModelSpec`."""
     spec = ModelSpec(name, builder, float(lr), needs_group, dict(group_lr or {}), description)
@@ -118,8 +121,14 @@ def build_model(name: str, n_particles: int = 6, dim: int = 2, group: str | None
     elif group is not None:
         raise RegistryError(f"model {spec.name} takes no group (got {group!r}); "
                             f"group-based models: {', '.join(group_models()) or 'none registered yet'}")
-    try:
-        return spec.builder(n_particles, dim, group=group, **kw)
+    builder = spec.builder
+    if isinstance(builder, str):
+        import importlib
+
+        module, _, attr = builder.partition(":")
+        builder = getattr(importlib.import_module(module), attr)
+    try:  # group-free builders may be plain classes such as FC(n_particles, dim, **kw)
+        return builder(n_particles, dim, group=group, **kw) if group is not None else builder(n_particles, dim, **kw)
     except TypeError as e:  # e.g. an option this builder does not take
         raise RegistryError(f"cannot build {spec.name} with options {kw}: {e}") from None
 
@@ -134,15 +143,7 @@ def paper_lr(name: str, group: str | None = None) -> float:
     return float(spec.group_lr.get(group, spec.lr)) if group is not None else spec.lr
 
 
-def _baseline(cls):
-    def build(n_particles: int, dim: int, group=None, **kw):
-        return cls(n_particles, dim, **kw)
-
-    build.__doc__ = f"{cls.__name__}(n_particles, dim, **kw)"
-    return build
-
-
-register("FC", _baseline(FC), PAPER_LR["FC"], description="MLP neural ODE on [q - mean q, p, m, k]")
-register("HFC", _baseline(HFC), PAPER_LR["HFC"], description="kinetic energy + MLP potential")
-register("OGN", _baseline(OGN), PAPER_LR["OGN"], description="ODE graph network")
-register("HOGN", _baseline(HOGN), PAPER_LR["HOGN"], description="Hamiltonian ODE graph network")
+register("FC", FC, PAPER_LR["FC"], description="MLP neural ODE on [q - mean q, p, m, k]")
+register("HFC", HFC, PAPER_LR["HFC"], description="kinetic energy + MLP potential")
+register("OGN", OGN, PAPER_LR["OGN"], description="ODE graph network")
+register("HOGN", HOGN, PAPER_LR["HOGN"], description="Hamiltonian ODE graph network")

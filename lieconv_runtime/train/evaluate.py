@@ -221,9 +221,14 @@ def rollout_metrics(model, traj: SpringTrajectories, *, solver: str = "dopri5", 
     return {"ts": ts.double().numpy(), "pred": pred.double().numpy(), "fallbacks": fallbacks, **curves}
 
 
-def _end_mean(curve: np.ndarray):
-    v = curve[:, -1]
-    return None if np.isnan(v).any() else float(np.mean(v))
+def _num(x):
+    """JSON-safe float: ``None`` for NaN/inf (e.g. a diverged rollout)."""
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _at_end(curve: np.ndarray, stat=np.mean):
+    return _num(stat(curve[:, -1]))
 
 
 def evaluate_model(model, splits, *, out_dir, meta: dict, n_rollouts: int = 100, solver: str = "dopri5",
@@ -249,8 +254,8 @@ def evaluate_model(model, splits, *, out_dir, meta: dict, n_rollouts: int = 100,
                         batch_size=batch_size, dtype=rollout_dtype)
     t_roll = time.time() - t1
     summary = {
-        "test_mse": mse,
-        **{key: _end_mean(r[key]) for key in METRICS},
+        "test_mse": _num(mse),
+        **{key: _at_end(r[key]) for key in METRICS},
         **meta,
         "n_test_chunks": len(splits.test),
         "n_rollouts": len(long),
@@ -259,8 +264,7 @@ def evaluate_model(model, splits, *, out_dir, meta: dict, n_rollouts: int = 100,
         "rollout_dtype": str(rollout_dtype).replace("torch.", ""),
         "net_momentum_std": std,
         "solver_fallback_batches": r["fallbacks"],
-        "medians_at_end": {key: (None if np.isnan(r[key][:, -1]).any() else float(np.median(r[key][:, -1])))
-                           for key in METRICS},
+        "medians_at_end": {key: _at_end(r[key], np.median) for key in METRICS},
         "test_mse_time_s": round(t_mse, 3),
         "rollout_time_s": round(t_roll, 3),
         "curves_file": "curves.npz",

@@ -16,6 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 
 __all__ = ["plot_trajectories", "plot_conservation", "plot_study"]
 
@@ -89,10 +90,12 @@ def plot_conservation(curves: dict, path, band: bool = True):
     return _save(fig, path)
 
 
-def plot_study(rows: list[dict], path, title: str = "Spring dynamics: test MSE vs training-set size"):
+def plot_study(rows: list[dict], path, title: str = "Spring dynamics: test MSE vs training-set size",
+               reference: float | None = None):
     """Log-log test MSE vs ``n_train``: mean over repeats with min-max bars, one line per label.
 
-    ``rows``: dicts with ``label``, ``n_train``, ``test_mse``.
+    ``rows``: dicts with ``label``, ``n_train``, ``test_mse``; ``reference``: a
+    horizontal dashed line (e.g. the MSE of predicting ``z(t) = z0``).
     """
     fig, ax = plt.subplots(figsize=(5.5, 4.2))
     labels = sorted({r["label"] for r in rows})
@@ -108,8 +111,13 @@ def plot_study(rows: list[dict], path, title: str = "Spring dynamics: test MSE v
         lo = mean - np.array([np.min(by_n[n]) for n in ns])
         hi = np.array([np.max(by_n[n]) for n in ns]) - mean
         ax.errorbar(ns, mean, yerr=[lo, hi], marker="o", ms=4, capsize=3, label=label)
+    if reference is not None:
+        ax.axhline(reference, color="gray", ls="--", lw=1, label="z(t) = z0")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    sizes = sorted({int(r["n_train"]) for r in rows})
+    ax.set_xticks(sizes, [str(n) for n in sizes])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("training trajectories (n_train)")
     ax.set_ylabel("test MSE")
     ax.set_title(title, fontsize=10)

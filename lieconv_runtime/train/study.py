@@ -10,8 +10,9 @@ validation and test systems are the same for every size. Outputs in ``<out>``:
 Presets (epochs ``E(n) = max(1, floor(sqrt(1e7 / n) * scale))``, the paper's rule at scale 1):
 
 * ``cpu``:  n_train 25/100/400, 2 repeats, scale 1/8 (79/39/19 epochs), val 100,
-  test 500. Baselines take ~15 min on 2 cores (1 thread each, measured); HLieResNet(T2)
-  joins automatically once registered (budget: ~30 min at the original's ~5 s/step).
+  test 500, 2 parallel jobs of 1 thread. The four baselines took 20.8 min wall on a
+  shared 2-core VM (27 min with ``--jobs 1``; HOGN is ~3/4 of it); HLieResNet(T2) joins
+  automatically once registered (budget left: ~30 min, i.e. the original's ~5 s/step).
 * ``full``: the paper: n_train 10 ... 96000, 3 repeats, scale 1, val 200, test 2000.
   Needs 98,200 systems (~9.4 GB float64 cache) and a GPU-class budget.
 
@@ -20,6 +21,7 @@ Entries ``MODEL:GROUP`` whose model is not registered are skipped with a note.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -38,11 +40,12 @@ class Preset:
     epoch_scale: float
     n_val: int
     n_test: int
+    jobs: int = 1
     batch_size: int = 200
 
 
 PRESETS = {
-    "cpu": Preset(("HLieResNet:T2", "HFC", "FC", "OGN", "HOGN"), (25, 100, 400), 2, 1 / 8, 100, 500),
+    "cpu": Preset(("HLieResNet:T2", "HFC", "FC", "OGN", "HOGN"), (25, 100, 400), 2, 1 / 8, 100, 500, jobs=2),
     "full": Preset(("HLieResNet:T2", "HLieResNet:SO2", "HLieResNet:Trivial2", "HFC", "FC", "OGN", "HOGN"),
                    (10, 25, 50, 100, 400, 1000, 3000, 10000, 30000, 96000), 3, 1.0, 200, 2000),
 }
@@ -94,46 +97,82 @@ def _run_args(preset: Preset, model, group, n, seed, n_systems) -> dict:
 
 
 def run_study(preset: str = "cpu", *, models=None, out_dir=None, data_dir=None, n_train=None, repeats=None,
-              progress: bool = True, dry_run: bool = False) -> dict:
-    """Run (or resume) the study; returns the ``study.json`` dict."""
-    from lieconv_runtime.cli import train_springs
+              jobs: int | None = None, threads: int = 1, progress: bool = True, dry_run: bool = False) -> dict:
+    """Run (or resume) the study; returns the ``study.json`` dict.
+
+    ``jobs``: runs trained in parallel processes (default: the preset's), each with
+    ``threads`` torch threads. Results do not depend on ``jobs``.
+    """
     from lieconv_runtime.train.trainer import atomic_write_text
 
     p = PRESETS[preset]
     entries = _parse_entries(models or p.models, strict=models is not None)
     sizes = tuple(sorted(n_train or p.n_train))
     reps = repeats or p.repeats
+    jobs = jobs or p.jobs
     out = Path(out_dir or f"runs/springs/study-{preset}")
     n_systems = max(sizes) + p.n_val + p.n_test
     plan = [(m, g, n, r) for m, g in entries for n in sizes for r in range(reps)]
     if dry_run:
-        return {"preset": preset, "n_systems": n_systems, "runs": [
+        return {"preset": preset, "n_systems": n_systems, "jobs": jobs, "runs": [
             {"label": _label(m, g), "n_train": n, "seed": r, "epochs": epochs_for(n, p.epoch_scale)}
             for m, g, n, r in plan]}
-    rows, t0 = [], time.time()
-    for i, (model, group, n, seed) in enumerate(plan):
+    t0 = time.time()
+    zero_mse = _zero_motion_mse(p, n_systems, data_dir, progress)  # also generates the shared data set once
+    tasks = []
+    for model, group, n, seed in plan:
         label = _label(model, group)
         run_dir = out / "runs" / label.replace("(", "-").replace(")", "") / f"n{n}" / f"seed{seed}"
-        run = _run_args(p, model, group, n, seed, n_systems)
-        print(f"[{i + 1}/{len(plan)}] {label} n_train={n} seed={seed} epochs={run['epochs']}", file=sys.stderr)
-        summary = _finished_summary(run_dir, run)
-        if summary is None:
-            summary = train_springs(run, run_dir, data_dir=data_dir, resume=True, progress=progress)[0]
-        rows.append({"label": label, "model": model, "group": group, "n_train": n, "seed": seed,
-                     "epochs": summary["epochs_completed"], "test_mse": summary["test_mse"],
-                     "best_val_mse": summary["best_val_mse"], "epoch_time_s": summary.get("epoch_time_s_mean"),
-                     "wall_time_s": summary["wall_time_s"]})
-        atomic_write_text("".join(json.dumps(r) + "\n" for r in rows), out / "results.jsonl")
-    result = {"preset": preset, "n_systems": n_systems, "sizes": list(sizes), "repeats": reps,
-              "zero_motion_test_mse": _zero_motion_mse(p, n_systems, data_dir) if rows else None,
-              "table": "table.md", "plot": "study.png", "wall_time_s": round(time.time() - t0, 1), "rows": rows}
+        tasks.append((label, _run_args(p, model, group, n, seed, n_systems), run_dir, data_dir,
+                      progress and jobs == 1, threads))
+    rows = []
+    with _pool(jobs) as pool:
+        for i, (task, summary) in enumerate(zip(tasks, pool.map(_train_one, tasks))):
+            label, run = task[0], task[1]
+            print(f"[{i + 1}/{len(tasks)}] {label} n_train={run['n_train']} seed={run['seed']}: "
+                  f"test MSE {summary['test_mse']}", file=sys.stderr)
+            rows.append({"label": label, "model": run["model"], "group": run["group"], "n_train": run["n_train"],
+                         "seed": run["seed"], "epochs": summary["epochs_completed"], "test_mse": summary["test_mse"],
+                         "best_val_mse": summary["best_val_mse"], "epoch_time_s": summary.get("epoch_time_s_mean"),
+                         "wall_time_s": summary["wall_time_s"]})
+            atomic_write_text("".join(json.dumps(r) + "\n" for r in rows), out / "results.jsonl")
+    result = {"preset": preset, "n_systems": n_systems, "sizes": list(sizes), "repeats": reps, "jobs": jobs,
+              "zero_motion_test_mse": zero_mse, "table": "table.md", "plot": "study.png",
+              "wall_time_s": round(time.time() - t0, 1), "rows": rows}
     if rows:
         from lieconv_runtime.train.plots import plot_study
 
-        plot_study(rows, out / "study.png")
-        atomic_write_text(markdown_table(rows, sizes, result["zero_motion_test_mse"]), out / "table.md")
+        plot_study(rows, out / "study.png", reference=zero_mse)
+        atomic_write_text(markdown_table(rows, sizes, zero_mse), out / "table.md")
     atomic_write_text(json.dumps(result, indent=1) + "\n", out / "study.json")
     return result
+
+
+def _train_one(task) -> dict:
+    """One study run (module level so worker processes can run it): its training summary."""
+    import torch
+
+    from lieconv_runtime.cli import train_springs
+
+    label, run, run_dir, data_dir, progress, threads = task
+    torch.set_num_threads(threads)
+    summary = _finished_summary(run_dir, run)
+    if summary is None:
+        summary = train_springs(run, run_dir, data_dir=data_dir, resume=True, progress=progress)[0]
+    return summary
+
+
+@contextlib.contextmanager
+def _pool(jobs: int):
+    """``map`` in this process (``jobs == 1``) or in ``jobs`` spawned worker processes."""
+    if jobs <= 1:
+        yield type("Serial", (), {"map": staticmethod(map)})
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield pool
 
 
 def _finished_summary(run_dir: Path, run: dict) -> dict | None:
@@ -146,11 +185,11 @@ def _finished_summary(run_dir: Path, run: dict) -> dict | None:
     return s if same and s.get("finished") else None
 
 
-def _zero_motion_mse(p: Preset, n_systems: int, data_dir) -> float:
+def _zero_motion_mse(p: Preset, n_systems: int, data_dir, progress: bool = True) -> float:
     """Test MSE of the trivial predictor ``z(t) = z0`` (reference line)."""
     from lieconv_runtime.data.springs import load_spring_splits
 
-    test = load_spring_splits(1, p.n_val, p.n_test, n_systems=n_systems, data_dir=data_dir, progress=False).test
+    test = load_spring_splits(1, p.n_val, p.n_test, n_systems=n_systems, data_dir=data_dir, progress=progress).test
     return float(((test.zs - test.z0[:, None]) ** 2).mean())
 
 
@@ -162,11 +201,11 @@ def markdown_table(rows: list[dict], sizes, zero_mse: float | None = None) -> st
     head = "| model | " + " | ".join(f"n={n}" for n in sizes) + " | s/epoch (largest n) |"
     lines = [head, "|" + "---|" * (len(sizes) + 2)]
     for label in labels:
-        cells = []
+        mine, cells = [r for r in rows if r["label"] == label], []
         for n in sizes:
-            v = [r["test_mse"] for r in rows if r["label"] == label and r["n_train"] == n and r["test_mse"] is not None]
+            v = [r["test_mse"] for r in mine if r["n_train"] == n and r["test_mse"] is not None]
             cells.append(f"{np.mean(v):.4g} ± {np.std(v):.2g}" if v else "–")
-        t = [r["epoch_time_s"] for r in rows if r["label"] == label and r["n_train"] == max(sizes) and r["epoch_time_s"]]
+        t = [r["epoch_time_s"] for r in mine if r["n_train"] == max(sizes) and r["epoch_time_s"]]
         per_epoch = f"{np.mean(t):.3g}" if t else "–"
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {per_epoch} |")
     if zero_mse is not None:

@@ -205,10 +205,12 @@ def test_registry_errors_and_one_line_registration(monkeypatch):
         seen.update(n=n_particles, dim=dim, group=group, width=width)
         return registry.build_model("HFC", n_particles, dim, width=width)
 
-    monkeypatch.setitem(registry._REGISTRY, "dummylie", None)
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))  # undone after the test
     registry.register("DummyLie", builder, lr=1e-3, group_lr={"SO2": 3e-4}, needs_group=True)
     registry.build_model("dummylie", 4, 2, group="T2", width=5)
     assert seen == {"n": 4, "dim": 2, "group": "T2", "width": 5}
+    registry.register("LazyHFC", "lieconv_runtime.models.dynamics_baselines:HFC", lr=1e-2)  # "module:function"
+    assert type(registry.build_model("lazyhfc", 3, 2, width=4)).__name__ == "HFC"
     assert registry.paper_lr("DummyLie", "SO2") == 3e-4 and registry.paper_lr("DummyLie", "T2") == 1e-3
     with pytest.raises(registry.RegistryError, match="needs a group"):
         registry.build_model("DummyLie", 4, 2)
