@@ -1,0 +1,374 @@
+"""Pair distances and pair embeddings of a lifted cloud, computed only where needed.
+
+`PairGeometry(group, cloud)` answers three questions about a lifted cloud (a `Lifted`, N elements):
+
+* `ball_pairs(qidx, r)`: the pairs (b, i, j) with d(u_{qidx[b,i]}, u_j) < r, exactly as
+  `group.distance` decides, for the queries qidx (bs, c) of one chunk;
+* `rows(qidx)`: distances (bs, c, N), +inf where either member is padded (kNN, FPS, radius init);
+* `embed(i_idx, j_idx)`: a_ij = [log(u_i^-1 u_j), q_i, q_j] for broadcastable index tensors,
+  e.g. (bs, m, 1) with (bs, m, nbhd): only the chosen pairs.
+
+Callers loop over chunks of queries, so no (bs, N, N, d) tensor (and no (bs, N, N) one) exists.
+Strategies (chosen by asking the group what it is, never its name):
+
+* "flat", abelian without rotations (translations, trivial groups): log(u_i^-1 u_j) = a_j - a_i
+  exactly, and d is the Euclidean distance of z = [a L, sqrt(alpha) q] (L L^T = Gram of the
+  generators).  One batched GEMM gives |z_i - z_j|^2 up to a proven rounding margin; only pairs
+  within the margin of r^2 are re-checked from differences.
+* "orthogonal", linear parts orthogonal (antisymmetric generator blocks: SE2, SE3, SO2, SO3).
+  With R the linear part of u_i^-1 u_j, u its translation, s = |R - I|_F / (2 sqrt 2) and
+  rho = asin(s)/s:
+      |R - I|_F^2 + |u|^2 + alpha |dq|^2  <=  d^2  <=  rho^2 (|R - I|_F^2 + |u|^2) + alpha |dq|^2,
+  because |B|_F >= |e^B - I|_F for antisymmetric B, |V^-1 u| >= |u| (V = (e^B - I)/B has norm
+  <= 1) and theta / (2 sin(theta/2)) <= rho for every rotation angle.  |R - I|_F = |R_j - R_i|_F
+  and |u| = |t_j - t_i|, so one GEMM on [vec R, t, sqrt(alpha) q] bounds all pairs; pairs
+  between the bounds get the exact distance (closed form `orthogonal_sq_norm` for one rotation
+  plane, m <= 3; the group's log beyond), densely for the whole chunk when most pairs are
+  candidates.  Embeddings use the closed-form log `orthogonal_log` unless gradients must flow.
+  Decisions are exact: margins (`_BAND_TOL`) only widen the band.
+* "general": `group.distance` / `group.pair_embedding` (abelian groups with rotations use
+  a_j - a_i re-reduced near angle pi; non-abelian groups the group's closed-form log).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from lieconv_runtime.lift import Lifted
+
+__all__ = ["PairGeometry", "gram"]
+
+PAIRS_PER_CHUNK = {"flat": 1 << 21, "orthogonal": 1 << 19, "general": 1 << 15}
+_BAND_TOL = {torch.float64: 1e-9, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 1e-2}
+
+
+def gram(group, ref: torch.Tensor) -> torch.Tensor:
+    """Gram matrix tr(G_k^T G_l) of the generators: (lie_dim, lie_dim); |hat(a)|_F^2 = a^T Gram a."""
+    G = group.generators(ref)
+    return torch.einsum("kij,lij->kl", G, G)
+
+
+def linear_block(group) -> int:
+    """Size m of the linear part: space_dim for affine groups, rep_dim for linear ones."""
+    return group.space_dim if group.action == "affine" else group.rep_dim
+
+
+def orthogonal_linear_parts(group) -> bool:
+    """Whether every generator's linear block is antisymmetric (all linear parts orthogonal)."""
+    m = linear_block(group)
+    if not group.lie_dim or not m:
+        return False
+    B = group.generators(torch.empty(0, dtype=torch.float64))[:, :m, :m]
+    return bool((B + B.transpose(1, 2)).abs().max() == 0)
+
+
+def _gather_rows(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """t (bs, N, *F), idx (bs, c) -> (bs, c, *F)."""
+    return t[torch.arange(t.shape[0], device=t.device)[:, None], idx]
+
+
+_COS_FAR = -0.999  # beyond this rotation angle (sin < 0.045) the axis comes from the symmetric part
+
+
+def orthogonal_sq_norm(R: torch.Tensor, u: torch.Tensor | None) -> torch.Tensor:
+    """|hat(log g)|_F^2 for g = [[R, u], [0, 1]] (or g = R if u is None), R (P, m, m) orthogonal, m <= 3.
+
+    One rotation plane with angle theta = atan2(|R - R^T|_F / (2 sqrt 2), (tr R - (m - 2)) / 2):
+    |B|_F^2 = 2 theta^2, and V^-1 scales the plane by rho = (theta/2) / sin(theta/2) and fixes the
+    axis n, so |V^-1 u|^2 = rho^2 |u|^2 + (1 - rho^2) (u.n)^2.  (u.n)^2 = (u.w)^2 / (8 sin^2 theta / 2)
+    with w = vee(R - R^T) while cos theta > -0.999 (sin theta > 0.045: relative error < 25 eps), and
+    (u^T R u - cos theta |u|^2) / (1 - cos theta) on the few pairs beyond (0 for m = 2: no axis).
+    """
+    m = R.shape[-1]
+    Rt = R.transpose(-1, -2)
+    A = R - Rt
+    a2 = A.square().sum((-1, -2))  # 8 sin^2 theta
+    cos = (R.diagonal(dim1=-2, dim2=-1).sum(-1) - (m - 2)) / 2
+    theta = torch.atan2(torch.sqrt(a2 / 8), cos)
+    d2 = 2 * theta * theta
+    if u is None:
+        return d2
+    half = theta / 2
+    small = half < 1e-3
+    sin_half = torch.sin(half)
+    rho = torch.where(small, 1 + half * half / 6, half / torch.where(small, torch.ones_like(sin_half), sin_half))
+    uu = u.square().sum(-1)
+    if m == 3:
+        w = torch.stack([A[..., 2, 1], A[..., 0, 2], A[..., 1, 0]], -1)  # 2 sin(theta) n
+        along = (u * w).sum(-1).square() / (a2 / 2).clamp_min(torch.finfo(R.dtype).tiny)
+        far = (cos <= _COS_FAR).nonzero()[:, 0]
+        if far.numel():
+            Rf, uf, cf = R[far], u[far], cos[far]
+            uRu = (uf * (Rf @ uf[..., None])[..., 0]).sum(-1)
+            along = along.index_copy(0, far, (uRu - cf * uu[far]) / (1 - cf))
+    else:
+        along = torch.zeros_like(uu)
+    return d2 + rho * rho * uu + (1 - rho * rho) * along
+
+
+def orthogonal_log(R: torch.Tensor, u: torch.Tensor | None) -> torch.Tensor:
+    """Principal log of g = [[R, u], [0, 1]] (or of R if u is None) as a matrix, R (P, m, m) orthogonal, m <= 3.
+
+    B = theta / (2 sin theta) (R - R^T) while cos theta > -0.999; otherwise theta times the unit rotation
+    generator of the plane (axis from the symmetric part for m = 3, sign from R - R^T).  The
+    translation is V^-1 u = u - B u / 2 + c(theta) B^2 u, c = (1 - (theta/2) cot(theta/2)) / theta^2.
+    Returns (P, r, r) with r = m + 1 (affine) or m.
+    """
+    P, m = R.shape[0], R.shape[-1]
+    A = R - R.transpose(-1, -2)
+    a2 = A.square().sum((-1, -2))  # 8 sin^2 theta
+    cos = (R.diagonal(dim1=-2, dim2=-1).sum(-1) - (m - 2)) / 2
+    sin = torch.sqrt(a2 / 8)
+    theta = torch.atan2(sin, cos)
+    tiny = torch.finfo(R.dtype).tiny
+    near = cos > _COS_FAR
+    f = torch.where(near, theta / (2 * torch.where(sin > 0, sin, torch.ones_like(sin))), torch.zeros_like(sin))
+    f = torch.where(near & (sin == 0), torch.full_like(sin, 0.5), f)  # theta/(2 sin theta) -> 1/2
+    B = f[:, None, None] * A
+    far = ~near
+    if bool(far.any()):
+        Af, Rf, tf, cf = A[far], R[far], theta[far], cos[far]
+        if m == 2:
+            Bf = tf[:, None, None] * torch.sign(torch.where(Af[:, 1, 0] == 0, torch.ones_like(tf), Af[:, 1, 0]))[:, None, None] \
+                * torch.tensor([[0.0, -1.0], [1.0, 0.0]], dtype=R.dtype, device=R.device)
+        else:
+            S = (Rf + Rf.transpose(-1, -2) - 2 * cf[:, None, None] * torch.eye(3, dtype=R.dtype, device=R.device)) \
+                / (2 * (1 - cf))[:, None, None]  # n n^T
+            col = S.diagonal(dim1=-2, dim2=-1).contiguous().argmax(-1)
+            n = S.gather(2, col[:, None, None].expand(-1, 3, 1))[..., 0]
+            n = n / n.norm(dim=-1, keepdim=True).clamp_min(tiny)
+            w = torch.stack([Af[:, 2, 1], Af[:, 0, 2], Af[:, 1, 0]], -1)
+            n = torch.where((n * w).sum(-1, keepdim=True) < 0, -n, n)
+            K = torch.zeros_like(Rf)
+            K[:, 0, 1], K[:, 0, 2], K[:, 1, 2] = -n[:, 2], n[:, 1], -n[:, 0]
+            K = K - K.transpose(-1, -2)
+            Bf = tf[:, None, None] * K
+        B = B.clone()
+        B[far] = Bf
+    if u is None:
+        return B
+    small = theta < 1e-2
+    t = torch.where(small, torch.ones_like(theta), theta)
+    c = torch.where(small, 1 / 12 + theta * theta / 720, (1 - (t / 2) / torch.tan(t / 2)) / (t * t))
+    Bu = (B @ u[..., None])[..., 0]
+    tau = u - Bu / 2 + c[:, None] * (B @ Bu[..., None])[..., 0]
+    X = R.new_zeros(P, m + 1, m + 1)
+    X[:, :m, :m] = B
+    X[:, :m, m] = tau
+    return X
+
+
+_RHO2_C3 = (math.pi**2 / 4 - 1 - 1 / 3 - 64 / 360) / 512 * (1 + 1e-6)
+
+
+def _rho2_bound(x: torch.Tensor) -> torch.Tensor:
+    """Upper bound on rho^2 = (asin(s)/s)^2, s^2 = x/8, for x = |R - I|_F^2 in [0, 8]: its Taylor
+    polynomial 1 + x/24 + x^2/360 plus the cubic term that makes it exact at x = 8 (all
+    coefficients of the series are positive, so this lies above it on [0, 8])."""
+    return 1 + x * (1 / 24 + x * (1 / 360 + x * _RHO2_C3))
+
+
+def _sqdist(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """|x_i - y_j|^2 for x (bs, c, k), y (bs, N, k) from differences (no cancellation): (bs, c, N)."""
+    return torch.cdist(x, y, compute_mode="donot_use_mm_for_euclid_dist").square()
+
+
+class PairGeometry:
+    """Distances and embeddings of a lifted cloud `cloud` (a `Lifted`) under `group`."""
+
+    def __init__(self, group, cloud: Lifted):
+        self.group, self.cloud = group, cloud
+        self.bs, self.n = cloud.mask.shape
+        self.all_valid = bool(cloud.mask.all())
+        rotation = (group.LIFT or {}).get("has_rotation", True)
+        if group.abelian and not rotation:
+            self.kind = "flat"
+        elif orthogonal_linear_parts(group):
+            self.kind = "orthogonal"
+        else:
+            self.kind = "general"
+        if self.kind == "general":
+            return
+        with torch.no_grad():
+            mask, g = cloud.mask, cloud.g.detach()
+            qs = [math.sqrt(group.alpha) * cloud.q.detach()] if cloud.q.shape[-1] else []
+            if self.kind == "flat":  # z: |z_i - z_j| is the distance
+                a = cloud.a.detach()
+                L = torch.linalg.cholesky(gram(group, a)) if group.lie_dim else a.new_zeros(0, 0)
+                parts, self.n_rot = [a @ L] + qs, 0
+            else:  # [vec R, t, sqrt(alpha) q]: |f_i - f_j|^2 is the lower bound, its R part rot2
+                self.m = m = linear_block(group)
+                self.R = g[..., :m, :m].reshape(self.bs, self.n, m * m)
+                self.t = g[..., :m, m] if group.action == "affine" else None
+                self.qs = qs[0] if qs else None
+                parts, self.n_rot = [self.R] + ([self.t] if self.t is not None else []) + qs, m * m
+            f = torch.cat(parts, -1)
+            w = mask[..., None].to(f.dtype)
+            f = f - (f * w).sum(1, keepdim=True) / w.sum(1, keepdim=True).clamp_min(1)  # centre: less cancellation
+            self.f = torch.where(mask[..., None], f, torch.zeros_like(f))
+            f2 = self.f.square().sum(-1)
+            eps = torch.finfo(f.dtype).eps
+            # |f_i|^2 + |f_j|^2 - 2 f_i.f_j by GEMM errs by at most ~ (F + 2) eps (|f_i|^2 + |f_j|^2)
+            self.gemm_margin = 32 * (f.shape[-1] + 2) * eps * 2 * f2.amax(1).clamp_min(1.0)  # (bs,)
+            self.f2 = torch.where(mask, f2, torch.full((), math.inf, dtype=f.dtype, device=f.device))
+            self.rot_margin = 32 * (self.n_rot + 2) * eps * 4 * getattr(self, "m", 0)
+            one = torch.ones_like(f2)[..., None]
+            self.fq = torch.cat([self.f, self.f2[..., None], one], -1)  # [f, |f|^2, 1] . [-2 f, 1, |f|^2]
+            self.fk = torch.cat([-2 * self.f, one, self.f2[..., None]], -1).transpose(1, 2).contiguous()
+
+    def chunk(self, n_queries: int) -> int:
+        """Queries per chunk so that a chunk holds about PAIRS_PER_CHUNK[kind] pairs."""
+        return max(1, min(n_queries, PAIRS_PER_CHUNK[self.kind] // max(1, self.bs * self.n)))
+
+    # --- distances ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def rows(self, qidx: torch.Tensor) -> torch.Tensor:
+        """Distances from the elements qidx (bs, c) to all N elements: (bs, c, N), +inf if padded."""
+        mask = self.cloud.mask
+        if self.kind == "general" or (self.kind == "orthogonal" and self.m > 3):
+            j = torch.arange(self.n, device=mask.device).expand(self.bs, 1, self.n)
+            return self.group.distance(self.cloud, qidx[:, :, None], j)
+        c = qidx.shape[1]
+        if self.kind == "flat":
+            d = _sqdist(_gather_rows(self.f, qidx), self.f) if self.f.shape[-1] else self.f.new_zeros(self.bs, c, self.n)
+        else:
+            base = self.n * torch.arange(self.bs, device=mask.device)[:, None, None]
+            ei = (base + qidx[:, :, None]).expand(self.bs, c, self.n).reshape(-1)
+            ej = (base + torch.arange(self.n, device=mask.device)).expand(self.bs, c, self.n).reshape(-1)
+            d = self.exact_sq(ei, ej).reshape(self.bs, c, self.n)
+        valid = _gather_rows(mask, qidx)[:, :, None] & mask[:, None, :]
+        return torch.where(valid, d.clamp_min(0).sqrt(), torch.full((), math.inf, dtype=d.dtype, device=d.device))
+
+    def fps_row(self, c: torch.Tensor) -> torch.Tensor:
+        """A monotone function of the distances from element c (bs,) to all elements: (bs, N), any
+        value >= 0 (or +inf) where padded.  Flat groups: squared distances, two ops."""
+        if self.kind == "flat":
+            fc = self.f.gather(1, c[:, None, None].expand(-1, 1, self.f.shape[-1]))
+            return (self.f - fc).square_().sum(-1)
+        return self.rows(c[:, None])[:, 0]
+
+    @torch.no_grad()
+    def ball_pairs(self, qidx: torch.Tensor, radius: float):
+        """Pairs (b, i, j) with d(u_{qidx[b, i]}, u_j) < radius, both valid; lexicographic order.
+
+        flat/orthogonal: candidates from one batched GEMM of the lower bound |f_i - f_j|^2 (with
+        its rounding margin), then exact checks on the candidates only (see the module docstring).
+        """
+        if self.kind == "general" or math.isinf(radius):
+            return (self.rows(qidx) < radius).nonzero(as_tuple=True)
+        r2 = radius * radius
+        tol = _BAND_TOL.get(self.f.dtype, 1e-4)
+        hi = (r2 + tol) / (1 - tol)  # beyond: outside for sure
+        bs, c, n = self.bs, qidx.shape[1], self.n
+        margin = self.gemm_margin[:, None, None]
+        lb2 = _gather_rows(self.fq, qidx) @ self.fk  # |f_i|^2 + |f_j|^2 - 2 f_i.f_j: lower bound (flat: d^2) +- margin
+        if self.kind == "flat":  # lb2 is d^2 up to the margin: re-check only pairs within it of r^2
+            b, i, j = (lb2 < r2 + margin).nonzero(as_tuple=True)
+            lb = lb2[b, i, j]
+            mg = self.gemm_margin.index_select(0, b)
+            unsure = (lb >= r2 - mg).nonzero()[:, 0]
+            if unsure.numel() == 0:
+                return b, i, j
+            ub, ui, uj = b.index_select(0, unsure), i.index_select(0, unsure), j.index_select(0, unsure)
+            keep = torch.ones_like(lb, dtype=torch.bool)
+            keep[unsure] = self.exact_sq(ub * n + qidx[ub, ui], ub * n + uj) < r2
+            sel = keep.nonzero()[:, 0]
+            return b.index_select(0, sel), i.index_select(0, sel), j.index_select(0, sel)
+        # orthogonal: candidates below the lower bound's cut; inside for sure below the upper bound's
+        cand = lb2 < hi + margin
+        if self.m <= 3 and float(cand.sum()) > 0.3 * cand.numel():  # most pairs are close: exact, densely
+            return (self.dense_exact_sq(qidx) < r2).logical_and_(cand).nonzero(as_tuple=True)
+        lin = cand.view(-1).nonzero()[:, 0]
+        lb = lb2.view(-1).index_select(0, lin)
+        mg = self.gemm_margin.index_select(0, lin // (c * n))
+        rot2 = torch.baddbmm(lb2.new_full((), 2.0 * self.m), _gather_rows(self.R, qidx), self.R.transpose(1, 2),
+                             alpha=-2).view(-1).index_select(0, lin)  # |R_j - R_i|_F^2 +- rot_margin
+        keep = (lb + mg) * _rho2_bound((rot2 + self.rot_margin).clamp(0.0, 8.0)) < r2 * (1 - tol) - tol
+        unsure = (~keep).nonzero()[:, 0]
+        if unsure.numel():
+            u = lin.index_select(0, unsure)
+            ub, rest = u // (c * n), u % (c * n)
+            ei = ub * n + qidx.reshape(-1).index_select(0, ub * c + rest // n)
+            ej = ub * n + rest % n
+            keep[unsure] = self.exact_sq(ei, ej) < r2
+        lin = lin.index_select(0, keep.nonzero()[:, 0])
+        b, rest = lin // (c * n), lin % (c * n)
+        return b, rest // n, rest % n
+
+    def dense_exact_sq(self, qidx: torch.Tensor) -> torch.Tensor:
+        """Exact d^2 from the queries qidx (bs, c) to all elements, (bs, c, N) (orthogonal, m <= 3):
+        R_i^T R_j and R_i^T (t_j - t_i) for every pair from two batched GEMMs (t centred)."""
+        bs, c, n, m = self.bs, qidx.shape[1], self.n, self.m
+        R = self.R.reshape(bs, n, m, m)
+        A = _gather_rows(R, qidx).transpose(-1, -2).reshape(bs, c * m, m)  # rows (i, a), cols k: R_i^T
+        Rij = (A @ R.permute(0, 2, 1, 3).reshape(bs, m, n * m)).view(bs, c, m, n, m).permute(0, 1, 3, 2, 4)
+        u = None
+        if self.t is not None:
+            t = self.f[..., self.n_rot:self.n_rot + m]  # centred translations
+            u = (A @ t.transpose(1, 2)).view(bs, c, m, n).permute(0, 1, 3, 2)
+            u = u - (A.view(bs, c, m, m) @ _gather_rows(t, qidx)[..., None])[..., 0][:, :, None, :]
+            u = u.reshape(-1, m)
+        d2 = orthogonal_sq_norm(Rij.reshape(-1, m, m), u).view(bs, c, n)
+        if self.qs is not None:
+            d2 = d2 + _sqdist(_gather_rows(self.qs, qidx), self.qs)
+        return d2
+
+    def exact_sq(self, ei: torch.Tensor, ej: torch.Tensor) -> torch.Tensor:
+        """Exact d^2 for the pairs of flat element indices (b N + i, b N + j), each (P,): the distance
+        of z for flat groups; for orthogonal ones the closed form when the linear part has one
+        rotation plane (m <= 3), else the group's log."""
+        if self.kind == "flat":
+            F = self.f.reshape(self.bs * self.n, -1)
+            return (F.index_select(0, ei) - F.index_select(0, ej)).square().sum(-1)
+        cl, m, bn = self.cloud, self.m, self.bs * self.n
+        if m > 3:
+            r = cl.g.shape[-1]
+            emb = self.group.log(cl.g_inv.reshape(bn, r, r).index_select(0, ei) @ cl.g.reshape(bn, r, r).index_select(0, ej))
+            d2 = torch.einsum("pk,kl,pl->p", emb, gram(self.group, emb), emb)
+        else:
+            R = self.R.reshape(bn, m, m)
+            Ri = R.index_select(0, ei)
+            Rij = Ri.transpose(1, 2) @ R.index_select(0, ej)
+            u = None
+            if self.t is not None:
+                t = self.t.reshape(bn, m)
+                u = (Ri.transpose(1, 2) @ (t.index_select(0, ej) - t.index_select(0, ei))[..., None])[..., 0]
+            d2 = orthogonal_sq_norm(Rij, u)
+        if self.qs is not None:
+            qs = self.qs.reshape(bn, -1)
+            d2 = d2 + (qs.index_select(0, ei) - qs.index_select(0, ej)).square().sum(-1)
+        return d2
+
+    # --- embeddings -----------------------------------------------------------------------------
+    def embed(self, i_idx: torch.Tensor, j_idx: torch.Tensor) -> torch.Tensor:
+        """[log(u_i^-1 u_j), q_i, q_j] for the requested pairs: (bs, *S, lie_dim + 2 q_dim), 0 if padded.
+
+        Orthogonal groups with one rotation plane use the closed-form log (`orthogonal_log`, the same
+        values as the group's log to roundoff) unless gradients must flow to the group elements.
+        """
+        cl = self.cloud
+        if (self.kind != "orthogonal" or self.m > 3 or (torch.is_grad_enabled() and cl.g.requires_grad)):
+            return self.group.pair_embedding(cl, i_idx, j_idx)
+        bs, n, m = self.bs, self.n, self.m
+        shape = torch.broadcast_shapes(i_idx.shape, j_idx.shape)
+        base = n * torch.arange(bs, device=i_idx.device).reshape((bs,) + (1,) * (len(shape) - 1))
+        ei = (base + i_idx).expand(shape).reshape(-1)
+        ej = (base + j_idx).expand(shape).reshape(-1)
+        R = self.R.reshape(bs * n, m, m)
+        Ri = R.index_select(0, ei)
+        Rij = Ri.transpose(1, 2) @ R.index_select(0, ej)
+        u = None
+        if self.t is not None:
+            t = self.t.reshape(bs * n, m)
+            u = (Ri.transpose(1, 2) @ (t.index_select(0, ej) - t.index_select(0, ei))[..., None])[..., 0]
+        a = self.group.vee(orthogonal_log(Rij, u))
+        valid = cl.mask.reshape(-1).index_select(0, ei) & cl.mask.reshape(-1).index_select(0, ej)
+        parts = [a]
+        if cl.q.shape[-1]:
+            q = cl.q.detach().reshape(bs * n, -1)
+            parts += [q.index_select(0, ei), q.index_select(0, ej)]
+        emb = torch.cat(parts, -1) if len(parts) > 1 else a
+        emb = torch.where(valid[:, None], emb, torch.zeros((), dtype=emb.dtype, device=emb.device))
+        return emb.reshape(shape + emb.shape[-1:])

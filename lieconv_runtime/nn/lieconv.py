@@ -1,0 +1,228 @@
+"""The LieConv layer (paper §4, Algorithm 2, Appendix A.1): h_i = (1/n_i) sum_{j in nbhd(i)} k(a_ij) f_j.
+
+A cloud flowing through the network is a `Lifted` (lieconv_runtime.lift) whose `values` and
+`mask` are the current features (bs, N, c) and validity (bs, N).  A layer
+
+1. optionally subsamples the query elements by farthest point sampling in the group distance
+   (`ds_frac` < 1),
+2. picks up to `nbhd` neighbours per query: uniformly at random inside the ball d < r, or the
+   nearest (`knn=True`), computing distances in chunks of queries,
+3. embeds only the chosen pairs, a_ij = [log(u_i^-1 u_j), q_i, q_j] (bs, m, nbhd, D),
+4. applies the PointConv trick: an MLP (swish) maps a_ij to `kernel_channels` channels, which are
+   contracted with the neighbour values, then one linear map to c_out.
+
+The ball radius r is a buffer adapted in training mode (r += coeff (fill - observed fill), the
+paper's scheme) and frozen in eval mode or inside `frozen_radius(model)` (use it around ODE
+solves, which call the network many times per step).  All randomness comes from a per-layer
+torch.Generator seeded with `seed`: persistent in training, reset on every eval forward, so eval
+outputs are deterministic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from lieconv_runtime.lift import Lifted
+from lieconv_runtime.nn.geometry import PairGeometry
+from lieconv_runtime.nn.norm import MaskedBatchNorm
+from lieconv_runtime.nn.sampling import farthest_point_sample, select_neighbours
+
+__all__ = ["KernelMLP", "LieConv", "frozen_radius", "gather_points", "reset_rngs", "set_stream", "stream_seed",
+           "subsample_cloud"]
+
+
+def stream_seed(seed: int, stream: int) -> int:
+    """Seed of random stream `stream` of a layer seeded with `seed` (stream 0: the seed itself)."""
+    return seed if stream == 0 else (seed * 1_000_003 + stream * 7_919 + 12_345) % (2**62)
+
+
+def gather_points(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """t (bs, N, *F), idx (bs, m) -> (bs, m, *F) by one index_select (backward: index_add)."""
+    bs, n = t.shape[:2]
+    flat = (idx + n * torch.arange(bs, device=idx.device)[:, None]).reshape(-1)
+    return t.reshape((bs * n,) + t.shape[2:]).index_select(0, flat).reshape(idx.shape + t.shape[2:])
+
+
+def subsample_cloud(cloud: Lifted, idx: torch.Tensor, mask: torch.Tensor) -> Lifted:
+    """The elements idx (bs, m) of `cloud`, with validity `mask` (bs, m)."""
+    pick = lambda t: gather_points(t, idx)  # noqa: E731
+    return cloud._replace(coords=pick(cloud.coords), g=pick(cloud.g), g_inv=pick(cloud.g_inv), a=pick(cloud.a),
+                          q=pick(cloud.q), values=pick(cloud.values), mask=mask & pick(cloud.mask))
+
+
+class KernelMLP(nn.Module):
+    """k_theta: (..., D) -> (..., out), (Linear, [masked BN], swish) x 3; zero where `valid` is False.
+
+    Only the valid rows are evaluated (packed when some are invalid), so batch norm always runs
+    the native kernel on exactly the valid pairs.
+    """
+
+    def __init__(self, d_in: int, hidden: int = 32, out: int = 16, bn: bool = True):
+        super().__init__()
+        dims = [d_in, hidden, hidden, out]
+        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.norms = nn.ModuleList(MaskedBatchNorm(b) for b in dims[1:]) if bn else None
+        self.out = out
+
+    def mlp(self, x: torch.Tensor) -> torch.Tensor:
+        for i, lin in enumerate(self.linears):
+            x = lin(x)
+            if self.norms is not None:
+                x = self.norms[i](x)
+            x = F.silu(x)
+        return x
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, x.shape[-1])
+        if bool(valid.all()):
+            return self.mlp(flat).reshape(valid.shape + (self.out,))
+        sel = valid.reshape(-1).nonzero()[:, 0]
+        y = self.mlp(flat.index_select(0, sel))
+        out = y.new_zeros(flat.shape[0], self.out).index_copy(0, sel, y)
+        return out.reshape(valid.shape + (self.out,))
+
+
+class LieConv(nn.Module):
+    """LieConv layer: Lifted cloud (values (bs, N, c_in)) -> Lifted cloud at the queries (bs, m, c_out).
+
+    group: a generated group; nbhd: neighbours per query (None: all); fill: target fraction of
+    the points inside the ball (>= 1: no ball); ds_frac: fraction of elements kept as queries;
+    knn: nearest neighbours instead of ball sampling; mean: divide by the number of neighbours.
+    """
+
+    def __init__(self, c_in: int, c_out: int, group, *, nbhd: int | None = 32, fill: float = 1 / 3,
+                 ds_frac: float = 1.0, knn: bool = False, mean: bool = True, bn: bool = True,
+                 kernel_hidden: int = 32, kernel_channels: int = 16, radius: float | None = None,
+                 radius_coeff: float = 0.5, seed: int = 0):
+        super().__init__()
+        self.group, self.c_in, self.c_out = group, c_in, c_out
+        self.nbhd = math.inf if nbhd is None else nbhd
+        self.fill, self.ds_frac, self.knn, self.mean = min(float(fill), 1.0), float(ds_frac), knn, mean
+        self.radius_coeff, self.seed = radius_coeff, seed
+        self.kernel = KernelMLP(group.lie_dim + 2 * group.q_dim, kernel_hidden, kernel_channels, bn)
+        self.linear = nn.Linear(kernel_channels * c_in, c_out)
+        r0 = math.inf if self.fill >= 1 else (2.0 if radius is None else radius)
+        self.register_buffer("radius", torch.tensor(float(r0), dtype=torch.float64))
+        self.register_buffer("radius_ready", torch.tensor(self.fill >= 1 or radius is not None))
+        self.fill_ema = self.fill
+        self.adapt_radius = True
+        self._gen: torch.Generator | None = None
+        self.stream = 0  # selects an independent random stream (testing.equivariance_error uses it)
+
+    def extra_repr(self) -> str:
+        return (f"{self.c_in}, {self.c_out}, group={self.group.name}, nbhd={self.nbhd}, fill={self.fill:.3g}, "
+                f"ds_frac={self.ds_frac:.3g}, knn={self.knn}, mean={self.mean}")
+
+    # --- randomness ---------------------------------------------------------------------------
+    def reset_rng(self) -> None:
+        """Restart this layer's random stream from its seed."""
+        self._gen = None
+
+    def rng(self, device) -> torch.Generator:
+        device = torch.device(device)
+        if not self.training or self._gen is None or self._gen.device != device:
+            self._gen = torch.Generator(device=device).manual_seed(stream_seed(self.seed, self.stream))
+        return self._gen
+
+    # --- subsampling and neighbourhoods ---------------------------------------------------------
+    def subsample(self, cloud: Lifted, geometry: PairGeometry | None = None):
+        """Query elements (idx (bs, m), mask (bs, m)) by FPS, or None when ds_frac == 1."""
+        if self.ds_frac >= 1:
+            return None
+        geometry = geometry or PairGeometry(self.group, cloud)
+        return farthest_point_sample(geometry, self.ds_frac, self.rng(cloud.mask.device))
+
+    @torch.no_grad()
+    def _init_radius(self, geometry: PairGeometry, qidx: torch.Tensor, qmask: torch.Tensor) -> None:
+        """First training step: r = median over (up to 64) queries of the fill-quantile of their distances."""
+        c = min(64, qidx.shape[1])
+        d = geometry.rows(qidx[:, :c]).sort(-1).values  # +inf (padding) sorts last
+        nvalid = geometry.cloud.mask.sum(1)
+        kth = (torch.ceil(self.fill * nvalid.double()).long() - 1).clamp(min=0)
+        r = d.gather(-1, kth[:, None, None].expand(-1, c, 1))[..., 0]
+        r = r[qmask[:, :c] & torch.isfinite(r)]
+        if r.numel():
+            self.radius.fill_(float(r.double().median()) * (1 + 1e-6) + 1e-12)
+        self.radius_ready.fill_(True)
+
+    def forward(self, cloud: Lifted, query=None) -> Lifted:
+        """cloud: Lifted with values (bs, N, c_in); query: (idx, mask) from `subsample` or None."""
+        geometry = PairGeometry(self.group, cloud)
+        if query is None:
+            query = self.subsample(cloud, geometry)
+        bs, n = cloud.mask.shape
+        if query is None:
+            qidx = torch.arange(n, device=cloud.mask.device).expand(bs, n)
+            qmask = cloud.mask
+        else:
+            qidx, qmask = query
+        adapt = self.training and self.adapt_radius and not self.knn and self.fill < 1
+        if adapt and not bool(self.radius_ready):
+            self._init_radius(geometry, qidx, qmask)
+        nb = select_neighbours(geometry, qidx, qmask, self.nbhd, float(self.radius), self.knn,
+                               self.rng(cloud.mask.device))
+        if adapt and nb.pairs > 0:
+            observed = nb.inside / nb.pairs
+            self.radius.add_(self.radius_coeff * (self.fill - observed)).clamp_(min=1e-6)
+            self.fill_ema += 0.1 * (observed - self.fill_ema)
+        out = self.convolve(geometry, cloud.values, qidx, nb.idx, nb.valid)
+        out_cloud = cloud._replace(mask=qmask) if query is None else subsample_cloud(cloud, qidx, qmask)
+        out = torch.where(out_cloud.mask[..., None], out, torch.zeros((), dtype=out.dtype, device=out.device))
+        return out_cloud._replace(values=out)
+
+    def convolve(self, geometry: PairGeometry, values: torch.Tensor, qidx: torch.Tensor, idx: torch.Tensor,
+                 valid: torch.Tensor) -> torch.Tensor:
+        """(1/n_i) sum_j k(a_ij) f_j for neighbours idx (bs, m, k): values (bs, N, c_in) -> (bs, m, c_out)."""
+        bs, m, k = idx.shape
+        emb = geometry.embed(qidx[:, :, None], idx)  # (bs, m, k, D)
+        kern = self.kernel(emb, valid)  # (bs, m, k, kc), zero where invalid
+        if k == values.shape[1] and idx.stride(-1) == 1 and idx.stride(0) == 0 and idx.stride(1) == 0:
+            # every element is a neighbour (idx = arange): contract without gathering the values
+            partial = (kern.transpose(2, 3).reshape(bs, -1, k) @ values).reshape(bs, m, -1)
+        else:
+            n = values.shape[1]
+            flat = (idx + n * torch.arange(bs, device=idx.device)[:, None, None]).reshape(-1)
+            nbr = values.reshape(bs * n, -1).index_select(0, flat).reshape(bs, m, k, -1)  # backward: index_add
+            partial = torch.einsum("bmkw,bmkc->bmwc", kern, nbr).reshape(bs, m, -1)
+        out = F.linear(partial, self.linear.weight)  # (bs, m, c_out)
+        if self.mean:
+            out = out / valid.sum(-1, keepdim=True).clamp_min(1).to(out.dtype)
+        return out + self.linear.bias
+
+
+def _lieconvs(module: nn.Module):
+    return [m for m in module.modules() if isinstance(m, LieConv)]
+
+
+@contextlib.contextmanager
+def frozen_radius(module: nn.Module):
+    """Within the block, no LieConv in `module` adapts its ball radius (even in training mode)."""
+    layers = _lieconvs(module)
+    saved = [layer.adapt_radius for layer in layers]
+    for layer in layers:
+        layer.adapt_radius = False
+    try:
+        yield module
+    finally:
+        for layer, s in zip(layers, saved):
+            layer.adapt_radius = s
+
+
+def set_stream(module: nn.Module, stream: int) -> None:
+    """Switch every random stream in `module` to stream `stream` (0: the default) and restart it."""
+    for m in module.modules():
+        if hasattr(m, "reset_rng"):
+            m.stream = stream
+            m.reset_rng()
+
+
+def reset_rngs(module: nn.Module) -> None:
+    """Restart the random streams of every layer in `module` that has one (LieConv, lifting)."""
+    for m in module.modules():
+        if hasattr(m, "reset_rng"):
+            m.reset_rng()

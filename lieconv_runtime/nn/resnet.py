@@ -1,0 +1,144 @@
+"""BottleBlock and LieResNet (paper §5, Figure 5): lifting, embedding, L bottleneck blocks, head, pooling.
+
+Clouds are `Lifted` tuples whose values/mask carry the features (see lieconv.py).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from lieconv_runtime.lift import Lifted
+from lieconv_runtime.nn.lieconv import LieConv, gather_points, stream_seed
+from lieconv_runtime.nn.norm import MaskedBatchNorm, Swish, masked_mean, masked_sum
+
+__all__ = ["BottleBlock", "LieResNet", "PointwiseLinear", "PointwiseNorm"]
+
+
+class PointwiseLinear(nn.Linear):
+    """nn.Linear on a cloud's values."""
+
+    def forward(self, cloud: Lifted) -> Lifted:
+        return cloud._replace(values=super().forward(cloud.values))
+
+
+class PointwiseNorm(nn.Module):
+    """[masked batch norm] then swish on a cloud's values (bn=False: swish only)."""
+
+    def __init__(self, channels: int, bn: bool = True):
+        super().__init__()
+        self.norm = MaskedBatchNorm(channels) if bn else None
+        self.act = Swish()
+
+    def forward(self, cloud: Lifted) -> Lifted:
+        x = cloud.values if self.norm is None else self.norm(cloud.values, cloud.mask)
+        return cloud._replace(values=self.act(x))
+
+
+class BottleBlock(nn.Module):
+    """Residual bottleneck: BN, swish, linear c->c/4, BN, swish, LieConv, BN, swish, linear -> c_out.
+
+    The residual adds the (subsampled) input values to the first c_in output channels (c_in <= c_out).
+    conv_kw go to LieConv (group, nbhd, fill, ds_frac, knn, mean, seed, ...).
+    """
+
+    def __init__(self, c_in: int, c_out: int, group, bn: bool = True, **conv_kw):
+        super().__init__()
+        if c_in > c_out:
+            raise ValueError(f"BottleBlock needs c_in <= c_out, got {c_in} > {c_out}")
+        self.c_in = c_in
+        self.pre = nn.Sequential(PointwiseNorm(c_in, bn), PointwiseLinear(c_in, c_in // 4), PointwiseNorm(c_in // 4, bn))
+        self.conv = LieConv(c_in // 4, c_out // 4, group, bn=bn, **conv_kw)
+        self.post = nn.Sequential(PointwiseNorm(c_out // 4, bn), PointwiseLinear(c_out // 4, c_out))
+
+    def forward(self, cloud: Lifted) -> Lifted:
+        query = self.conv.subsample(cloud)
+        out = self.post(self.conv(self.pre(cloud), query))
+        res = cloud.values if query is None else gather_points(cloud.values, query[0])
+        values = out.values[..., :self.c_in] + res
+        if out.values.shape[-1] > self.c_in:
+            values = torch.cat([values, out.values[..., self.c_in:]], -1)
+        values = torch.where(out.mask[..., None], values, torch.zeros((), dtype=values.dtype, device=values.device))
+        return out._replace(values=values)
+
+
+def _per_layer(x, n: int, name: str) -> list:
+    if isinstance(x, (int, float)) or x is None:
+        return [x] * n
+    x = list(x)
+    if len(x) != n:
+        raise ValueError(f"{name}: expected {n} values, got {len(x)}")
+    return x
+
+
+class LieResNet(nn.Module):
+    """Lift, embed (linear c_in -> k[0]), L BottleBlocks, [BN], swish, linear -> num_outputs, pool.
+
+    group: a generated group (lifting needs its `lift:` data).  k: width (int) or widths per stage
+    (L + 1 values); fill, ds_frac: float or one per block; nbhd: neighbours per query (None: all);
+    lift_samples: stabilizer samples per point (default group.lift_samples); pool: None, "mean" or
+    "sum" ("mean" unless mean=False).  forward(coords (bs, n, d), values (bs, n, c_in), mask (bs, n)
+    = None, stabilizer = None) -> (bs, num_outputs) if pooling, else the output cloud (a Lifted).
+    `stabilizer` (bs, n, K, r, r) fixes the lifting samples (deterministic equivariance tests).
+    """
+
+    def __init__(self, chin: int, group, num_outputs: int = 1, k: int | Sequence[int] = 1536, num_layers: int = 6,
+                 nbhd: int | None = 32, ds_frac: float | Sequence[float] = 1.0, fill: float | Sequence[float] = 1 / 4,
+                 bn: bool = True, mean: bool = True, pool: bool | str = True, knn: bool = False,
+                 lift_samples: int | None = None, kernel_channels: int = 16, kernel_hidden: int = 32, seed: int = 0):
+        super().__init__()
+        self.group = group
+        ks = [int(k)] * (num_layers + 1) if isinstance(k, int) else [int(v) for v in k]
+        if len(ks) != num_layers + 1:
+            raise ValueError(f"k: expected {num_layers + 1} widths, got {len(ks)}")
+        fills, fracs = _per_layer(fill, num_layers, "fill"), _per_layer(ds_frac, num_layers, "ds_frac")
+        self.lift_samples = int(lift_samples or group.lift_samples)
+        self.seed = seed
+        self.embedding = PointwiseLinear(chin, ks[0])
+        self.blocks = nn.ModuleList(
+            BottleBlock(ks[i], ks[i + 1], group, bn=bn, nbhd=nbhd, fill=fills[i], ds_frac=fracs[i], knn=knn,
+                        mean=mean, kernel_channels=kernel_channels, kernel_hidden=kernel_hidden, seed=seed + 1 + i)
+            for i in range(num_layers))
+        self.head = nn.Sequential(PointwiseNorm(ks[-1], bn), PointwiseLinear(ks[-1], num_outputs))
+        self.pool = ("mean" if mean else "sum") if pool is True else (pool or None)
+        self._gen: torch.Generator | None = None
+        self.stream = 0
+
+    def reset_rng(self) -> None:
+        self._gen = None
+
+    def rng(self) -> torch.Generator:
+        """CPU generator for the lifting samples (they are drawn on the CPU in float64 anyway)."""
+        if not self.training or self._gen is None:
+            self._gen = torch.Generator().manual_seed(stream_seed(self.seed, self.stream))
+        return self._gen
+
+    def lift(self, coords: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None = None,
+             stabilizer: torch.Tensor | None = None) -> Lifted:
+        """Everything needed before the first layer: (bs, n, d), (bs, n, c) -> Lifted (bs, n K, ...)."""
+        if mask is None:
+            mask = torch.ones(coords.shape[:2], dtype=torch.bool, device=coords.device)
+        mask = mask.bool()
+        G, K = self.group, self.lift_samples
+        if stabilizer is None and G.stabilizer_dim > 0:
+            # one draw per valid point, in order: padding never changes the samples of valid points
+            h = G.sample_stabilizer((int(mask.sum()), K), generator=self.rng(), dtype=coords.dtype, device=coords.device)
+            stabilizer = G.identity(mask.shape + (K,), coords).clone()
+            stabilizer[mask] = h
+        return G.lift(coords, values, mask, K, stabilizer=stabilizer)
+
+    def forward_lifted(self, cloud: Lifted):
+        cloud = self.embedding(cloud)
+        for block in self.blocks:
+            cloud = block(cloud)
+        cloud = self.head(cloud)
+        if self.pool is None:
+            return cloud
+        return (masked_mean if self.pool == "mean" else masked_sum)(cloud.values, cloud.mask)
+
+    def forward(self, coords: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None = None,
+                stabilizer: torch.Tensor | None = None):
+        return self.forward_lifted(self.lift(coords, values, mask, stabilizer))

@@ -1,0 +1,291 @@
+"""LieConv building blocks (issue 4): exact neighbourhoods and embeddings, sampling, norms, radius,
+padding, gradients, model settings.  Tiny networks; every numerical check in float64 and float32."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lieconv_runtime import load_group
+from lieconv_runtime.nn import (ImgLieResNet, LieConv, LieResNet, LieResNetPotential, MaskedBatchNorm,
+                                MolecLieResNet, PairGeometry, farthest_point_sample, frozen_radius, image_points,
+                                select_neighbours)
+from lieconv_runtime.nn.geometry import orthogonal_log
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    """Every test starts from the same global RNG state (network initialisation)."""
+    torch.manual_seed(0)
+
+DTYPES = [torch.float64, torch.float32]
+
+
+def tag(dtype):
+    return str(dtype).replace("torch.", "")
+
+
+def cloud(name, bs=3, n=30, dtype=torch.float64, scale=2.0, offset=0.0, seed=0, pad_from=None, K=None):
+    G = load_group(name, **({} if K is None else {"lift_samples": K}))
+    gen = torch.Generator().manual_seed(seed)
+    x = (scale * torch.randn(bs, n, G.space_dim, generator=gen, dtype=torch.float64) + offset).to(dtype)
+    v = torch.randn(bs, n, 2, generator=gen, dtype=torch.float64).to(dtype)
+    mask = torch.ones(bs, n, dtype=torch.bool)
+    if pad_from is not None:
+        mask[-1, pad_from:] = False
+        x[-1, pad_from:] = float("nan")
+    return G, G.lift(x, v, mask, generator=gen)
+
+
+# --- pair geometry -------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES, ids=tag)
+@pytest.mark.parametrize("name", ["SE2", "SE3", "SO3", "SO2", "T2", "T3", "Tx", "Sim2", "RxSO2", "Trivial2"])
+def test_ball_membership_is_exact(name, dtype):
+    """Bounds, GEMM candidates and closed forms decide d < r exactly as group.distance does."""
+    G, L = cloud(name, dtype=dtype, offset=50.0, pad_from=20)
+    geo = PairGeometry(G, L)
+    bs, N = L.mask.shape
+    q = torch.arange(N).expand(bs, N)
+    d = G.distance(L, q[:, :, None], torch.arange(N).expand(bs, 1, N))
+    rows = geo.rows(q)
+    finite = torch.isfinite(d)
+    assert torch.equal(finite, torch.isfinite(rows))
+    tol = 1e-12 if dtype == torch.float64 else 1e-4
+    assert float(((rows - d)[finite]).abs().max()) <= tol * (1 + float(d[finite].max()))
+    for r in [0.3, 1.0, 2.5, 6.0, 1e3]:
+        ok = torch.zeros(bs, N, N, dtype=torch.bool)
+        ok[geo.ball_pairs(q, r)] = True
+        assert torch.equal(ok, d < r), f"{name} r={r}: {int((ok != (d < r)).sum())} pairs differ"
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=tag)
+@pytest.mark.parametrize("name", ["SE2", "SE3", "SO3", "SO2", "T2", "Sim2"])
+def test_embeddings_match_group(name, dtype):
+    G, L = cloud(name, dtype=dtype, pad_from=20)
+    geo = PairGeometry(G, L)
+    bs, N = L.mask.shape
+    i = torch.arange(N).expand(bs, N)[:, :, None]
+    j = torch.randint(0, N, (bs, N, 5), generator=torch.Generator().manual_seed(1))
+    tol = 1e-12 if dtype == torch.float64 else 2e-5
+    assert float((geo.embed(i, j) - G.pair_embedding(L, i, j)).abs().max()) <= tol * 10
+
+
+@pytest.mark.parametrize("name", ["SE2", "SE3", "SO3"])
+def test_closed_form_log_near_pi(name):
+    G = load_group(name)
+    m = G.space_dim if G.action == "affine" else G.rep_dim
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(400, G.lie_dim, generator=gen, dtype=torch.float64)
+    rot = G.lie_dim - (m if G.action == "affine" else 0)
+    angle = math.pi - torch.logspace(-14, -1, 400, dtype=torch.float64)
+    a[:, :rot] *= (angle / a[:, :rot].norm(dim=-1))[:, None]
+    g = G.exp(a)
+    X = orthogonal_log(g[:, :m, :m], g[:, :m, m] if G.action == "affine" else None)
+    assert float((G.vee(X) - G.log(g)).abs().max()) < 1e-9
+
+
+# --- sampling ------------------------------------------------------------------------------------
+def test_select_neighbours_ball_and_knn():
+    G, L = cloud("T2", bs=2, n=60, pad_from=45)
+    geo = PairGeometry(G, L)
+    bs, N = L.mask.shape
+    q = torch.arange(N).expand(bs, N)
+    d = geo.rows(q)
+    gen = torch.Generator().manual_seed(0)
+    nb = select_neighbours(geo, q, L.mask, 7, 1.5, generator=gen)
+    picked = d.gather(2, nb.idx)
+    assert bool((picked[nb.valid] < 1.5).all())
+    inside = ((d < 1.5) & L.mask[:, :, None]).sum(-1)
+    assert torch.equal(nb.valid.sum(-1), inside.clamp(max=7))
+    assert nb.inside == float(inside.sum()) and nb.pairs == float((L.mask.sum(1) ** 2).sum())
+    knn = select_neighbours(geo, q, L.mask, 5, 1.5, knn=True)
+    nearest = d.topk(5, largest=False).values
+    assert torch.allclose(d.gather(2, knn.idx)[knn.valid], nearest[knn.valid])
+    # padded queries and padded elements are never chosen
+    assert not bool(nb.valid[~L.mask].any())
+    assert bool(L.mask.gather(1, nb.idx.flatten(1)).reshape(nb.idx.shape)[nb.valid].all())
+
+
+def test_ball_sampling_is_uniform():
+    """Each of the 12 points inside the ball is chosen with probability 4/12 (chi-square, fixed seed)."""
+    G = load_group("T2")
+    x = torch.zeros(1, 40, 2, dtype=torch.float64)
+    x[0, :12, 0] = torch.linspace(0, 0.5, 12, dtype=torch.float64)
+    x[0, 12:, 0] = 10 + torch.arange(28, dtype=torch.float64)
+    L = G.lift(x, x[..., :1], torch.ones(1, 40, dtype=torch.bool))
+    geo = PairGeometry(G, L)
+    gen = torch.Generator().manual_seed(0)
+    counts = torch.zeros(40)
+    for _ in range(300):
+        nb = select_neighbours(geo, torch.zeros(1, 1, dtype=torch.long), torch.ones(1, 1, dtype=torch.bool), 4, 1.0,
+                               generator=gen)
+        counts.index_add_(0, nb.idx[nb.valid], torch.ones(int(nb.valid.sum())))
+    assert counts[12:].sum() == 0
+    expected = 300 * 4 / 12
+    chi2 = float(((counts[:12] - expected) ** 2 / expected).sum())
+    assert chi2 < 31.3, f"chi2 {chi2:.1f} (11 dof, p = 0.001 at 31.3)"
+
+
+@pytest.mark.parametrize("name", ["T2", "SE2", "SO3"])
+def test_fps(name):
+    G, L = cloud(name, bs=2, n=25, pad_from=15)
+    geo = PairGeometry(G, L)
+    idx, mask = farthest_point_sample(geo, 0.4, torch.Generator().manual_seed(0))
+    nvalid = L.mask.sum(1)
+    assert torch.equal(mask.sum(1), torch.round(0.4 * nvalid.double()).long())
+    assert bool(L.mask.gather(1, idx)[mask].all())
+    for b in range(2):
+        chosen = idx[b][mask[b]]
+        assert len(set(chosen.tolist())) == len(chosen)
+        # the second pick is the farthest valid element from the first
+        d = geo.rows(torch.stack([chosen[:1], chosen[:1]]))[b, 0]
+        assert float(d[chosen[1]]) == float(d[torch.isfinite(d)].max())
+
+
+# --- norms ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES, ids=tag)
+def test_masked_batchnorm(dtype):
+    """Masked statistics == BatchNorm1d on the valid rows (values, grads, running stats with the
+    cumulative average early on); the native path (all valid) agrees with the masked one."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 9, 5, 3, dtype=dtype) * 3 + 1
+    mask = torch.rand(4, 9, 5) > 0.3
+    x_bad = torch.where(mask[..., None], x, torch.full_like(x, 1e6)).requires_grad_(True)
+    bn = MaskedBatchNorm(3).to(dtype)
+    ref = torch.nn.BatchNorm1d(3, momentum=None).to(dtype)  # cumulative average
+    xv = x[mask].clone().requires_grad_(True)
+    tol = 1e-10 if dtype == torch.float64 else 1e-5
+    for _ in range(3):
+        out, out_ref = bn(x_bad, mask), ref(xv)
+        assert float((out[mask] - out_ref).abs().max()) < tol
+        assert bool((out[~mask] == 0).all())
+    (out[mask].sin().sum()).backward()
+    (out_ref.sin().sum()).backward()
+    assert float((x_bad.grad[mask] - xv.grad).abs().max()) < tol * 10
+    assert torch.allclose(bn.running_var, ref.running_var) and torch.allclose(bn.running_mean, ref.running_mean)
+    native, masked = MaskedBatchNorm(3).to(dtype), MaskedBatchNorm(3).to(dtype)
+    full = torch.ones(4, 9, 5, dtype=torch.bool)
+    full_but_one = full.clone()
+    full_but_one[0, 0, 0] = False
+    xs = torch.cat([x, x[:1]], 0)
+    m2 = torch.cat([full, full_but_one[:1]], 0)
+    m2[-1] = False  # one extra all-padding cloud: masked path, same statistics
+    a, b = native(x, full), masked(xs, m2)[:4]
+    assert float((a - b).abs().max()) < tol and torch.allclose(native.running_var, masked.running_var)
+    native.eval(), masked.eval()
+    assert float((native(x) - masked(xs, m2)[:4]).abs().max()) < tol
+
+
+# --- radius --------------------------------------------------------------------------------------
+def test_radius_adapts_in_training_and_is_frozen_otherwise():
+    G, L = cloud("T2", bs=2, n=80)
+    conv = LieConv(2, 4, G, nbhd=10, fill=0.2).double().train()
+    for _ in range(30):
+        conv(L)
+    assert abs(conv.fill_ema - 0.2) < 0.05
+    r = float(conv.radius)
+    with frozen_radius(conv):
+        conv(L)
+    assert float(conv.radius) == r
+    conv.eval()
+    conv(L)
+    assert float(conv.radius) == r
+    conv.train()
+    conv(L)
+    assert float(conv.radius) != r
+
+
+def test_potential_never_changes_state():
+    G = load_group("T2")
+    V = LieResNetPotential(G, width=16, num_layers=2).train()
+    state = {k: v.clone() for k, v in V.state_dict().items()}
+    q = torch.randn(3, 6, 2, dtype=torch.float64, requires_grad=True)
+    m, k = torch.rand(3, 6, dtype=torch.float64), torch.rand(3, 6, dtype=torch.float64)
+    V = V.double()
+    out = V(q, m, k)
+    assert out.shape == (3,)
+    (dq,) = torch.autograd.grad(out.sum(), q, create_graph=True)
+    dq.square().sum().backward()  # double backprop, as in dz/dt = J grad H
+    assert all(torch.equal(state[key].to(v.dtype), v) for key, v in V.state_dict().items() if "radius" in key)
+
+
+# --- padding and gradients ------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["T2", "SE2", "SO3"])
+@pytest.mark.parametrize("training", [True, False])
+def test_padding_never_changes_valid_outputs(name, training):
+    G = load_group(name)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 14, G.space_dim, generator=gen, dtype=torch.float64)
+    v = torch.randn(2, 14, 2, generator=gen, dtype=torch.float64)
+    net = LieResNet(2, G, num_outputs=3, k=12, num_layers=2, nbhd=5, ds_frac=[0.7, 0.6], fill=0.5).double()
+    net.train(training)
+    state = {k: t.clone() for k, t in net.state_dict().items()}
+    y1 = net(x, v)
+    net.load_state_dict(state)
+    net.reset_rng(), [b.conv.reset_rng() for b in net.blocks]
+    xp = torch.cat([x, torch.full((2, 5, G.space_dim), float("nan"), dtype=x.dtype)], 1)
+    vp = torch.cat([v, torch.full((2, 5, 2), 1e9, dtype=v.dtype)], 1)
+    mask = torch.ones(2, 19, dtype=torch.bool)
+    mask[:, 14:] = False
+    y2 = net(xp, vp, mask)
+    assert torch.isfinite(y2).all()
+    assert float((y1 - y2).abs().max()) < 1e-12
+
+
+LIFT_SECOND_ORDER_NAN = pytest.mark.xfail(
+    reason="the lift's own second derivative is NaN at x = 0 (SO3: G.lift(...).a; RxSO2: G.pair_embedding), "
+           "not the network's; reported", strict=False)
+
+
+@pytest.mark.parametrize("order", [1, 2])
+@pytest.mark.parametrize("name", ["T2", "SO2", "SE2", "Sim2", "RxSO2", "SO3", "SE3", "Trivial2"])
+def test_gradients_finite_at_coincident_points_and_origin(name, order, request):
+    if order == 2 and name in ("SO3", "RxSO2"):
+        request.applymarker(LIFT_SECOND_ORDER_NAN)
+    G = load_group(name)
+    d = G.space_dim
+    x = torch.randn(2, 8, d, dtype=torch.float64)
+    x[:, 0] = 0.0  # the origin
+    x[:, 1] = x[:, 2]  # coincident points
+    x[:, 3] = 0.0  # coincident at the origin
+    x = x.requires_grad_(True)
+    v = torch.randn(2, 8, 2, dtype=torch.float64, requires_grad=True)
+    net = LieResNet(2, G, num_outputs=1, k=8, num_layers=2, nbhd=6, ds_frac=[1, 0.5], fill=0.6).double()
+    out = net(x, v)
+    gx, gv = torch.autograd.grad(out.sum(), (x, v), create_graph=True)
+    assert torch.isfinite(gx).all() and torch.isfinite(gv).all()
+    if order == 2:  # double backprop (Hamiltonian models)
+        (gg,) = torch.autograd.grad(gx.square().sum(), x, allow_unused=True)
+        assert gg is None or torch.isfinite(gg).all()
+
+
+# --- model settings --------------------------------------------------------------------------------
+def test_img_lieresnet_settings():
+    coords, keep = image_points()
+    assert coords.shape == (648, 2)
+    net = ImgLieResNet(load_group("T2"), k=128)
+    assert [net.blocks[0].c_in] + [b.post[-1].out_features for b in net.blocks] == [128, 155, 187, 227, 275, 334, 404]
+    assert [round(b.conv.fill, 3) for b in net.blocks] == [0.1, 0.147, 0.215, 0.316, 0.464, 0.681]
+    net = ImgLieResNet(load_group("T2"), k=8).eval()
+    sizes = []
+    for b in net.blocks:
+        b.conv.register_forward_hook(lambda m, i, o: sizes.append(int(o.mask[0].sum())))
+    assert net(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    assert sizes == [441, 300, 204, 139, 95, 65]
+
+
+def test_moleclieresnet_settings_and_features():
+    se3 = MolecLieResNet(load_group("SE3", alpha=0.2), k=16, num_layers=1)
+    t3 = MolecLieResNet(load_group("T3"), k=16, num_layers=1)
+    assert (se3.lift_samples, se3.blocks[0].conv.nbhd, se3.blocks[0].conv.fill) == (4, 25, 0.5)
+    assert (t3.lift_samples, t3.blocks[0].conv.nbhd, t3.blocks[0].conv.fill) == (1, 100, 1.0)
+    charges = torch.tensor([[6.0, 1.0, 0.0]])
+    one_hot = torch.tensor([[[0, 1.0, 0, 0, 0], [1.0, 0, 0, 0, 0], [0, 0, 0, 0, 0]]])
+    feats = se3.featurize(one_hot, charges)
+    assert feats.shape == (1, 3, 15) and torch.allclose(feats[0, 0, 3:6], torch.tensor([1, 6 / 9, 36 / 81]))
+    out = se3(torch.randn(1, 3, 3), one_hot, charges)
+    assert out.shape == (1,) and torch.isfinite(out).all()
