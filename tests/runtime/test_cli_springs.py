@@ -195,7 +195,7 @@ def test_metrics_detect_broken_symmetries(data_dir):
 
 
 def test_registry_errors_and_one_line_registration(monkeypatch):
-    with pytest.raises(registry.RegistryError, match="available models: FC, HFC, HOGN, OGN"):
+    with pytest.raises(registry.RegistryError, match="available models: FC, HFC, HLieResNet, HOGN, OGN"):
         registry.build_model("nope")
     with pytest.raises(registry.RegistryError, match="groups for R\\^3"):
         registry.check_group("T2", dim=3)
