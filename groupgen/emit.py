@@ -17,7 +17,7 @@ import jinja2
 import numpy as np
 import sympy
 
-from groupgen.algebra import Algebra, Block, ClosedFormError, analyze
+from groupgen.algebra import Algebra, Block, analyze
 from groupgen.lift import lift_context
 from groupgen.functions import DESCRIPTIONS, TAU, BRANCHES, hermite_coefficient, taylor_in_y
 from groupgen.printer import code, matrix_literal

@@ -55,13 +55,14 @@ import json
 import logging
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import torch
+
+from lieconv_runtime.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -357,22 +358,6 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _atomic_write_bytes(path: Path, write_fn) -> None:
-    """Write via ``write_fn(fileobj)`` to a temp file in ``path``'s folder, then ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write_fn(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _try_load_cache(pt: Path, config: dict) -> SpringTrajectories | None:
     meta_path = pt.with_suffix(".json")
     if not pt.exists() and not meta_path.exists():
@@ -427,9 +412,9 @@ def load_springs(
             return traj
     traj = generate_springs(n_systems, n_particles, dim, n_times, t_end, seed, progress=progress)
     blob = {"config": config, "ts": traj.ts, "zs": traj.zs, "m": traj.m, "k": traj.k}
-    _atomic_write_bytes(pt, lambda f: torch.save(blob, f))
+    atomic_write(pt, lambda f: torch.save(blob, f))
     meta = {"config": config, "sha256": _sha256(pt), "file": pt.name}
-    _atomic_write_bytes(pt.with_suffix(".json"), lambda f: f.write(json.dumps(meta, indent=1).encode()))
+    atomic_write(pt.with_suffix(".json"), lambda f: f.write(json.dumps(meta, indent=1).encode()))
     return traj
 
 

@@ -261,7 +261,7 @@ class PairGeometry:
         r2 = radius * radius
         tol = _BAND_TOL.get(self.f.dtype, 1e-4)
         hi = (r2 + tol) / (1 - tol)  # beyond: outside for sure
-        bs, c, n = self.bs, qidx.shape[1], self.n
+        c, n = qidx.shape[1], self.n
         margin = self.gemm_margin[:, None, None]
         lb2 = _gather_rows(self.fq, qidx) @ self.fk  # |f_i|^2 + |f_j|^2 - 2 f_i.f_j: lower bound (flat: d^2) +- margin
         if self.kind == "flat":  # lb2 is d^2 up to the margin: re-check only pairs within it of r^2

@@ -5,7 +5,6 @@ Clouds are `Lifted` tuples whose values/mask carry the features (see lieconv.py)
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch

@@ -30,7 +30,6 @@ import logging
 import math
 import os
 import random
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -40,6 +39,7 @@ import torch
 from torch import nn
 
 from lieconv_runtime.train.schedule import CosineSchedule
+from lieconv_runtime.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -62,29 +62,13 @@ def default_predict(model: nn.Module, batch) -> tuple[torch.Tensor, torch.Tensor
     return predict_chunks(model, batch)
 
 
-def _atomic(path: Path, write) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to a temp file in the same folder, then ``os.replace``."""
-    _atomic(Path(path), lambda f: torch.save(obj, f))
+    atomic_write(Path(path), lambda f: torch.save(obj, f))
 
 
 def atomic_write_text(text: str, path: str | os.PathLike) -> None:
-    _atomic(Path(path), lambda f: f.write(text.encode()))
+    atomic_write(Path(path), lambda f: f.write(text.encode()))
 
 
 def _rng_state() -> dict:
