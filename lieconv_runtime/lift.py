@@ -218,7 +218,12 @@ class LiftMixin:
             K, g = 1, u[:, :, None]
         else:
             K = int(nsamples or self.lift_samples)
-            h = self.sample_stabilizer((bs, n, K), generator=generator, dtype=coords.dtype, device=coords.device)
+            # one draw per valid point (in order), so padding never changes the samples valid points get
+            h = torch.eye(r, dtype=coords.dtype, device=coords.device).expand(bs, n, K, r, r).clone()
+            n_valid = int(mask.sum())
+            if n_valid:
+                h[mask] = self.sample_stabilizer((n_valid, K), generator=generator, dtype=coords.dtype,
+                                                 device=coords.device)
             g = u[:, :, None] @ h
         N = n * K
         valid = mask.repeat_interleave(K, dim=1)

@@ -320,3 +320,18 @@ def test_haar_errors_and_determinism():
     b = G.sample_haar((7, 2), generator=torch.Generator().manual_seed(1))
     assert a.shape == (7, 2, 3, 3) and a.dtype == torch.float32 and torch.equal(a, b)
     assert load_group("T2").sample_stabilizer((4,)).shape == (4, 3, 3)  # trivial: identities
+
+
+@pytest.mark.parametrize("name", ["SE2", "SE3"])
+def test_padding_does_not_change_the_stabilizer_samples_of_valid_points(name):
+    G = load_group(name)
+    d = G.space_dim
+    x = torch.randn(1, 5, d, dtype=torch.float64)
+    v = torch.randn(1, 5, 1, dtype=torch.float64)
+    plain = G.lift(x, v, torch.ones(1, 5, dtype=torch.bool), generator=torch.Generator().manual_seed(0))
+    pad = torch.full((1, 3, d), float("nan"), dtype=torch.float64)
+    xp = torch.cat([x[:, :2], pad, x[:, 2:]], 1)
+    vp = torch.cat([v[:, :2], torch.zeros(1, 3, 1, dtype=torch.float64), v[:, 2:]], 1)
+    mask = torch.tensor([[1, 1, 0, 0, 0, 1, 1, 1]], dtype=torch.bool)
+    padded = G.lift(xp, vp, mask, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(plain.g, padded.g[:, padded.mask[0]])
