@@ -39,82 +39,82 @@ BLOCK0_FORM = [[1.0, 0.0], [0.0, 1.0]]
 BLOCK0_FORM_INV = [[1.0, 0.0], [0.0, 1.0]]
 
 
-_HC_P0_J0_NEG_SERIES = (1.0, 0.5, 0.041666666666666664, 0.001388888888888889, 2.48015873015873e-05, 2.755731922398589e-07, 2.08767569878681e-09, 1.1470745597729725e-11, 4.779477332387385e-14)
+_HC_P0_J0_TRIG_SERIES = (1.0, 0.5, 0.041666666666666664, 0.001388888888888889, 2.48015873015873e-05, 2.755731922398589e-07, 2.08767569878681e-09, 1.1470745597729725e-11, 4.779477332387385e-14)
 
 
-def _hC_p0_j0_neg_neg(y):
-    """Closed form of _hC_p0_j0_neg for y <= -TAU."""
+def _hC_p0_j0_trig_closed_neg(y):
+    """Closed form of _hC_p0_j0_trig for y <= -TAU."""
     t = torch.sqrt(-y)
     return torch.cos(t)
 
 
-def _hC_p0_j0_neg(d):
+def _hC_p0_j0_trig(d):
     """h_0(d) for F = cosh(sqrt(u)) over nodes {0 (x0), d}: the 0-th derivative / 0! of (F(y) - T_0(y)) / y^0 at y = d. Closed forms in t: neg: cos(t) with y = -t**2."""
-    return piecewise(d, _HC_P0_J0_NEG_SERIES, TAU, neg=_hC_p0_j0_neg_neg)
+    return piecewise(d, _HC_P0_J0_TRIG_SERIES, TAU, neg=_hC_p0_j0_trig_closed_neg)
 
 
-_HD_P0_J0_NEG_SERIES = (0.5, 0.041666666666666664, 0.001388888888888889, 2.48015873015873e-05, 2.755731922398589e-07, 2.08767569878681e-09, 1.1470745597729725e-11, 4.779477332387385e-14)
+_HD_P0_J0_TRIG_SERIES = (0.5, 0.041666666666666664, 0.001388888888888889, 2.48015873015873e-05, 2.755731922398589e-07, 2.08767569878681e-09, 1.1470745597729725e-11, 4.779477332387385e-14)
 
 
-def _hD_p0_j0_neg_neg(y):
-    """Closed form of _hD_p0_j0_neg for y <= -TAU."""
+def _hD_p0_j0_trig_closed_neg(y):
+    """Closed form of _hD_p0_j0_trig for y <= -TAU."""
     t = torch.sqrt(-y)
     return (1 - torch.cos(t))/t**2
 
 
-def _hD_p0_j0_neg(d):
+def _hD_p0_j0_trig(d):
     """h_0(d) for F = (cosh(sqrt(u)) - 1)/u over nodes {0 (x0), d}: the 0-th derivative / 0! of (F(y) - T_0(y)) / y^0 at y = d. Closed forms in t: neg: (1 - cos(t))/t**2 with y = -t**2."""
-    return piecewise(d, _HD_P0_J0_NEG_SERIES, TAU, neg=_hD_p0_j0_neg_neg)
+    return piecewise(d, _HD_P0_J0_TRIG_SERIES, TAU, neg=_hD_p0_j0_trig_closed_neg)
 
 
-_HE_P0_J0_NEG_SERIES = (1.0, 0.08333333333333333, -0.001388888888888889, 3.306878306878307e-05, -8.267195767195768e-07, 2.08767569878681e-08, -5.284190138687493e-10, 1.3382536530684679e-11, -3.3896802963225827e-13, 8.586062056277845e-15)
+_HE_P0_J0_TRIG_SERIES = (1.0, 0.08333333333333333, -0.001388888888888889, 3.306878306878307e-05, -8.267195767195768e-07, 2.08767569878681e-08, -5.284190138687493e-10, 1.3382536530684679e-11, -3.3896802963225827e-13, 8.586062056277845e-15)
 
 
-def _hE_p0_j0_neg_neg(y):
-    """Closed form of _hE_p0_j0_neg for y <= -TAU."""
+def _hE_p0_j0_trig_closed_neg(y):
+    """Closed form of _hE_p0_j0_trig for y <= -TAU."""
     t = torch.sqrt(-y)
     return (0.5)*t/torch.tan((0.5)*t)
 
 
-def _hE_p0_j0_neg(d):
+def _hE_p0_j0_trig(d):
     """h_0(d) for F = (x/2)coth(x/2) with u = x^2 over nodes {0 (x0), d}: the 0-th derivative / 0! of (F(y) - T_0(y)) / y^0 at y = d. Closed forms in t: neg: t/(2*tan(t/2)) with y = -t**2."""
-    return piecewise(d, _HE_P0_J0_NEG_SERIES, TAU, neg=_hE_p0_j0_neg_neg)
+    return piecewise(d, _HE_P0_J0_TRIG_SERIES, TAU, neg=_hE_p0_j0_trig_closed_neg)
 
 
-_HG_P0_J0_NEG_SERIES = (1.0, -0.3333333333333333, 0.13333333333333333, -0.05714285714285714, 0.025396825396825397, -0.011544011544011544, 0.005328005328005328, -0.0024864024864024864, 0.0011700717583070525, -0.0005542445170928143, 0.00026392596052038776, -0.00012622545937931588, 6.058822050207163e-05, -2.9172106167664115e-05, 1.4083085736113711e-05, -6.814396323925989e-06, 3.303949732812601e-06, -1.6047755845089777e-06, 7.807016357070702e-07, -3.8034182252395724e-07, 1.855325963531499e-07, -9.060894240502669e-08)
+_HG_P0_J0_TRIG_SERIES = (1.0, -0.3333333333333333, 0.13333333333333333, -0.05714285714285714, 0.025396825396825397, -0.011544011544011544, 0.005328005328005328, -0.0024864024864024864, 0.0011700717583070525, -0.0005542445170928143, 0.00026392596052038776, -0.00012622545937931588, 6.058822050207163e-05, -2.9172106167664115e-05, 1.4083085736113711e-05, -6.814396323925989e-06, 3.303949732812601e-06, -1.6047755845089777e-06, 7.807016357070702e-07, -3.8034182252395724e-07, 1.855325963531499e-07, -9.060894240502669e-08)
 
 
-def _hG_p0_j0_neg_neg(y):
-    """Closed form of _hG_p0_j0_neg for y <= -TAU."""
+def _hG_p0_j0_trig_closed_neg(y):
+    """Closed form of _hG_p0_j0_trig for y <= -TAU."""
     t = torch.arccos(1 + y)
     return t/torch.sin(t)
 
 
-def _hG_p0_j0_neg(d):
+def _hG_p0_j0_trig(d):
     """h_0(d) for F = arccosh(c)/sqrt(c^2 - 1) with y = c - 1 over nodes {0 (x0), d}: the 0-th derivative / 0! of (F(y) - T_0(y)) / y^0 at y = d. Closed forms in t: neg: t/sin(t) with y = cos(t) - 1."""
-    return piecewise(d, _HG_P0_J0_NEG_SERIES, TAU, neg=_hG_p0_j0_neg_neg)
+    return piecewise(d, _HG_P0_J0_TRIG_SERIES, TAU, neg=_hG_p0_j0_trig_closed_neg)
 
 
-_HS_P0_J0_NEG_SERIES = (1.0, 0.16666666666666666, 0.008333333333333333, 0.0001984126984126984, 2.7557319223985893e-06, 2.505210838544172e-08, 1.6059043836821613e-10, 7.647163731819816e-13, 2.8114572543455206e-15)
+_HS_P0_J0_TRIG_SERIES = (1.0, 0.16666666666666666, 0.008333333333333333, 0.0001984126984126984, 2.7557319223985893e-06, 2.505210838544172e-08, 1.6059043836821613e-10, 7.647163731819816e-13, 2.8114572543455206e-15)
 
 
-def _hS_p0_j0_neg_neg(y):
-    """Closed form of _hS_p0_j0_neg for y <= -TAU."""
+def _hS_p0_j0_trig_closed_neg(y):
+    """Closed form of _hS_p0_j0_trig for y <= -TAU."""
     t = torch.sqrt(-y)
     return torch.sin(t)/t
 
 
-def _hS_p0_j0_neg(d):
+def _hS_p0_j0_trig(d):
     """h_0(d) for F = sinh(sqrt(u))/sqrt(u) over nodes {0 (x0), d}: the 0-th derivative / 0! of (F(y) - T_0(y)) / y^0 at y = d. Closed forms in t: neg: sin(t)/t with y = -t**2."""
-    return piecewise(d, _HS_P0_J0_NEG_SERIES, TAU, neg=_hS_p0_j0_neg_neg)
+    return piecewise(d, _HS_P0_J0_TRIG_SERIES, TAU, neg=_hS_p0_j0_trig_closed_neg)
 
 
 def _exp_block0(B, mu, d):
     """exp of block 0: B (..., 2, 2), mu (...) or None, d = delta (...) or None."""
     X = B
     U = X @ X
-    even = hermite_matrix(U, d, (), [_hC_p0_j0_neg(d)])
-    odd = hermite_matrix(U, d, (), [_hS_p0_j0_neg(d)])
+    even = hermite_matrix(U, d, (), [_hC_p0_j0_trig(d)])
+    odd = hermite_matrix(U, d, (), [_hS_p0_j0_trig(d)])
     out = even + X @ odd
     return out
 
@@ -123,8 +123,8 @@ def _v_block0(B, mu, d):
     """V = (exp(B) - I) / B = int_0^1 exp(sB) ds for block 0."""
     X = B
     U = X @ X
-    even = hermite_matrix(U, d, (), [_hS_p0_j0_neg(d)])
-    odd = hermite_matrix(U, d, (), [_hD_p0_j0_neg(d)])
+    even = hermite_matrix(U, d, (), [_hS_p0_j0_trig(d)])
+    odd = hermite_matrix(U, d, (), [_hD_p0_j0_trig(d)])
     return even + X @ odd
 
 
@@ -133,7 +133,7 @@ def _v_inv_block0(B):
     X = B
     U = X @ X
     d = trace(U) / 2
-    return hermite_matrix(U, d, (), [_hE_p0_j0_neg(d)]) - 0.5 * X
+    return hermite_matrix(U, d, (), [_hE_p0_j0_trig(d)]) - 0.5 * X
 
 
 def _inv_block0(h):
@@ -149,10 +149,10 @@ def _log_block0(h, h_inv):
     Y, Y_inv = h, h_inv
     C = 0.5 * (Y + Y_inv)
     S = 0.5 * (Y - Y_inv)
-    kappa = (trace(C) - 0) / 2
+    kappa = trace(C) / 2
     cut = kappa < -0.5
     y = torch.where(cut, torch.zeros_like(kappa), kappa - 1)
-    X = S @ hermite_matrix(C - I, y, (), [_hG_p0_j0_neg(y)])
+    X = S @ hermite_matrix(C - I, y, (), [_hG_p0_j0_trig(y)])
     if bool(cut.any()):  # recompute only the entries near the cut
         n = 2
         pick = cut.reshape(-1)

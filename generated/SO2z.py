@@ -44,46 +44,46 @@ BLOCK1_FORM = [[1.0, 0.0], [0.0, 1.0]]
 BLOCK1_FORM_INV = [[1.0, 0.0], [0.0, 1.0]]
 
 
-_HC_P0_J0_NEG_SERIES = (1.0, 0.5, 0.041666666666666664, 0.001388888888888889, 2.48015873015873e-05, 2.755731922398589e-07, 2.08767569878681e-09, 1.1470745597729725e-11, 4.779477332387385e-14)
+_HC_P0_J0_TRIG_SERIES = (1.0, 0.5, 0.041666666666666664, 0.001388888888888889, 2.48015873015873e-05, 2.755731922398589e-07, 2.08767569878681e-09, 1.1470745597729725e-11, 4.779477332387385e-14)
 
 
-def _hC_p0_j0_neg_neg(y):
-    """Closed form of _hC_p0_j0_neg for y <= -TAU."""
+def _hC_p0_j0_trig_closed_neg(y):
+    """Closed form of _hC_p0_j0_trig for y <= -TAU."""
     t = torch.sqrt(-y)
     return torch.cos(t)
 
 
-def _hC_p0_j0_neg(d):
+def _hC_p0_j0_trig(d):
     """h_0(d) for F = cosh(sqrt(u)) over nodes {0 (x0), d}: the 0-th derivative / 0! of (F(y) - T_0(y)) / y^0 at y = d. Closed forms in t: neg: cos(t) with y = -t**2."""
-    return piecewise(d, _HC_P0_J0_NEG_SERIES, TAU, neg=_hC_p0_j0_neg_neg)
+    return piecewise(d, _HC_P0_J0_TRIG_SERIES, TAU, neg=_hC_p0_j0_trig_closed_neg)
 
 
-_HG_P0_J0_NEG_SERIES = (1.0, -0.3333333333333333, 0.13333333333333333, -0.05714285714285714, 0.025396825396825397, -0.011544011544011544, 0.005328005328005328, -0.0024864024864024864, 0.0011700717583070525, -0.0005542445170928143, 0.00026392596052038776, -0.00012622545937931588, 6.058822050207163e-05, -2.9172106167664115e-05, 1.4083085736113711e-05, -6.814396323925989e-06, 3.303949732812601e-06, -1.6047755845089777e-06, 7.807016357070702e-07, -3.8034182252395724e-07, 1.855325963531499e-07, -9.060894240502669e-08)
+_HG_P0_J0_TRIG_SERIES = (1.0, -0.3333333333333333, 0.13333333333333333, -0.05714285714285714, 0.025396825396825397, -0.011544011544011544, 0.005328005328005328, -0.0024864024864024864, 0.0011700717583070525, -0.0005542445170928143, 0.00026392596052038776, -0.00012622545937931588, 6.058822050207163e-05, -2.9172106167664115e-05, 1.4083085736113711e-05, -6.814396323925989e-06, 3.303949732812601e-06, -1.6047755845089777e-06, 7.807016357070702e-07, -3.8034182252395724e-07, 1.855325963531499e-07, -9.060894240502669e-08)
 
 
-def _hG_p0_j0_neg_neg(y):
-    """Closed form of _hG_p0_j0_neg for y <= -TAU."""
+def _hG_p0_j0_trig_closed_neg(y):
+    """Closed form of _hG_p0_j0_trig for y <= -TAU."""
     t = torch.arccos(1 + y)
     return t/torch.sin(t)
 
 
-def _hG_p0_j0_neg(d):
+def _hG_p0_j0_trig(d):
     """h_0(d) for F = arccosh(c)/sqrt(c^2 - 1) with y = c - 1 over nodes {0 (x0), d}: the 0-th derivative / 0! of (F(y) - T_0(y)) / y^0 at y = d. Closed forms in t: neg: t/sin(t) with y = cos(t) - 1."""
-    return piecewise(d, _HG_P0_J0_NEG_SERIES, TAU, neg=_hG_p0_j0_neg_neg)
+    return piecewise(d, _HG_P0_J0_TRIG_SERIES, TAU, neg=_hG_p0_j0_trig_closed_neg)
 
 
-_HS_P0_J0_NEG_SERIES = (1.0, 0.16666666666666666, 0.008333333333333333, 0.0001984126984126984, 2.7557319223985893e-06, 2.505210838544172e-08, 1.6059043836821613e-10, 7.647163731819816e-13, 2.8114572543455206e-15)
+_HS_P0_J0_TRIG_SERIES = (1.0, 0.16666666666666666, 0.008333333333333333, 0.0001984126984126984, 2.7557319223985893e-06, 2.505210838544172e-08, 1.6059043836821613e-10, 7.647163731819816e-13, 2.8114572543455206e-15)
 
 
-def _hS_p0_j0_neg_neg(y):
-    """Closed form of _hS_p0_j0_neg for y <= -TAU."""
+def _hS_p0_j0_trig_closed_neg(y):
+    """Closed form of _hS_p0_j0_trig for y <= -TAU."""
     t = torch.sqrt(-y)
     return torch.sin(t)/t
 
 
-def _hS_p0_j0_neg(d):
+def _hS_p0_j0_trig(d):
     """h_0(d) for F = sinh(sqrt(u))/sqrt(u) over nodes {0 (x0), d}: the 0-th derivative / 0! of (F(y) - T_0(y)) / y^0 at y = d. Closed forms in t: neg: sin(t)/t with y = -t**2."""
-    return piecewise(d, _HS_P0_J0_NEG_SERIES, TAU, neg=_hS_p0_j0_neg_neg)
+    return piecewise(d, _HS_P0_J0_TRIG_SERIES, TAU, neg=_hS_p0_j0_trig_closed_neg)
 
 
 def _exp_block0(B, mu, d):
@@ -119,8 +119,8 @@ def _exp_block1(B, mu, d):
     """exp of block 1: B (..., 2, 2), mu (...) or None, d = delta (...) or None."""
     X = B
     U = X @ X
-    even = hermite_matrix(U, d, (), [_hC_p0_j0_neg(d)])
-    odd = hermite_matrix(U, d, (), [_hS_p0_j0_neg(d)])
+    even = hermite_matrix(U, d, (), [_hC_p0_j0_trig(d)])
+    odd = hermite_matrix(U, d, (), [_hS_p0_j0_trig(d)])
     out = even + X @ odd
     return out
 
@@ -138,10 +138,10 @@ def _log_block1(h, h_inv):
     Y, Y_inv = h, h_inv
     C = 0.5 * (Y + Y_inv)
     S = 0.5 * (Y - Y_inv)
-    kappa = (trace(C) - 0) / 2
+    kappa = trace(C) / 2
     cut = kappa < -0.5
     y = torch.where(cut, torch.zeros_like(kappa), kappa - 1)
-    X = S @ hermite_matrix(C - I, y, (), [_hG_p0_j0_neg(y)])
+    X = S @ hermite_matrix(C - I, y, (), [_hG_p0_j0_trig(y)])
     if bool(cut.any()):  # recompute only the entries near the cut
         n = 2
         pick = cut.reshape(-1)

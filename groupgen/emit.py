@@ -64,7 +64,7 @@ class _Functions:
         names = []
         for j in range(k):
             h = hermite_coefficient(fname, p, j, branches)
-            name = h.fn_name + ("" if branches == ("neg", "pos") else "_" + "_".join(branches))
+            name = h.fn_name + {("neg", "pos"): "", ("neg",): "_trig", ("pos",): "_hyp"}[branches]
             if name not in self.fns:
                 forms = "; ".join(f"{side}: {sympy.sstr(h.closed[side])} with y = {sympy.sstr(BRANCHES[fname][side].node)}" for side in branches)
                 doc = (f"h_{j}(d) for F = {DESCRIPTIONS[fname]} over nodes {{0 (x{p}), d}}: "
