@@ -32,9 +32,14 @@ def safe_log(z: torch.Tensor) -> torch.Tensor:
 
 
 def safe_atan2(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """atan2 with atan2(0, 0) = 0 and a zero (not NaN) gradient there."""
+    """atan2 with atan2(0, 0) = 0 and a zero (not NaN, not huge) gradient there.
+
+    "Zero" includes |.| <= 2 sqrt(tiny), the value safe_sqrt gives at 0, so that e.g.
+    atan2(safe_sqrt(x0^2 + x1^2), x2) at x = 0 has gradient 0 instead of 1/sqrt(tiny).
+    """
     y, x = torch.broadcast_tensors(y, x)
-    zero = (y == 0) & (x == 0)
+    small = 2 * torch.finfo(y.dtype).tiny ** 0.5
+    zero = (y.abs() <= small) & (x.abs() <= small)
     return torch.atan2(torch.where(zero, torch.zeros_like(y), y), torch.where(zero, torch.ones_like(x), x))
 
 

@@ -335,3 +335,16 @@ def test_padding_does_not_change_the_stabilizer_samples_of_valid_points(name):
     mask = torch.tensor([[1, 1, 0, 0, 0, 1, 1, 1]], dtype=torch.bool)
     padded = G.lift(xp, vp, mask, generator=torch.Generator().manual_seed(0))
     assert torch.equal(plain.g, padded.g[:, padded.mask[0]])
+
+
+@pytest.mark.parametrize("name", ["SO2", "SO3", "SO2z"])
+def test_section_gradient_at_the_origin_is_bounded(name):
+    """atan2(sqrt(x0^2 + x1^2), x2) at x = 0 once had a 1/sqrt(tiny) ~ 1e154 gradient."""
+    G = load_group(name)
+    x = torch.zeros(1, 1, G.space_dim, dtype=torch.float64, requires_grad=True)
+    a = G.log(G._lift_data()["section"](x))
+    (g1,) = torch.autograd.grad(a.sum(), x, create_graph=True)
+    assert float(g1.abs().max()) < 1e3
+    if g1.requires_grad:
+        (g2,) = torch.autograd.grad(g1.sum(), x)
+        assert torch.isfinite(g2).all()
