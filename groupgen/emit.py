@@ -7,15 +7,15 @@ per spec.  Output is deterministic: the same spec always gives the same bytes.
 from __future__ import annotations
 
 import math
-import os
 from fractions import Fraction
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import jinja2
 import numpy as np
 import sympy
+
+from lieconv_runtime.io import atomic_write
 
 from groupgen.algebra import Algebra, Block, analyze
 from groupgen.lift import lift_context
@@ -211,13 +211,5 @@ def render(spec, alg: Algebra | None = None) -> str:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write a generated module atomically (LF line endings, UTF-8)."""
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
