@@ -199,6 +199,72 @@ class LiftMixin:
             raise ValueError(f"{self.name} has no Haar sampler: {data.get('haar_reason') or 'no lifting data'}")
         return self._sample(s, shape, generator, dtype, device, return_log)
 
+    # --- equivariant frames ----------------------------------------------------------------------
+    def frame_support(self) -> str | None:
+        """None if `stabilizer_frame` works for this group, else the one-line reason it does not."""
+        try:
+            self._frame_data()
+        except ValueError as e:
+            return str(e)
+        return None
+
+    def _frame_data(self) -> dict:
+        """Derived once from the stabilizer's generator A (linear part A_l on R^d, spectrum {0, +-i w}):
+        t(v) = atan2(c2 . v, c1 . v) / w is the argmax over t of phi(exp(-t A_l) v) for a fixed
+        covector phi, so t(exp(s A_l) v) = t(v) + s exactly (c1 = phi P, c2 = -phi A_l / w with
+        P = -A_l^2 / w^2 the projector on the rotation plane)."""
+        cached = getattr(self, "_frame_cache", None)
+        if cached is not None:
+            return cached
+        s = self._lift_data()["stabilizer"]
+        where = f"{self.name}: frame lifting"
+        if s["dim"] != 1 or not s["compact"]:
+            kind = "compact" if s["compact"] else "non-compact"
+            raise ValueError(f"{where} needs a one-dimensional compact stabilizer, {self.name}'s is {kind} of "
+                             f"dimension {s['dim']}; use lift='haar' (equivariant in distribution)")
+        basis = torch.tensor(s["basis"][0], dtype=torch.float64)
+        A = self.hat(basis)
+        d = self.space_dim
+        Al = A[:d, :d] if self.action == "affine" else A
+        ev = torch.linalg.eigvals(Al)
+        w = float(ev.imag.abs().max())
+        big = ev.abs() > 1e-9 * max(w, 1.0)
+        P = -(Al @ Al) / w**2 if w > 0 else Al
+        if (w == 0 or int(big.sum()) != 2 or float(ev.real.abs().max()) > 1e-9 * w
+                or float((Al @ P - Al).abs().max()) > 1e-9 * w):
+            raise ValueError(f"{where} needs the stabilizer to rotate one plane of R^{d} (eigenvalues 0, +-i w); "
+                             f"its generator has eigenvalues {[complex(round(z.real, 6), round(z.imag, 6)) for z in ev]}"
+                             "; use lift='haar'")
+        phi = P[int(P.norm(dim=1).argmax())]
+        self._frame_cache = {"basis": basis, "c1": phi @ P, "c2": -(phi @ Al) / w, "w": w}
+        return self._frame_cache
+
+    def stabilizer_frame(self, coords: torch.Tensor, mask: torch.Tensor, nsamples: int = 1) -> torch.Tensor:
+        """Equivariant stabilizer elements h (bs, n, K, r, r) for `lift(..., stabilizer=h)`.
+
+        The reference is the centroid c of the valid points (equivariant for any affine action).
+        With v_i = u_{x_i}^-1 . c - o_{q_i} (moved by the stabilizer only), h_i0 = exp(t(v_i) A) is
+        the rotation that turns the stabilizer's reference direction towards c, and
+        h_ik = h_i0 exp(2 pi k / (K w) A).  Then u_{g x_i} h_ik(g x) = g u_{x_i} h_ik(x) exactly, so
+        a LieConv network over these elements is exactly invariant (not only in distribution).
+        Undefined (t = 0, not equivariant) only where v_i = 0, e.g. a point at the centroid for SE2.
+        """
+        fd = self._frame_data()
+        data = self._lift_data()
+        mask = mask.bool()
+        x = torch.where(mask[..., None], coords, torch.zeros_like(coords))
+        w8 = mask[..., None].to(x.dtype)
+        c = (x * w8).sum(1, keepdim=True) / w8.sum(1, keepdim=True).clamp_min(1)  # (bs, 1, d)
+        u_inv = self.inv(data["section"](x))  # (bs, n, r, r)
+        y = self.act(u_inv, c.expand_as(x))
+        v = y - data["origin"](data["orbit"](x))
+        c1, c2 = fd["c1"].to(x), fd["c2"].to(x)
+        t = safe_atan2(v @ c2, v @ c1) / fd["w"]  # (bs, n)
+        K = int(nsamples)
+        offsets = torch.arange(K, dtype=x.dtype, device=x.device) * (2 * math.pi / (K * fd["w"]))
+        tk = t[..., None] + offsets  # (bs, n, K)
+        return self.exp(tk[..., None] * fd["basis"].to(x))
+
     # --- lifting ---------------------------------------------------------------------------------
     def lift(self, coords: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, nsamples: int | None = None, *,
              stabilizer: torch.Tensor | None = None, generator: torch.Generator | None = None) -> Lifted:

@@ -150,8 +150,11 @@ class LieConv(nn.Module):
             self.radius.fill_(float(r.double().median()) * (1 + 1e-6) + 1e-12)
         self.radius_ready.fill_(True)
 
-    def forward(self, cloud: Lifted, query=None) -> Lifted:
-        """cloud: Lifted with values (bs, N, c_in); query: (idx, mask) from `subsample` or None."""
+    def forward(self, cloud: Lifted, query=None, cache: dict | None = None) -> Lifted:
+        """cloud: Lifted with values (bs, N, c_in); query: (idx, mask) from `subsample` or None;
+        cache: a dict shared by the layers of one forward pass; when every element is a query and a
+        neighbour (fill 1, no nbhd limit, no subsampling) the pair embeddings of a cloud are computed
+        once and reused from it."""
         geometry = PairGeometry(self.group, cloud)
         if query is None:
             query = self.subsample(cloud, geometry)
@@ -170,16 +173,24 @@ class LieConv(nn.Module):
             observed = nb.inside / nb.pairs
             self.radius.add_(self.radius_coeff * (self.fill - observed)).clamp_(min=1e-6)
             self.fill_ema += 0.1 * (observed - self.fill_ema)
-        out = self.convolve(geometry, cloud.values, qidx, nb.idx, nb.valid)
+        out = self.convolve(geometry, cloud.values, qidx, nb.idx, nb.valid, cache)
         out_cloud = cloud._replace(mask=qmask) if query is None else subsample_cloud(cloud, qidx, qmask)
         out = torch.where(out_cloud.mask[..., None], out, torch.zeros((), dtype=out.dtype, device=out.device))
         return out_cloud._replace(values=out)
 
     def convolve(self, geometry: PairGeometry, values: torch.Tensor, qidx: torch.Tensor, idx: torch.Tensor,
-                 valid: torch.Tensor) -> torch.Tensor:
+                 valid: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
         """(1/n_i) sum_j k(a_ij) f_j for neighbours idx (bs, m, k): values (bs, N, c_in) -> (bs, m, c_out)."""
         bs, m, k = idx.shape
-        emb = geometry.embed(qidx[:, :, None], idx)  # (bs, m, k, D)
+        dense = (k == values.shape[1] and m == k and idx.stride(-1) == 1 and idx.stride(0) == 0
+                 and idx.stride(1) == 0 and qidx.stride(0) == 0 and qidx.stride(-1) == 1)
+        key = ("dense", id(geometry.cloud.g), id(geometry.cloud.q), id(geometry.cloud.mask))
+        if dense and cache is not None and key in cache:
+            emb = cache[key][0]
+        else:
+            emb = geometry.embed(qidx[:, :, None], idx)  # (bs, m, k, D)
+            if dense and cache is not None:  # keep the cloud alive so that its ids stay unique
+                cache[key] = (emb, geometry.cloud)
         kern = self.kernel(emb, valid)  # (bs, m, k, kc), zero where invalid
         if k == values.shape[1] and idx.stride(-1) == 1 and idx.stride(0) == 0 and idx.stride(1) == 0:
             # every element is a neighbour (idx = arange): contract without gathering the values

@@ -95,11 +95,15 @@ class LieResNetPotential(LieResNet):
     Values (m_i, k_i) per particle; width 384, 4 blocks, no batch norm, every particle in every
     neighbourhood, mean pooling to a scalar.  Positions are not centred: any translation
     symmetry comes from the group.  The ball radius is irrelevant (fill 1), so ODE solves never
-    change the module's state.
+    change the module's state.  Groups with a stabilizer lift by `group.stabilizer_frame` when
+    they can (SE2): V is then a deterministic, exactly invariant function of q, which ODE solvers
+    and Noether's theorem need; otherwise (SE3) by Haar samples, redrawn at every call.
     """
 
     def __init__(self, group, width: int = 384, num_layers: int = 4, **kw):
         kw.setdefault("lift_samples", 1)
+        if group.stabilizer_dim > 0 and group.frame_support() is None:
+            kw.setdefault("lift_mode", "frame")
         super().__init__(2, group, num_outputs=1, k=width, num_layers=num_layers, nbhd=None, fill=1.0, bn=False,
                          mean=True, **kw)
 

@@ -53,9 +53,9 @@ class BottleBlock(nn.Module):
         self.conv = LieConv(c_in // 4, c_out // 4, group, bn=bn, **conv_kw)
         self.post = nn.Sequential(PointwiseNorm(c_out // 4, bn), PointwiseLinear(c_out // 4, c_out))
 
-    def forward(self, cloud: Lifted) -> Lifted:
+    def forward(self, cloud: Lifted, cache: dict | None = None) -> Lifted:
         query = self.conv.subsample(cloud)
-        out = self.post(self.conv(self.pre(cloud), query))
+        out = self.post(self.conv(self.pre(cloud), query, cache))
         res = cloud.values if query is None else gather_points(cloud.values, query[0])
         values = out.values[..., :self.c_in] + res
         if out.values.shape[-1] > self.c_in:
@@ -78,8 +78,10 @@ class LieResNet(nn.Module):
 
     group: a generated group (lifting needs its `lift:` data).  k: width (int) or widths per stage
     (L + 1 values); fill, ds_frac: float or one per block; nbhd: neighbours per query (None: all);
-    lift_samples: stabilizer samples per point (default group.lift_samples); pool: None, "mean" or
-    "sum" ("mean" unless mean=False).  forward(coords (bs, n, d), values (bs, n, c_in), mask (bs, n)
+    lift_samples: stabilizer samples per point (default group.lift_samples); lift_mode: "haar"
+    (random Haar samples of the stabilizer: equivariant in distribution, the paper) or "frame"
+    (`group.stabilizer_frame`: deterministic and exactly equivariant, for one-dimensional compact
+    stabilizers such as SE2's); pool: None, "mean" or "sum" ("mean" unless mean=False).  forward(coords (bs, n, d), values (bs, n, c_in), mask (bs, n)
     = None, stabilizer = None) -> (bs, num_outputs) if pooling, else the output cloud (a Lifted).
     `stabilizer` (bs, n, K, r, r) fixes the lifting samples (deterministic equivariance tests).
     """
@@ -87,9 +89,15 @@ class LieResNet(nn.Module):
     def __init__(self, chin: int, group, num_outputs: int = 1, k: int | Sequence[int] = 1536, num_layers: int = 6,
                  nbhd: int | None = 32, ds_frac: float | Sequence[float] = 1.0, fill: float | Sequence[float] = 1 / 4,
                  bn: bool = True, mean: bool = True, pool: bool | str = True, knn: bool = False,
-                 lift_samples: int | None = None, kernel_channels: int = 16, kernel_hidden: int = 32, seed: int = 0):
+                 lift_samples: int | None = None, kernel_channels: int = 16, kernel_hidden: int = 32, seed: int = 0,
+                 lift_mode: str = "haar"):
         super().__init__()
         self.group = group
+        if lift_mode not in ("haar", "frame"):
+            raise ValueError(f"lift_mode must be 'haar' or 'frame', got {lift_mode!r}")
+        if lift_mode == "frame" and group.stabilizer_dim > 0 and group.frame_support() is not None:
+            raise ValueError(group.frame_support())
+        self.lift_mode = lift_mode
         ks = [int(k)] * (num_layers + 1) if isinstance(k, int) else [int(v) for v in k]
         if len(ks) != num_layers + 1:
             raise ValueError(f"k: expected {num_layers + 1} widths, got {len(ks)}")
@@ -122,7 +130,9 @@ class LieResNet(nn.Module):
             mask = torch.ones(coords.shape[:2], dtype=torch.bool, device=coords.device)
         mask = mask.bool()
         G, K = self.group, self.lift_samples
-        if stabilizer is None and G.stabilizer_dim > 0:
+        if stabilizer is None and G.stabilizer_dim > 0 and self.lift_mode == "frame":
+            stabilizer = G.stabilizer_frame(coords, mask, K)
+        elif stabilizer is None and G.stabilizer_dim > 0:
             # one draw per valid point, in order: padding never changes the samples of valid points
             h = G.sample_stabilizer((int(mask.sum()), K), generator=self.rng(), dtype=coords.dtype, device=coords.device)
             stabilizer = G.identity(mask.shape + (K,), coords).clone()
@@ -131,8 +141,9 @@ class LieResNet(nn.Module):
 
     def forward_lifted(self, cloud: Lifted):
         cloud = self.embedding(cloud)
+        cache: dict = {}  # pair embeddings shared by blocks that see the same pairs of the same elements
         for block in self.blocks:
-            cloud = block(cloud)
+            cloud = block(cloud, cache)
         cloud = self.head(cloud)
         if self.pool is None:
             return cloud

@@ -348,3 +348,43 @@ def test_section_gradient_at_the_origin_is_bounded(name):
     if g1.requires_grad:
         (g2,) = torch.autograd.grad(g1.sum(), x)
         assert torch.isfinite(g2).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=tag)
+@pytest.mark.parametrize("name", ["SE2", "SO3"])
+def test_stabilizer_frame_is_exactly_equivariant(name, dtype):
+    """u_{g x_i} h_ik(g x) = g u_{x_i} h_ik(x): the frame moves with the cloud (no samples to carry along),
+    its K elements are evenly spaced in the stabilizer, and padding does not move the valid ones."""
+    G = load_group(name)
+    gen = torch.Generator().manual_seed(8)
+    bs, n, K = 3, 7, 3
+    x = random_points(G, bs * n, gen, torch.float64, (-1, 1)).reshape(bs, n, -1)
+    g = random_elements(G, bs, gen, torch.float64, scale=0.7)
+    gx = G.act(g[:, None], x)
+    mask = torch.ones(bs, n, dtype=torch.bool)
+    mask[0, -2:] = False
+    h1 = G.stabilizer_frame(x.to(dtype), mask, K)
+    h2 = G.stabilizer_frame(gx.to(dtype), mask, K)
+    u1 = G.section(x.to(dtype))[:, :, None] @ h1
+    u2 = G.section(gx.to(dtype))[:, :, None] @ h2
+    assert rel(u2[mask].flatten(-2), (g[:, None, None].to(dtype) @ u1)[mask].flatten(-2)) < EQ_TOL[dtype]
+    o = G.origin(G.orbit(x.to(dtype)))[:, :, None].expand(-1, -1, K, -1)
+    assert rel(G.act(h1, o), o) < TOL[dtype]  # in the stabilizer of o_q
+    steps = G.log(G.inv(h1[:, :, :1]) @ h1)  # h_i0^-1 h_ik = exp(2 pi k / K A)
+    angles = G.extent(steps.double())
+    assert float((angles[..., 1] - 2 * math.pi / K).abs().max()) < 1e3 * torch.finfo(dtype).eps
+    x_pad = x.clone()
+    x_pad[0, -2:] = 1e3  # padded points must not move the centroid
+    h3 = G.stabilizer_frame(x_pad.to(dtype), mask, K)
+    assert torch.equal(h3[mask], h1[mask])
+
+
+@pytest.mark.parametrize("name", ["SE3", "Sim2"])
+def test_stabilizer_frame_refuses_other_stabilizers(name):
+    from lieconv_runtime.nn import LieResNet
+
+    G = load_group(name)
+    msg = G.frame_support()
+    assert msg is not None and "\n" not in msg and "lift='haar'" in msg
+    with pytest.raises(ValueError, match="frame lifting"):
+        LieResNet(2, G, k=8, num_layers=1, lift_mode="frame")
