@@ -7,13 +7,16 @@ validation and test systems are the same for every size. Outputs in ``<out>``:
 ``results.jsonl`` (one row per run), ``table.md`` (mean ± std over repeats),
 ``study.png`` and ``study.json``.
 
+Runs at the largest size are also rolled out over the long test trajectories (dopri5, float64,
+``n_rollouts`` of them, net momentum added by a Galilean boost as in ``lieconv eval``): their
+energy error and momentum drifts go to ``rollouts.md`` and ``conservation.png`` (paper Fig. 7).
+
 Presets (epochs ``E(n) = max(1, floor(sqrt(1e7 / n) * scale))``, the paper's rule at scale 1):
 
-* ``cpu``:  n_train 25/100/400, 2 repeats, scale 1/8 (79/39/19 epochs), val 100,
-  test 500, 2 parallel jobs of 1 thread. The four baselines took 20.8 min wall on a
-  shared 2-core VM (27 min with ``--jobs 1``; HOGN is ~3/4 of it); HLieResNet(T2) joins
-  automatically once registered (budget left: ~30 min, i.e. the original's ~5 s/step).
-* ``full``: the paper: n_train 10 ... 96000, 3 repeats, scale 1, val 200, test 2000.
+* ``cpu``:  HLieResNet over T2, SO2, SE2 and Trivial2 (width 384, 4 blocks: the paper's network)
+  and the four baselines; n_train 25/100/400, 1 repeat (``--repeats 2`` doubles the time), scale
+  1/8 (79/39/19 epochs), val 100, test 500, 25 rollouts, 2 parallel jobs of 1 thread.
+* ``full``: the paper: n_train 10 ... 96000, 3 repeats, scale 1, val 200, test 2000, 100 rollouts.
   Needs 98,200 systems (~9.4 GB float64 cache) and a GPU-class budget.
 
 Entries ``MODEL:GROUP`` whose model is not registered are skipped with a note.
@@ -42,12 +45,14 @@ class Preset:
     n_test: int
     jobs: int = 1
     batch_size: int = 200
+    n_rollouts: int = 100
 
 
 PRESETS = {
-    "cpu": Preset(("HLieResNet:T2", "HFC", "FC", "OGN", "HOGN"), (25, 100, 400), 2, 1 / 8, 100, 500, jobs=2),
-    "full": Preset(("HLieResNet:T2", "HLieResNet:SO2", "HLieResNet:Trivial2", "HFC", "FC", "OGN", "HOGN"),
-                   (10, 25, 50, 100, 400, 1000, 3000, 10000, 30000, 96000), 3, 1.0, 200, 2000),
+    "cpu": Preset(("HLieResNet:T2", "HLieResNet:SO2", "HLieResNet:SE2", "HLieResNet:Trivial2", "HFC", "FC", "OGN",
+                   "HOGN"), (25, 100, 400), 1, 1 / 8, 100, 500, jobs=2, n_rollouts=25),
+    "full": Preset(("HLieResNet:T2", "HLieResNet:SO2", "HLieResNet:SE2", "HLieResNet:Trivial2", "HFC", "FC", "OGN",
+                    "HOGN"), (10, 25, 50, 100, 400, 1000, 3000, 10000, 30000, 96000), 3, 1.0, 200, 2000),
 }
 
 
@@ -123,8 +128,9 @@ def run_study(preset: str = "cpu", *, models=None, out_dir=None, data_dir=None, 
     for model, group, n, seed in plan:
         label = _label(model, group)
         run_dir = out / "runs" / label.replace("(", "-").replace(")", "") / f"n{n}" / f"seed{seed}"
+        rollouts = p.n_rollouts if n == max(sizes) else 0
         tasks.append((label, _run_args(p, model, group, n, seed, n_systems), run_dir, data_dir,
-                      progress and jobs == 1, threads))
+                      progress and jobs == 1, threads, rollouts))
     rows = []
     with _pool(jobs) as pool:
         for i, (task, summary) in enumerate(zip(tasks, pool.map(_train_one, tasks))):
@@ -134,7 +140,8 @@ def run_study(preset: str = "cpu", *, models=None, out_dir=None, data_dir=None, 
             rows.append({"label": label, "model": run["model"], "group": run["group"], "n_train": run["n_train"],
                          "seed": run["seed"], "epochs": summary["epochs_completed"], "test_mse": summary["test_mse"],
                          "best_val_mse": summary["best_val_mse"], "epoch_time_s": summary.get("epoch_time_s_mean"),
-                         "wall_time_s": summary["wall_time_s"]})
+                         "wall_time_s": summary["wall_time_s"],
+                         **{key: summary["rollouts"].get(key) for key in ROLLOUT_KEYS if "rollouts" in summary}})
             atomic_write_text("".join(json.dumps(r) + "\n" for r in rows), out / "results.jsonl")
     result = {"preset": preset, "n_systems": n_systems, "sizes": list(sizes), "repeats": reps, "jobs": jobs,
               "zero_motion_test_mse": zero_mse, "table": "table.md", "plot": "study.png",
@@ -144,6 +151,11 @@ def run_study(preset: str = "cpu", *, models=None, out_dir=None, data_dir=None, 
 
         plot_study(rows, out / "study.png", reference=zero_mse)
         atomic_write_text(markdown_table(rows, sizes, zero_mse), out / "table.md")
+        evaluated = [(t[0], t[2]) for t, r in zip(tasks, rows) if "energy_rel_error" in r]
+        if evaluated:
+            atomic_write_text(rollout_table(rows, max(sizes)), out / "rollouts.md")
+            _conservation_plot(evaluated, out / "conservation.png")
+            result.update(rollout_table="rollouts.md", conservation_plot="conservation.png")
     atomic_write_text(json.dumps(result, indent=1) + "\n", out / "study.json")
     return result
 
@@ -154,12 +166,73 @@ def _train_one(task) -> dict:
 
     from lieconv_runtime.cli import train_springs
 
-    label, run, run_dir, data_dir, progress, threads = task
+    label, run, run_dir, data_dir, progress, threads, n_rollouts = task
     torch.set_num_threads(threads)
     summary = _finished_summary(run_dir, run)
+    splits = None
     if summary is None:
-        summary = train_springs(run, run_dir, data_dir=data_dir, resume=True, progress=progress)[0]
+        summary, _, splits = train_springs(run, run_dir, data_dir=data_dir, resume=True, progress=progress)
+    if n_rollouts:
+        summary = dict(summary, rollouts=_rollouts(label, run, run_dir, data_dir, n_rollouts, splits))
     return summary
+
+
+def _rollouts(label, run, run_dir: Path, data_dir, n_rollouts: int, splits=None) -> dict:
+    """Rollout summary of a trained run (``<run_dir>/eval/summary.json``; reused when it exists)."""
+    from lieconv_runtime.train.evaluate import evaluate_model, load_run_splits, model_from_checkpoint, read_checkpoint
+
+    path = run_dir / "eval" / "summary.json"
+    try:
+        ev = json.loads(path.read_text())
+        if ev.get("n_rollouts") == n_rollouts and ev.get("checkpoint") == str(run_dir / "checkpoint.pt"):
+            return ev
+    except (OSError, ValueError):
+        pass
+    state = read_checkpoint(run_dir / "checkpoint.pt")
+    model = model_from_checkpoint(state)  # the best (early-stopping) weights, as test_mse uses
+    splits = splits or load_run_splits(run, data_dir, progress=False)
+    meta = {"model": run["model"], "group": run["group"], "n_train": run["n_train"], "seed": run["seed"],
+            "label": label, "checkpoint": str(run_dir / "checkpoint.pt")}
+    return evaluate_model(model, splits, out_dir=run_dir / "eval", meta=meta, n_rollouts=n_rollouts)
+
+
+ROLLOUT_KEYS = ("rollout_rel_error", "energy_rel_error", "linear_momentum_drift", "angular_momentum_drift",
+                "rollout_time_s")
+
+
+def rollout_table(rows: list[dict], n_train: int) -> str:
+    """Long-rollout metrics at the end of the test trajectories (mean over trajectories and repeats)."""
+    import numpy as np
+
+    head = ("| model | rollout rel. error | energy rel. error | linear momentum drift | angular momentum drift |\n"
+            "|---|---|---|---|---|")
+    lines = [head]
+    for label in dict.fromkeys(r["label"] for r in rows):
+        mine = [r for r in rows if r["label"] == label and r["n_train"] == n_train and "energy_rel_error" in r]
+        if not mine:
+            continue
+        cells = []
+        for key in ROLLOUT_KEYS[:4]:
+            v = [r[key] for r in mine if r[key] is not None]
+            cells.append(f"{np.mean(v):.3g}" if v else "–")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return (f"Long rollouts (n_train = {n_train}): values at the end of the test trajectories (t = 5), mean "
+            "over trajectories and repeats; dopri5 rtol 1e-8 / atol 1e-10 in float64.\n\n" + "\n".join(lines) + "\n")
+
+
+def _conservation_plot(evaluated, path: Path) -> None:
+    """Paper Fig. 7: conservation curves of the evaluated runs (first seed per label) in one figure."""
+    import numpy as np
+
+    from lieconv_runtime.train.evaluate import METRICS
+    from lieconv_runtime.train.plots import plot_conservation
+
+    curves = {}
+    for label, run_dir in evaluated:
+        if label not in curves:
+            with np.load(run_dir / "eval" / "curves.npz") as z:
+                curves[label] = {"ts": z["ts"], **{key: z[key] for key in METRICS}}
+    plot_conservation(curves, path)
 
 
 @contextlib.contextmanager
@@ -204,7 +277,7 @@ def markdown_table(rows: list[dict], sizes, zero_mse: float | None = None) -> st
         mine, cells = [r for r in rows if r["label"] == label], []
         for n in sizes:
             v = [r["test_mse"] for r in mine if r["n_train"] == n and r["test_mse"] is not None]
-            cells.append(f"{np.mean(v):.4g} ± {np.std(v):.2g}" if v else "–")
+            cells.append((f"{np.mean(v):.4g} ± {np.std(v):.2g}" if len(v) > 1 else f"{v[0]:.4g}") if v else "–")
         t = [r["epoch_time_s"] for r in mine if r["n_train"] == max(sizes) and r["epoch_time_s"]]
         per_epoch = f"{np.mean(t):.3g}" if t else "–"
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {per_epoch} |")
