@@ -219,12 +219,17 @@ def test_registry_errors_and_one_line_registration(monkeypatch):
 def test_study_dry_run_and_table(capsys, tmp_path):
     assert main(["study", "springs", "--preset", "cpu", "--models", "HFC", "FC", "--dry-run"]) == 0
     plan = json.loads(capsys.readouterr().out)
-    assert [r["epochs"] for r in plan["runs"] if r["label"] == "HFC"] == [79, 79, 39, 39, 19, 19]
+    assert [r["epochs"] for r in plan["runs"] if r["label"] == "HFC"] == [79, 39, 19]
     from lieconv_runtime.train.plots import plot_study
     from lieconv_runtime.train.study import markdown_table
 
     rows = [{"label": l, "n_train": n, "test_mse": v, "epoch_time_s": 0.1}
             for l, n, v in [("HFC", 10, 0.2), ("HFC", 10, 0.1), ("HFC", 20, 0.05), ("FC", 10, 0.3)]]
     table = markdown_table(rows, [10, 20], 0.17)
-    assert "| HFC | 0.15 ± 0.05 | 0.05 ± 0 | 0.1 |" in table and "| FC | 0.3 ± 0 | – |" in table
+    assert "| HFC | 0.15 ± 0.05 | 0.05 | 0.1 |" in table and "| FC | 0.3 | – |" in table
+    from lieconv_runtime.train.study import rollout_table
+
+    rows = [dict(r, energy_rel_error=1e-3, linear_momentum_drift=None, angular_momentum_drift=2e-12,
+                 rollout_rel_error=0.5) for r in rows if r["n_train"] == 20]
+    assert "| HFC | 0.5 | 0.001 | – | 2e-12 |" in rollout_table(rows, 20)
     assert plot_study(rows, tmp_path / "s.png").read_bytes()[:8] == PNG
