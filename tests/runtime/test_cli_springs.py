@@ -233,3 +233,19 @@ def test_study_dry_run_and_table(capsys, tmp_path):
                  rollout_rel_error=0.5) for r in rows if r["n_train"] == 20]
     assert "| HFC | 0.5 | 0.001 | – | 2e-12 |" in rollout_table(rows, 20)
     assert plot_study(rows, tmp_path / "s.png").read_bytes()[:8] == PNG
+
+
+def test_run_main_job_defaults_to_hlieresnet_t2(data_dir, tmp_path, capsys):
+    from lieconv_runtime.cli import build_parser, make_run
+
+    args = build_parser().parse_args(["run", "springs"])
+    assert (args.model, args.group, args.eval, args.threads) == ("HLieResNet", "T2", True, 2)
+    assert make_run(build_parser().parse_args(["run", "springs", "--model", "HFC"]))["group"] is None
+    rc = main(["run", "springs", "--n-train", "8", "--n-val", "4", "--n-test", "4", "--n-systems", "16",
+               "--n-times", "40", "--t-end", "0.5", "--batch-size", "8", "--epochs", "1", "--n-rollouts", "2",
+               "--model-kw", "width=16", "num_layers=1", "--data-dir", data_dir, "--out", str(tmp_path),
+               "--no-progress", "--no-plots", "--threads", "1"])
+    assert rc == 0
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert (summary["model"], summary["group"]) == ("HLieResNet", "T2")
+    assert summary["linear_momentum_drift"] < 1e-9  # T2 symmetry: Noether
