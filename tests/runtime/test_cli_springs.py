@@ -219,7 +219,7 @@ def test_registry_errors_and_one_line_registration(monkeypatch):
 def test_study_dry_run_and_table(capsys, tmp_path):
     assert main(["study", "springs", "--preset", "cpu", "--models", "HFC", "FC", "--dry-run"]) == 0
     plan = json.loads(capsys.readouterr().out)
-    assert [r["epochs"] for r in plan["runs"] if r["label"] == "HFC"] == [79, 39, 19]
+    assert [r["epochs"] for r in plan["runs"] if r["label"] == "HFC"] == [79, 60, 30]
     from lieconv_runtime.train.plots import plot_study
     from lieconv_runtime.train.study import markdown_table
 
