@@ -71,7 +71,7 @@ def test_untrained_conservation_follows_the_group(group):
     check(group, drifts(make_model(group)))
 
 
-@pytest.mark.parametrize("group", ["SE2", "Trivial2"])
+@pytest.mark.parametrize("group", ["T2", "SO2", "SE2", "Trivial2"])
 def test_trained_conservation_follows_the_group(group):
     model = make_model(group)
     losses = train_briefly(model)
