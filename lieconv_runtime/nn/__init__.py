@@ -5,7 +5,13 @@
     G = load_group("SE3", alpha=0.2, lift_samples=4)
     net = LieResNet(chin=15, group=G, k=256, num_layers=2, nbhd=25, fill=0.5)
     out = net(coords (bs, n, 3), values (bs, n, 15), mask (bs, n))   # (bs, 1)
+
+Importing this package applies `lieconv_runtime.perf.tune_malloc()` (glibc keeps freed tensor
+memory for reuse instead of page-faulting it in again every step; LIECONV_TUNE_MALLOC=0 disables).
 """
+from lieconv_runtime.perf import tune_malloc
+
+tune_malloc()
 
 from lieconv_runtime.nn.geometry import PairGeometry
 from lieconv_runtime.nn.lieconv import KernelMLP, LieConv, frozen_radius, reset_rngs, subsample_cloud
