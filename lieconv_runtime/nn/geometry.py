@@ -73,19 +73,28 @@ _COS_FAR = -0.999  # beyond this rotation angle (sin < 0.045) the axis comes fro
 
 
 def orthogonal_sq_norm(R: torch.Tensor, u: torch.Tensor | None) -> torch.Tensor:
-    """|hat(log g)|_F^2 for g = [[R, u], [0, 1]] (or g = R if u is None), R (P, m, m) orthogonal, m <= 3.
+    """|hat(log g)|_F^2 for g = [[R, u], [0, 1]] (or g = R if u is None), R (..., m, m) orthogonal, m <= 3.
 
     One rotation plane with angle theta = atan2(|R - R^T|_F / (2 sqrt 2), (tr R - (m - 2)) / 2):
     |B|_F^2 = 2 theta^2, and V^-1 scales the plane by rho = (theta/2) / sin(theta/2) and fixes the
     axis n, so |V^-1 u|^2 = rho^2 |u|^2 + (1 - rho^2) (u.n)^2.  (u.n)^2 = (u.w)^2 / (8 sin^2 theta / 2)
     with w = vee(R - R^T) while cos theta > -0.999 (sin theta > 0.045: relative error < 25 eps), and
     (u^T R u - cos theta |u|^2) / (1 - cos theta) on the few pairs beyond (0 for m = 2: no axis).
+    Reads R entry by entry, so R may be any strided view (no copy of a permuted GEMM output).
     """
     m = R.shape[-1]
-    Rt = R.transpose(-1, -2)
-    A = R - Rt
-    a2 = A.square().sum((-1, -2))  # 8 sin^2 theta
-    cos = (R.diagonal(dim1=-2, dim2=-1).sum(-1) - (m - 2)) / 2
+    e = lambda i, j: R[..., i, j]  # noqa: E731
+    if m == 3:
+        w = (e(2, 1) - e(1, 2), e(0, 2) - e(2, 0), e(1, 0) - e(0, 1))  # 2 sin(theta) n
+        a2 = 2 * (w[0] * w[0] + w[1] * w[1] + w[2] * w[2])  # |R - R^T|_F^2 = 8 sin^2 theta
+        cos = (e(0, 0) + e(1, 1) + e(2, 2) - 1) / 2
+    elif m == 2:
+        w = e(1, 0) - e(0, 1)
+        a2 = 2 * w * w
+        cos = (e(0, 0) + e(1, 1)) / 2
+    else:  # m == 1: R = +-1 is never a rotation, the angle is 0 (orthogonal linear parts are 0 here)
+        a2 = torch.zeros_like(e(0, 0))
+        cos = e(0, 0)
     theta = torch.atan2(torch.sqrt(a2 / 8), cos)
     d2 = 2 * theta * theta
     if u is None:
@@ -96,13 +105,13 @@ def orthogonal_sq_norm(R: torch.Tensor, u: torch.Tensor | None) -> torch.Tensor:
     rho = torch.where(small, 1 + half * half / 6, half / torch.where(small, torch.ones_like(sin_half), sin_half))
     uu = u.square().sum(-1)
     if m == 3:
-        w = torch.stack([A[..., 2, 1], A[..., 0, 2], A[..., 1, 0]], -1)  # 2 sin(theta) n
-        along = (u * w).sum(-1).square() / (a2 / 2).clamp_min(torch.finfo(R.dtype).tiny)
-        far = (cos <= _COS_FAR).nonzero()[:, 0]
-        if far.numel():
+        uw = u[..., 0] * w[0] + u[..., 1] * w[1] + u[..., 2] * w[2]
+        along = uw * uw / (a2 / 2).clamp_min(torch.finfo(R.dtype).tiny)
+        far = (cos <= _COS_FAR).nonzero(as_tuple=True)
+        if far[0].numel():
             Rf, uf, cf = R[far], u[far], cos[far]
             uRu = (uf * (Rf @ uf[..., None])[..., 0]).sum(-1)
-            along = along.index_copy(0, far, (uRu - cf * uu[far]) / (1 - cf))
+            along = along.index_put(far, (uRu - cf * uu[far]) / (1 - cf))
     else:
         along = torch.zeros_like(uu)
     return d2 + rho * rho * uu + (1 - rho * rho) * along
@@ -201,7 +210,7 @@ class PairGeometry:
             else:  # [vec R, t, sqrt(alpha) q]: |f_i - f_j|^2 is the lower bound, its R part rot2
                 self.m = m = linear_block(group)
                 self.R = g[..., :m, :m].reshape(self.bs, self.n, m * m)
-                self.t = g[..., :m, m] if group.action == "affine" else None
+                self.t = g[..., :m, m].contiguous() if group.action == "affine" else None  # gathers from a strided view are ~30x slower
                 self.qs = qs[0] if qs else None
                 parts, self.n_rot = [self.R] + ([self.t] if self.t is not None else []) + qs, m * m
             f = torch.cat(parts, -1)
@@ -309,8 +318,7 @@ class PairGeometry:
             t = self.f[..., self.n_rot:self.n_rot + m]  # centred translations
             u = (A @ t.transpose(1, 2)).view(bs, c, m, n).permute(0, 1, 3, 2)
             u = u - (A.view(bs, c, m, m) @ _gather_rows(t, qidx)[..., None])[..., 0][:, :, None, :]
-            u = u.reshape(-1, m)
-        d2 = orthogonal_sq_norm(Rij.reshape(-1, m, m), u).view(bs, c, n)
+        d2 = orthogonal_sq_norm(Rij, u)  # (bs, c, n), from strided views: no copies
         if self.qs is not None:
             d2 = d2 + _sqdist(_gather_rows(self.qs, qidx), self.qs)
         return d2
