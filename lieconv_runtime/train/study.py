@@ -177,6 +177,7 @@ def _train_one(task) -> dict:
 
     label, run, run_dir, data_dir, progress, threads, n_rollouts = task
     torch.set_num_threads(threads)
+    _set_aside_stale(run_dir, run)
     summary = _finished_summary(run_dir, run)
     splits = None
     if summary is None:
@@ -255,6 +256,18 @@ def _pool(jobs: int):
 
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         yield pool
+
+
+def _set_aside_stale(run_dir: Path, run: dict) -> None:
+    """A run folder made with other settings (e.g. an older preset) is renamed, not resumed or reused."""
+    try:
+        old = json.loads((run_dir / "run.json").read_text())["run"]
+    except (OSError, ValueError, KeyError):
+        return
+    if old != run:
+        stale = run_dir.with_name(f"{run_dir.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
+        run_dir.rename(stale)
+        print(f"lieconv study: note: {run_dir} was made with other settings; moved to {stale.name}", file=sys.stderr)
 
 
 def _finished_summary(run_dir: Path, run: dict) -> dict | None:

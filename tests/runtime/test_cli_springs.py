@@ -249,3 +249,15 @@ def test_run_main_job_defaults_to_hlieresnet_t2(data_dir, tmp_path, capsys):
     summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
     assert (summary["model"], summary["group"]) == ("HLieResNet", "T2")
     assert summary["linear_momentum_drift"] < 1e-9  # T2 symmetry: Noether
+
+
+def test_study_sets_aside_runs_made_with_other_settings(tmp_path):
+    from lieconv_runtime.train.study import _set_aside_stale
+
+    run_dir = tmp_path / "runs" / "HFC" / "n25" / "seed0"
+    run_dir.mkdir(parents=True)
+    (run_dir / "run.json").write_text(json.dumps({"run": {"epochs": 39}}))
+    _set_aside_stale(run_dir, {"epochs": 39})
+    assert run_dir.exists()
+    _set_aside_stale(run_dir, {"epochs": 60})
+    assert not run_dir.exists() and len(list(run_dir.parent.glob("seed0.stale-*"))) == 1
