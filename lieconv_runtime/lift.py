@@ -209,23 +209,35 @@ class LiftMixin:
         return None
 
     def _frame_data(self) -> dict:
-        """Derived once from the stabilizer's generator A (linear part A_l on R^d, spectrum {0, +-i w}):
-        t(v) = atan2(c2 . v, c1 . v) / w is the argmax over t of phi(exp(-t A_l) v) for a fixed
-        covector phi, so t(exp(s A_l) v) = t(v) + s exactly (c1 = phi P, c2 = -phi A_l / w with
-        P = -A_l^2 / w^2 the projector on the rotation plane)."""
+        """What `stabilizer_frame` needs, derived once from the stabilizer's generators (linear parts on R^d).
+
+        kind "plane": one generator A with spectrum {0, +-i w}: t(v) = atan2(c2 . v, c1 . v) / w is
+        the argmax over t of phi(exp(-t A) v) for a fixed covector phi, so t(exp(s A) v) = t(v) + s
+        exactly (c1 = phi P, c2 = -phi A / w, P = -A^2 / w^2 the projector on the rotation plane).
+        kind "space": three generators whose linear parts span the antisymmetric 3 x 3 matrices (H
+        is all rotations about the origin, as for SE3): the frame is built from two reference vectors.
+        """
         cached = getattr(self, "_frame_cache", None)
         if cached is not None:
             return cached
         s = self._lift_data()["stabilizer"]
         where = f"{self.name}: frame lifting"
+        d = self.space_dim
+        basis = torch.tensor(s["basis"], dtype=torch.float64).reshape(-1, self.lie_dim)
+        A = self.hat(basis) if s["dim"] else torch.zeros(0, self.rep_dim, self.rep_dim, dtype=torch.float64)
+        Al = A[:, :d, :d] if self.action == "affine" else A
+        if s["compact"] and s["dim"] == 3 and d == 3:
+            skew = (Al + Al.transpose(1, 2)).abs().max() == 0
+            axes = torch.stack([Al[:, 2, 1], Al[:, 0, 2], Al[:, 1, 0]], -1)  # (3 generators, 3)
+            if skew and abs(float(torch.linalg.det(axes))) > 1e-9:
+                self._frame_cache = {"kind": "space"}
+                return self._frame_cache
         if s["dim"] != 1 or not s["compact"]:
             kind = "compact" if s["compact"] else "non-compact"
-            raise ValueError(f"{where} needs a one-dimensional compact stabilizer, {self.name}'s is {kind} of "
-                             f"dimension {s['dim']}; use lift='haar' (equivariant in distribution)")
-        basis = torch.tensor(s["basis"][0], dtype=torch.float64)
-        A = self.hat(basis)
-        d = self.space_dim
-        Al = A[:d, :d] if self.action == "affine" else A
+            raise ValueError(f"{where} needs a one-dimensional compact stabilizer or all rotations of R^3, "
+                             f"{self.name}'s is {kind} of dimension {s['dim']}; use lift='haar' "
+                             "(equivariant in distribution)")
+        Al = Al[0]
         ev = torch.linalg.eigvals(Al)
         w = float(ev.imag.abs().max())
         big = ev.abs() > 1e-9 * max(w, 1.0)
@@ -236,18 +248,22 @@ class LiftMixin:
                              f"its generator has eigenvalues {[complex(round(z.real, 6), round(z.imag, 6)) for z in ev]}"
                              "; use lift='haar'")
         phi = P[int(P.norm(dim=1).argmax())]
-        self._frame_cache = {"basis": basis, "c1": phi @ P, "c2": -(phi @ Al) / w, "w": w}
+        self._frame_cache = {"kind": "plane", "basis": basis[0], "c1": phi @ P, "c2": -(phi @ Al) / w, "w": w}
         return self._frame_cache
 
     def stabilizer_frame(self, coords: torch.Tensor, mask: torch.Tensor, nsamples: int = 1) -> torch.Tensor:
         """Equivariant stabilizer elements h (bs, n, K, r, r) for `lift(..., stabilizer=h)`.
 
-        The reference is the centroid c of the valid points (equivariant for any affine action).
-        With v_i = u_{x_i}^-1 . c - o_{q_i} (moved by the stabilizer only), h_i0 = exp(t(v_i) A) is
-        the rotation that turns the stabilizer's reference direction towards c, and
-        h_ik = h_i0 exp(2 pi k / (K w) A).  Then u_{g x_i} h_ik(g x) = g u_{x_i} h_ik(x) exactly, so
-        a LieConv network over these elements is exactly invariant (not only in distribution).
-        Undefined (t = 0, not equivariant) only where v_i = 0, e.g. a point at the centroid for SE2.
+        References: the centroid c of the valid points and (for "space") the point
+        c' = sum_j w_j x_j / sum_j w_j with w_j = |x_j - c|^2, both equivariant for rigid motions
+        (c for any affine action).  With v_i = u_{x_i}^-1 . c - o_{q_i}, moved by the stabilizer only:
+        "plane": h_i0 = exp(t(v_i) A) turns the stabilizer's reference direction towards c, and
+        h_ik = h_i0 exp(2 pi k / (K w) A); "space": h_i0 has the linear part [e1, e2, e1 x e2] from
+        Gram-Schmidt on v_i, v'_i and fixes o_q, and h_ik = h_i0 R_k for K fixed rotations R_k (R_0 = I,
+        the others a seeded Haar draw).  Then u_{g x_i} h_ik(g x) = g u_{x_i} h_ik(x) exactly, so a
+        LieConv network over these elements is exactly invariant (not only in distribution).
+        Undefined (not equivariant) only where the references degenerate: v_i = 0 (a point at the
+        centroid), or v_i, v'_i parallel.
         """
         fd = self._frame_data()
         data = self._lift_data()
@@ -256,14 +272,32 @@ class LiftMixin:
         w8 = mask[..., None].to(x.dtype)
         c = (x * w8).sum(1, keepdim=True) / w8.sum(1, keepdim=True).clamp_min(1)  # (bs, 1, d)
         u_inv = self.inv(data["section"](x))  # (bs, n, r, r)
-        y = self.act(u_inv, c.expand_as(x))
-        v = y - data["origin"](data["orbit"](x))
-        c1, c2 = fd["c1"].to(x), fd["c2"].to(x)
-        t = safe_atan2(v @ c2, v @ c1) / fd["w"]  # (bs, n)
+        o = data["origin"](data["orbit"](x))
+        v = self.act(u_inv, c.expand_as(x)) - o
         K = int(nsamples)
-        offsets = torch.arange(K, dtype=x.dtype, device=x.device) * (2 * math.pi / (K * fd["w"]))
-        tk = t[..., None] + offsets  # (bs, n, K)
-        return self.exp(tk[..., None] * fd["basis"].to(x))
+        if fd["kind"] == "plane":
+            c1, c2 = fd["c1"].to(x), fd["c2"].to(x)
+            t = safe_atan2(v @ c2, v @ c1) / fd["w"]  # (bs, n)
+            offsets = torch.arange(K, dtype=x.dtype, device=x.device) * (2 * math.pi / (K * fd["w"]))
+            tk = t[..., None] + offsets  # (bs, n, K)
+            return self.exp(tk[..., None] * fd["basis"].to(x))
+        wj = (x - c).square().sum(-1, keepdim=True) * w8
+        c_far = (x * wj).sum(1, keepdim=True) / wj.sum(1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
+        v2 = self.act(u_inv, c_far.expand_as(x)) - o
+        e1 = v / safe_sqrt(v.square().sum(-1, keepdim=True))
+        v2 = v2 - (v2 * e1).sum(-1, keepdim=True) * e1
+        e2 = v2 / safe_sqrt(v2.square().sum(-1, keepdim=True))
+        F = torch.stack([e1, e2, torch.linalg.cross(e1, e2)], -1)  # (bs, n, 3, 3), columns e1, e2, e3
+        gen = torch.Generator().manual_seed(0)
+        R = self.sample_stabilizer((K,), generator=gen, dtype=x.dtype, device=x.device)[..., :3, :3]
+        R[0] = torch.eye(3, dtype=x.dtype, device=x.device)
+        L = F[:, :, None] @ R  # (bs, n, K, 3, 3)
+        h = self.identity(L.shape[:3], x).clone()
+        h[..., :3, :3] = L
+        if self.action == "affine":  # fix o_q: translation o - L o
+            oq = o[:, :, None, :, None]
+            h[..., :3, 3] = (oq - L @ oq)[..., 0]
+        return h
 
     # --- lifting ---------------------------------------------------------------------------------
     def lift(self, coords: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, nsamples: int | None = None, *,
