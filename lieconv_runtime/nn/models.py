@@ -96,8 +96,8 @@ class LieResNetPotential(LieResNet):
     neighbourhood, mean pooling to a scalar.  Positions are not centred: any translation
     symmetry comes from the group.  The ball radius is irrelevant (fill 1), so ODE solves never
     change the module's state.  Groups with a stabilizer lift by `group.stabilizer_frame` when
-    they can (SE2): V is then a deterministic, exactly invariant function of q, which ODE solvers
-    and Noether's theorem need (SE2, SO3, SE3); otherwise (Sim2) by Haar samples, redrawn at every call.
+    they can (SE2, SO3, SE3): V is then a deterministic, exactly invariant function of q, which
+    ODE solvers and Noether's theorem need; otherwise (Sim2) by Haar samples, redrawn per call.
     """
 
     def __init__(self, group, width: int = 384, num_layers: int = 4, **kw):

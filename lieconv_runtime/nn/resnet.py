@@ -81,8 +81,9 @@ class LieResNet(nn.Module):
     lift_samples: stabilizer samples per point (default group.lift_samples); lift_mode: "haar"
     (random Haar samples of the stabilizer: equivariant in distribution, the paper) or "frame"
     (`group.stabilizer_frame`: deterministic and exactly equivariant, for one-dimensional compact
-    stabilizers such as SE2's and for SE3's); pool: None, "mean" or "sum" ("mean" unless mean=False).  forward(coords (bs, n, d), values (bs, n, c_in), mask (bs, n)
-    = None, stabilizer = None) -> (bs, num_outputs) if pooling, else the output cloud (a Lifted).
+    stabilizers such as SE2's and for SE3's); pool: None, "mean" or "sum" ("mean" unless
+    mean=False).  forward(coords (bs, n, d), values (bs, n, c_in), mask (bs, n) = None,
+    stabilizer = None) -> (bs, num_outputs) if pooling, else the output cloud (a Lifted).
     `stabilizer` (bs, n, K, r, r) fixes the lifting samples (deterministic equivariance tests).
     """
 
