@@ -120,3 +120,18 @@ def test_distribution_test_can_fail():
     net = LieResNet(3, G, num_outputs=1, k=8, num_layers=1, nbhd=3, fill=0.7, bn=False).double().eval()
     report = equivariance_error(net, G, (x, v, mask), g=rot, mode="distribution", trials=150, seed=2)
     assert report.pvalue < 1e-3, f"KS statistic {report.error:.3f}, p = {report.pvalue:.2e}"
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=tag)
+@pytest.mark.parametrize("name", ["SE2", "SO3", "SE3"])
+def test_frame_lifted_network_is_invariant_without_carrying_samples(name, dtype):
+    """lift_mode="frame": the network chooses its own stabilizer elements, so f(g.x) = f(x) with
+    nothing carried along (plain calls, padding with NaN coordinates included)."""
+    G = load_group(name)
+    net = tiny_net(G, dtype, 0.6, lift_mode="frame", lift_samples=2).eval()
+    x, v, mask = inputs(G, dtype)
+    g = random_group_elements(G, x.shape[0], generator=torch.Generator().manual_seed(3), dtype=dtype)
+    gx, _ = transform_inputs(G, g, x, mask)
+    out, out_g = net(x, v, mask), net(gx, v, mask)
+    err = float((out_g - out).abs().max() / out.abs().max())
+    assert err <= TOL[dtype], f"{name}: relative error {err:.2e}"
