@@ -278,7 +278,7 @@ def _add_common(p) -> None:
 
 
 QUICK_DEFAULTS = {"model": QUICK_MODEL[0], "group": QUICK_MODEL[1], "n_train": 400, "n_val": 100, "n_test": 200,
-                  "n_systems": 1100, "epochs": 20, "n_rollouts": 25, "out": "runs/springs/quick"}
+                  "n_systems": 1100, "epochs": 20, "n_rollouts": 10, "out": "runs/springs/quick"}
 
 
 def build_parser() -> argparse.ArgumentParser:
