@@ -199,7 +199,7 @@ def conservation_curves(pred: torch.Tensor, true: torch.Tensor, m: torch.Tensor,
 
 def rollout_metrics(model, traj: SpringTrajectories, *, solver: str = "dopri5", rtol: float = 1e-8,
                     atol: float = 1e-10, step_size: float | None = None, batch_size: int = 50,
-                    dtype: torch.dtype = torch.float64) -> dict:
+                    dtype: torch.dtype = torch.float64, max_steps: int = 200_000) -> dict:
     """Roll out every trajectory of ``traj`` from its first state over its full time grid.
 
     Returns ``{"ts": (T,), "pred": (K, T, 2ND), <metric>: (K, T) ...}`` (numpy) plus
@@ -211,7 +211,7 @@ def rollout_metrics(model, traj: SpringTrajectories, *, solver: str = "dopri5", 
     for s in range(0, len(traj), batch_size):
         z0, m, k = (x[s:s + batch_size].to(dtype) for x in (traj.zs[:, 0], traj.m, traj.k))
         try:
-            pred = integrate(model, z0, m, k, ts, solver, rtol, atol, step_size)
+            pred = integrate(model, z0, m, k, ts, solver, rtol, atol, step_size, max_steps)
         except (AssertionError, RuntimeError):  # step-size underflow / max steps / non-finite
             fallbacks += 1
             pred = integrate(model, z0, m, k, ts, "rk4")
@@ -234,7 +234,7 @@ def _at_end(curve: np.ndarray, stat=np.mean):
 def evaluate_model(model, splits, *, out_dir, meta: dict, n_rollouts: int = 100, solver: str = "dopri5",
                    rtol: float = 1e-8, atol: float = 1e-10, step_size: float | None = None,
                    net_momentum_std: float | None = None, rollout_dtype: torch.dtype = torch.float64,
-                   batch_size: int = 50, plots: bool = True, boost_seed: int = 0) -> dict:
+                   batch_size: int = 50, plots: bool = True, boost_seed: int = 0, max_steps: int = 200_000) -> dict:
     """Test MSE + rollout metrics; writes ``summary.json``, ``curves.npz`` and PNG plots to ``out_dir``.
 
     ``meta`` (model, group, n_train, seed, ...) is copied into the summary.
@@ -251,7 +251,7 @@ def evaluate_model(model, splits, *, out_dir, meta: dict, n_rollouts: int = 100,
     long = galilean_boost(long, std, boost_seed)
     t1 = time.time()
     r = rollout_metrics(model, long, solver=solver, rtol=rtol, atol=atol, step_size=step_size,
-                        batch_size=batch_size, dtype=rollout_dtype)
+                        batch_size=batch_size, dtype=rollout_dtype, max_steps=max_steps)
     t_roll = time.time() - t1
     summary = {
         "test_mse": _num(mse),

@@ -17,7 +17,8 @@ raised where needed to give at least ``min_steps`` optimizer steps):
 * ``cpu``:  HLieResNet over T2, SO2 and Trivial2 (width 384, 4 blocks: the paper's network) and
   the four baselines; n_train 25/100/400, 1 repeat (``--repeats 2`` doubles the time), scale 1/8
   with at least 60 steps (79/60/30 epochs: at n = 400 the 30 epochs at which the original was
-  measured), val 100, test 500, 25 rollouts, 2 parallel jobs of 1 thread.  At scale 1/8 alone,
+  measured), val 100, test 500, 10 rollouts (dopri5 rtol 1e-6, atol 1e-8; RK4 on the data grid
+  for a batch that needs more than 2000 steps), 2 parallel jobs of 1 thread.  At scale 1/8 alone,
   n = 400 would get 38 steps and the lr-1e-3 HLieResNet would be compared undertrained.
 * ``full``: the paper: n_train 10 ... 96000, 3 repeats, scale 1, val 200, test 2000, 100 rollouts.
   Needs 98,200 systems (~9.4 GB float64 cache) and a GPU-class budget.
@@ -50,11 +51,14 @@ class Preset:
     batch_size: int = 200
     n_rollouts: int = 100
     min_steps: int = 0
+    rollout_tol: tuple = (1e-8, 1e-10)  # dopri5 (rtol, atol)
+    rollout_max_steps: int = 200_000  # per batch; beyond it the batch falls back to RK4 on the data grid
 
 
 PRESETS = {
     "cpu": Preset(("HLieResNet:T2", "HLieResNet:SO2", "HLieResNet:Trivial2", "HFC", "FC", "OGN", "HOGN"),
-                  (25, 100, 400), 1, 1 / 8, 100, 500, jobs=2, n_rollouts=25, min_steps=60),
+                  (25, 100, 400), 1, 1 / 8, 100, 500, jobs=2, n_rollouts=10, min_steps=60, rollout_tol=(1e-6, 1e-8),
+                  rollout_max_steps=2000),
     "full": Preset(("HLieResNet:T2", "HLieResNet:SO2", "HLieResNet:SE2", "HLieResNet:Trivial2", "HFC", "FC", "OGN",
                     "HOGN"), (10, 25, 50, 100, 400, 1000, 3000, 10000, 30000, 96000), 3, 1.0, 200, 2000),
 }
@@ -137,7 +141,7 @@ def run_study(preset: str = "cpu", *, models=None, out_dir=None, data_dir=None, 
     for model, group, n, seed in plan:
         label = _label(model, group)
         run_dir = out / "runs" / label.replace("(", "-").replace(")", "") / f"n{n}" / f"seed{seed}"
-        rollouts = p.n_rollouts if n == max(sizes) else 0
+        rollouts = (p.n_rollouts, *p.rollout_tol, p.rollout_max_steps) if n == max(sizes) else None
         tasks.append((label, _run_args(p, model, group, n, seed, n_systems), run_dir, data_dir,
                       progress and jobs == 1, threads, rollouts))
     rows = []
@@ -183,18 +187,20 @@ def _train_one(task) -> dict:
     if summary is None:
         summary, _, splits = train_springs(run, run_dir, data_dir=data_dir, resume=True, progress=progress)
     if n_rollouts:
-        summary = dict(summary, rollouts=_rollouts(label, run, run_dir, data_dir, n_rollouts, splits))
+        summary = dict(summary, rollouts=_rollouts(label, run, run_dir, data_dir, *n_rollouts, splits=splits))
     return summary
 
 
-def _rollouts(label, run, run_dir: Path, data_dir, n_rollouts: int, splits=None) -> dict:
+def _rollouts(label, run, run_dir: Path, data_dir, n_rollouts: int, rtol: float, atol: float, max_steps: int,
+              splits=None) -> dict:
     """Rollout summary of a trained run (``<run_dir>/eval/summary.json``; reused when it exists)."""
     from lieconv_runtime.train.evaluate import evaluate_model, load_run_splits, model_from_checkpoint, read_checkpoint
 
     path = run_dir / "eval" / "summary.json"
     try:
         ev = json.loads(path.read_text())
-        if ev.get("n_rollouts") == n_rollouts and ev.get("checkpoint") == str(run_dir / "checkpoint.pt"):
+        same = (ev.get("n_rollouts"), ev.get("rtol"), ev.get("atol"), ev.get("checkpoint"))
+        if same == (n_rollouts, rtol, atol, str(run_dir / "checkpoint.pt")):
             return ev
     except (OSError, ValueError):
         pass
@@ -203,11 +209,12 @@ def _rollouts(label, run, run_dir: Path, data_dir, n_rollouts: int, splits=None)
     splits = splits or load_run_splits(run, data_dir, progress=False)
     meta = {"model": run["model"], "group": run["group"], "n_train": run["n_train"], "seed": run["seed"],
             "label": label, "checkpoint": str(run_dir / "checkpoint.pt")}
-    return evaluate_model(model, splits, out_dir=run_dir / "eval", meta=meta, n_rollouts=n_rollouts)
+    return evaluate_model(model, splits, out_dir=run_dir / "eval", meta=meta, n_rollouts=n_rollouts, rtol=rtol,
+                          atol=atol, max_steps=max_steps)
 
 
 ROLLOUT_KEYS = ("rollout_rel_error", "energy_rel_error", "linear_momentum_drift", "angular_momentum_drift",
-                "rollout_time_s")
+                "rollout_time_s", "rtol", "atol", "solver_fallback_batches")
 
 
 def rollout_table(rows: list[dict], n_train: int) -> str:
@@ -226,8 +233,9 @@ def rollout_table(rows: list[dict], n_train: int) -> str:
             v = [r[key] for r in mine if r[key] is not None]
             cells.append(f"{np.mean(v):.3g}" if v else "–")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    tol = next((f"rtol {r['rtol']:g} / atol {r['atol']:g}" for r in rows if r.get("rtol")), "rk4")
     return (f"Long rollouts (n_train = {n_train}): values at the end of the test trajectories (t = 5), mean "
-            "over trajectories and repeats; dopri5 rtol 1e-8 / atol 1e-10 in float64.\n\n" + "\n".join(lines) + "\n")
+            f"over trajectories and repeats; dopri5 {tol} in float64.\n\n" + "\n".join(lines) + "\n")
 
 
 def _conservation_plot(evaluated, path: Path) -> None:
