@@ -251,6 +251,16 @@ class LiftMixin:
         self._frame_cache = {"kind": "plane", "basis": basis[0], "c1": phi @ P, "c2": -(phi @ Al) / w, "w": w}
         return self._frame_cache
 
+    def _frame_rotations(self, K: int) -> torch.Tensor:
+        """The K fixed rotations R_k (K, 3, 3) float64 of a "space" frame: R_0 = I, then a seeded Haar draw."""
+        cache = self._frame_data().setdefault("rotations", {})
+        if K not in cache:
+            R = self.sample_stabilizer((K,), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+            R = R[..., :3, :3].clone()
+            R[0] = torch.eye(3, dtype=torch.float64)
+            cache[K] = R
+        return cache[K]
+
     def stabilizer_frame(self, coords: torch.Tensor, mask: torch.Tensor, nsamples: int = 1) -> torch.Tensor:
         """Equivariant stabilizer elements h (bs, n, K, r, r) for `lift(..., stabilizer=h)`.
 
@@ -288,10 +298,7 @@ class LiftMixin:
         v2 = v2 - (v2 * e1).sum(-1, keepdim=True) * e1
         e2 = v2 / safe_sqrt(v2.square().sum(-1, keepdim=True))
         F = torch.stack([e1, e2, torch.linalg.cross(e1, e2)], -1)  # (bs, n, 3, 3), columns e1, e2, e3
-        gen = torch.Generator().manual_seed(0)
-        R = self.sample_stabilizer((K,), generator=gen, dtype=x.dtype, device=x.device)[..., :3, :3]
-        R[0] = torch.eye(3, dtype=x.dtype, device=x.device)
-        L = F[:, :, None] @ R  # (bs, n, K, 3, 3)
+        L = F[:, :, None] @ self._frame_rotations(K).to(x)  # (bs, n, K, 3, 3)
         h = self.identity(L.shape[:3], x).clone()
         h[..., :3, :3] = L
         if self.action == "affine":  # fix o_q: translation o - L o

@@ -84,17 +84,14 @@ def orthogonal_sq_norm(R: torch.Tensor, u: torch.Tensor | None) -> torch.Tensor:
     """
     m = R.shape[-1]
     e = lambda i, j: R[..., i, j]  # noqa: E731
+    cos = (R.diagonal(dim1=-2, dim2=-1).sum(-1) - (m - 2)) / 2
     if m == 3:
         w = (e(2, 1) - e(1, 2), e(0, 2) - e(2, 0), e(1, 0) - e(0, 1))  # 2 sin(theta) n
         a2 = 2 * (w[0] * w[0] + w[1] * w[1] + w[2] * w[2])  # |R - R^T|_F^2 = 8 sin^2 theta
-        cos = (e(0, 0) + e(1, 1) + e(2, 2) - 1) / 2
     elif m == 2:
-        w = e(1, 0) - e(0, 1)
-        a2 = 2 * w * w
-        cos = (e(0, 0) + e(1, 1)) / 2
-    else:  # m == 1: R = +-1 is never a rotation, the angle is 0 (orthogonal linear parts are 0 here)
-        a2 = torch.zeros_like(e(0, 0))
-        cos = e(0, 0)
+        a2 = 2 * (e(1, 0) - e(0, 1)).square()
+    else:  # m == 1: no rotation plane
+        a2 = torch.zeros_like(cos)
     theta = torch.atan2(torch.sqrt(a2 / 8), cos)
     d2 = 2 * theta * theta
     if u is None:

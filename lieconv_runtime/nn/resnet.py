@@ -96,8 +96,9 @@ class LieResNet(nn.Module):
         self.group = group
         if lift_mode not in ("haar", "frame"):
             raise ValueError(f"lift_mode must be 'haar' or 'frame', got {lift_mode!r}")
-        if lift_mode == "frame" and group.stabilizer_dim > 0 and group.frame_support() is not None:
-            raise ValueError(group.frame_support())
+        why_not = group.frame_support() if lift_mode == "frame" and group.stabilizer_dim > 0 else None
+        if why_not is not None:
+            raise ValueError(why_not)
         self.lift_mode = lift_mode
         ks = [int(k)] * (num_layers + 1) if isinstance(k, int) else [int(v) for v in k]
         if len(ks) != num_layers + 1:
