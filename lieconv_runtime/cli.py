@@ -61,6 +61,7 @@ def make_run(args) -> dict:
         "n_particles": args.n_particles, "dim": args.dim, "n_train": args.n_train, "dtype": args.dtype,
         "epochs": args.epochs, "lr": args.lr if args.lr is not None else paper_lr(spec.name, group),
         "batch_size": args.batch_size, "seed": args.seed, "patience": args.patience,
+        **({"val_every": args.val_every} if getattr(args, "val_every", 1) != 1 else {}),
         "data": {"n_systems": args.n_systems, "n_val": args.n_val, "n_test": args.n_test, "n_times": args.n_times,
                  "t_end": args.t_end, "seed": args.data_seed, "chunk_len": 5},
     }
@@ -105,6 +106,7 @@ def train_springs(run: dict, out_dir, *, data_dir=None, resume: bool = False, pr
 
     trainer = SpringTrainer(model, splits.train, splits.val, splits.test, out_dir=out, epochs=run["epochs"],
                             lr=run["lr"], batch_size=run["batch_size"], patience=run["patience"],
+                            val_every=run.get("val_every", 1),
                             seed=run["seed"], resume=resume, progress=progress)
     if resume and trainer.checkpoint_path.exists():
         diff = _diff(read_checkpoint(trainer.checkpoint_path)["config"], trainer._config())
@@ -249,6 +251,8 @@ def _add_data_train_options(p, d: dict) -> None:
     p.add_argument("--batch-size", type=_pos_int, default=200)
     p.add_argument("--patience", type=_pos_int, default=None, help="early stopping patience (default: off; "
                    "the best-validation weights are always kept)")
+    p.add_argument("--val-every", type=_pos_int, default=1, metavar="EPOCHS",
+                   help="validate every this many epochs and after the last (default 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--out", default=d.get("out"), help="output folder (default runs/springs/<model>-n<N>-s<seed>)")

@@ -17,9 +17,10 @@ raised where needed to give at least ``min_steps`` optimizer steps):
 * ``cpu``:  HLieResNet over T2, SO2 and Trivial2 (width 384, 4 blocks: the paper's network) and
   the four baselines; n_train 25/100/400, 1 repeat (``--repeats 2`` doubles the time), scale 1/8
   with at least 60 steps (79/60/30 epochs: at n = 400 the 30 epochs at which the original was
-  measured), val 100, test 500, 10 rollouts (dopri5 rtol 1e-6, atol 1e-8; RK4 on the data grid
-  for a batch that needs more than 2000 steps), 2 parallel jobs of 1 thread.  At scale 1/8 alone,
-  n = 400 would get 38 steps and the lr-1e-3 HLieResNet would be compared undertrained.
+  measured), about 15 validations per run, val 100, test 500, 10 rollouts (dopri5 rtol 1e-5,
+  atol 1e-8; RK4 on the data grid for a batch that needs more than 2000 steps), 2 parallel jobs
+  of 1 thread, largest training sets first.  At scale 1/8 alone, n = 400 would get 38 steps and
+  the lr-1e-3 HLieResNet would be compared undertrained.
 * ``full``: the paper: n_train 10 ... 96000, 3 repeats, scale 1, val 200, test 2000, 100 rollouts.
   Needs 98,200 systems (~9.4 GB float64 cache) and a GPU-class budget.
 
@@ -28,12 +29,11 @@ Entries ``MODEL:GROUP`` whose model is not registered are skipped with a note.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["PRESETS", "Preset", "epochs_for", "run_study"]
@@ -51,14 +51,15 @@ class Preset:
     batch_size: int = 200
     n_rollouts: int = 100
     min_steps: int = 0
-    rollout_tol: tuple = (1e-8, 1e-10)  # dopri5 (rtol, atol)
-    rollout_max_steps: int = 200_000  # per batch; beyond it the batch falls back to RK4 on the data grid
+    validations: int | None = None  # about this many validations per run (None: every epoch)
+    # evaluate_model's solver options for the rollouts (solver, rtol, atol, step_size, max_steps)
+    rollout: dict = field(default_factory=lambda: {"solver": "dopri5", "rtol": 1e-8, "atol": 1e-10})
 
 
 PRESETS = {
     "cpu": Preset(("HLieResNet:T2", "HLieResNet:SO2", "HLieResNet:Trivial2", "HFC", "FC", "OGN", "HOGN"),
-                  (25, 100, 400), 1, 1 / 8, 100, 500, jobs=2, n_rollouts=10, min_steps=60, rollout_tol=(1e-6, 1e-8),
-                  rollout_max_steps=2000),
+                  (25, 100, 400), 1, 1 / 8, 100, 500, jobs=2, n_rollouts=10, min_steps=60, validations=15,
+                  rollout={"solver": "dopri5", "rtol": 1e-5, "atol": 1e-8, "max_steps": 2000}),
     "full": Preset(("HLieResNet:T2", "HLieResNet:SO2", "HLieResNet:SE2", "HLieResNet:Trivial2", "HFC", "FC", "OGN",
                     "HOGN"), (10, 25, 50, 100, 400, 1000, 3000, 10000, 30000, 96000), 3, 1.0, 200, 2000),
 }
@@ -72,6 +73,10 @@ def epochs_for(n_train: int, scale: float = 1.0, min_steps: int = 0, batch_size:
 
 def _epochs(p: Preset, n_train: int) -> int:
     return epochs_for(n_train, p.epoch_scale, p.min_steps, p.batch_size)
+
+
+def _val_every(p: Preset, n_train: int) -> int:
+    return max(1, round(_epochs(p, n_train) / p.validations)) if p.validations else 1
 
 
 def _parse_entries(entries, strict: bool) -> list[tuple[str, str | None]]:
@@ -109,6 +114,7 @@ def _run_args(preset: Preset, model, group, n, seed, n_systems) -> dict:
         "task": "springs", "model": model, "group": group, "model_kw": {}, "n_particles": 6, "dim": 2,
         "n_train": n, "dtype": "float32", "epochs": _epochs(preset, n),
         "lr": paper_lr(model, group), "batch_size": preset.batch_size, "seed": seed, "patience": None,
+        **({"val_every": _val_every(preset, n)} if _val_every(preset, n) > 1 else {}),
         "data": {"n_systems": n_systems, "n_val": preset.n_val, "n_test": preset.n_test, "n_times": 500,
                  "t_end": 5.0, "seed": 0, "chunk_len": 5},
     }
@@ -141,21 +147,24 @@ def run_study(preset: str = "cpu", *, models=None, out_dir=None, data_dir=None, 
     for model, group, n, seed in plan:
         label = _label(model, group)
         run_dir = out / "runs" / label.replace("(", "-").replace(")", "") / f"n{n}" / f"seed{seed}"
-        rollouts = (p.n_rollouts, *p.rollout_tol, p.rollout_max_steps) if n == max(sizes) else None
+        rollouts = (p.n_rollouts, p.rollout) if n == max(sizes) else None
         tasks.append((label, _run_args(p, model, group, n, seed, n_systems), run_dir, data_dir,
                       progress and jobs == 1, threads, rollouts))
-    rows = []
-    with _pool(jobs) as pool:
-        for i, (task, summary) in enumerate(zip(tasks, pool.map(_train_one, tasks))):
-            label, run = task[0], task[1]
-            print(f"[{i + 1}/{len(tasks)}] {label} n_train={run['n_train']} seed={run['seed']}: "
-                  f"test MSE {summary['test_mse']}", file=sys.stderr)
-            rows.append({"label": label, "model": run["model"], "group": run["group"], "n_train": run["n_train"],
-                         "seed": run["seed"], "epochs": summary["epochs_completed"], "test_mse": summary["test_mse"],
-                         "best_val_mse": summary["best_val_mse"], "epoch_time_s": summary.get("epoch_time_s_mean"),
-                         "wall_time_s": summary["wall_time_s"],
-                         **{key: summary["rollouts"].get(key) for key in ROLLOUT_KEYS if "rollouts" in summary}})
-            atomic_write_text("".join(json.dumps(r) + "\n" for r in rows), out / "results.jsonl")
+    # largest training sets first (they also roll out), so the parallel jobs finish together
+    order = sorted(range(len(tasks)), key=lambda i: -tasks[i][1]["n_train"])
+    done = {}
+    for k, (i, summary) in enumerate(_run_tasks(jobs, tasks, order)):
+        label, run = tasks[i][0], tasks[i][1]
+        print(f"[{k + 1}/{len(tasks)}] {label} n_train={run['n_train']} seed={run['seed']}: "
+              f"test MSE {summary['test_mse']}", file=sys.stderr)
+        done[i] = {"label": label, "model": run["model"], "group": run["group"], "n_train": run["n_train"],
+                   "seed": run["seed"], "epochs": summary["epochs_completed"], "test_mse": summary["test_mse"],
+                   "best_val_mse": summary["best_val_mse"], "epoch_time_s": summary.get("epoch_time_s_mean"),
+                   "wall_time_s": summary["wall_time_s"],
+                   **{key: summary["rollouts"].get(key) for key in ROLLOUT_KEYS if "rollouts" in summary}}
+        rows = [done[j] for j in sorted(done)]  # plan order
+        atomic_write_text("".join(json.dumps(r) + "\n" for r in rows), out / "results.jsonl")
+    rows = [done[j] for j in sorted(done)]
     result = {"preset": preset, "n_systems": n_systems, "sizes": list(sizes), "repeats": reps, "jobs": jobs,
               "zero_motion_test_mse": zero_mse, "table": "table.md", "plot": "study.png",
               "wall_time_s": round(time.time() - t0, 1), "rows": rows}
@@ -191,16 +200,16 @@ def _train_one(task) -> dict:
     return summary
 
 
-def _rollouts(label, run, run_dir: Path, data_dir, n_rollouts: int, rtol: float, atol: float, max_steps: int,
-              splits=None) -> dict:
+def _rollouts(label, run, run_dir: Path, data_dir, n_rollouts: int, options: dict, splits=None) -> dict:
     """Rollout summary of a trained run (``<run_dir>/eval/summary.json``; reused when it exists)."""
     from lieconv_runtime.train.evaluate import evaluate_model, load_run_splits, model_from_checkpoint, read_checkpoint
 
     path = run_dir / "eval" / "summary.json"
     try:
         ev = json.loads(path.read_text())
-        same = (ev.get("n_rollouts"), ev.get("rtol"), ev.get("atol"), ev.get("checkpoint"))
-        if same == (n_rollouts, rtol, atol, str(run_dir / "checkpoint.pt")):
+        asked = {"n_rollouts": n_rollouts, "checkpoint": str(run_dir / "checkpoint.pt"),
+                 **{key: value for key, value in options.items() if key != "max_steps"}}
+        if all(ev.get(key) == value for key, value in asked.items()):
             return ev
     except (OSError, ValueError):
         pass
@@ -209,12 +218,11 @@ def _rollouts(label, run, run_dir: Path, data_dir, n_rollouts: int, rtol: float,
     splits = splits or load_run_splits(run, data_dir, progress=False)
     meta = {"model": run["model"], "group": run["group"], "n_train": run["n_train"], "seed": run["seed"],
             "label": label, "checkpoint": str(run_dir / "checkpoint.pt")}
-    return evaluate_model(model, splits, out_dir=run_dir / "eval", meta=meta, n_rollouts=n_rollouts, rtol=rtol,
-                          atol=atol, max_steps=max_steps)
+    return evaluate_model(model, splits, out_dir=run_dir / "eval", meta=meta, n_rollouts=n_rollouts, **options)
 
 
 ROLLOUT_KEYS = ("rollout_rel_error", "energy_rel_error", "linear_momentum_drift", "angular_momentum_drift",
-                "rollout_time_s", "rtol", "atol", "solver_fallback_batches")
+                "rollout_time_s", "solver", "rtol", "atol", "step_size", "solver_fallback_batches")
 
 
 def rollout_table(rows: list[dict], n_train: int) -> str:
@@ -233,9 +241,16 @@ def rollout_table(rows: list[dict], n_train: int) -> str:
             v = [r[key] for r in mine if r[key] is not None]
             cells.append(f"{np.mean(v):.3g}" if v else "–")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    tol = next((f"rtol {r['rtol']:g} / atol {r['atol']:g}" for r in rows if r.get("rtol")), "rk4")
+    solver = next((_solver_text(r) for r in rows if r.get("solver")), "")
     return (f"Long rollouts (n_train = {n_train}): values at the end of the test trajectories (t = 5), mean "
-            f"over trajectories and repeats; dopri5 {tol} in float64.\n\n" + "\n".join(lines) + "\n")
+            f"over trajectories and repeats; {solver}, float64.\n\n" + "\n".join(lines) + "\n")
+
+
+def _solver_text(row: dict) -> str:
+    if row.get("rtol") is not None:
+        return f"{row['solver']} rtol {row['rtol']:g} / atol {row['atol']:g}"
+    step = f"step {row['step_size']:g}" if row.get("step_size") else "steps on the data grid"
+    return f"{row['solver'].upper()}, fixed {step}"
 
 
 def _conservation_plot(evaluated, path: Path) -> None:
@@ -253,17 +268,20 @@ def _conservation_plot(evaluated, path: Path) -> None:
     plot_conservation(curves, path)
 
 
-@contextlib.contextmanager
-def _pool(jobs: int):
-    """``map`` in this process (``jobs == 1``) or in ``jobs`` spawned worker processes."""
+def _run_tasks(jobs: int, tasks: list, order: list):
+    """Yield ``(index, summary)`` for ``tasks`` submitted in ``order``, as they finish: in this
+    process (``jobs == 1``) or in ``jobs`` spawned worker processes."""
     if jobs <= 1:
-        yield type("Serial", (), {"map": staticmethod(map)})
+        for i in order:
+            yield i, _train_one(tasks[i])
         return
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import ProcessPoolExecutor, as_completed
 
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        yield pool
+        futures = {pool.submit(_train_one, tasks[i]): i for i in order}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
 
 
 def _set_aside_stale(run_dir: Path, run: dict) -> None:

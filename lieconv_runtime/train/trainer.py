@@ -2,7 +2,7 @@
 
 * Adam (default betas, no weight decay) + :class:`~lieconv_runtime.train.schedule.CosineSchedule`
   stepped per iteration.
-* Validation every epoch; early stopping on validation MSE (``patience``), the
+* Validation every epoch (or every ``val_every``-th and the last); early stopping on validation MSE (``patience``), the
   best weights are kept and restored at the end.
 * ``<out>/metrics.jsonl``: one JSON object per epoch.
 * ``<out>/checkpoint.pt`` written atomically (temp file + ``os.replace``) after
@@ -111,6 +111,8 @@ class Trainer:
         epochs: ``E`` of the cosine schedule and maximum number of epochs.
         lr: base learning rate. batch_size: training batch size (paper: 200).
         patience: stop after this many epochs without a val improvement (``None``: never).
+        val_every: validate every this many epochs (and always after the last one); the best
+            (early-stopping) weights are chosen among the validated epochs.
         warmup_frac: linear warm-up fraction of the epochs (0 = none).
         seed: seeds python/numpy/torch at a fresh start and the per-epoch shuffles.
         predict_fn: ``(model, batch) -> (pred, target)``; default :func:`default_predict`.
@@ -139,6 +141,7 @@ class Trainer:
         resume: bool = False,
         progress: bool = True,
         grad_clip: float | None = None,
+        val_every: int = 1,
     ):
         if len(train_data) == 0:
             raise ValueError("empty training set")
@@ -150,6 +153,7 @@ class Trainer:
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size or batch_size)
         self.patience = patience
+        self.val_every = max(1, int(val_every))
         self.seed = int(seed)
         self.predict_fn = predict_fn or default_predict
         self.resume = resume
@@ -187,6 +191,7 @@ class Trainer:
         return {
             "epochs": self.epochs, "lr": self.lr, "batch_size": self.batch_size, "seed": self.seed,
             "patience": self.patience, "warmup_frac": self.warmup_frac, "n_train": len(self.train_data),
+            **({"val_every": self.val_every} if self.val_every != 1 else {}),
         }
 
     # ------------------------------------------------------------------ checkpoint
@@ -308,6 +313,8 @@ class Trainer:
             if self.diverged:
                 log.warning("non-finite training loss at epoch %d: stopping", self.epoch)
                 val_mse = math.nan
+            elif self.epoch % self.val_every and self.epoch < self.epochs:
+                val_mse = math.nan  # not a validation epoch
             else:
                 val_mse = self.evaluate(self.val_data)
                 self.last_train_mse = train_mse
@@ -315,7 +322,7 @@ class Trainer:
                     self.best_val, self.best_epoch, self.bad_epochs = val_mse, self.epoch, 0
                     self.best_state = copy.deepcopy(self.model.state_dict())
                 else:
-                    self.bad_epochs += 1
+                    self.bad_epochs += self.val_every
             record = {
                 "epoch": self.epoch, "step": self.schedule.step_count, "lr": lr,
                 "train_mse": _num(train_mse), "val_mse": _num(val_mse), "best_val_mse": _num(self.best_val),

@@ -261,3 +261,24 @@ def test_study_sets_aside_runs_made_with_other_settings(tmp_path):
     assert run_dir.exists()
     _set_aside_stale(run_dir, {"epochs": 60})
     assert not run_dir.exists() and len(list(run_dir.parent.glob("seed0.stale-*"))) == 1
+
+
+def test_study_runs_end_to_end_in_parallel_and_resumes(data_dir, tmp_path, monkeypatch):
+    """A tiny preset through run_study with 2 worker processes: rows in plan order, largest size
+    rolled out with the preset's solver options, and a second call reuses every finished run."""
+    from lieconv_runtime.train import study
+
+    tiny = study.Preset(("HFC", "FC"), (4, 8), 1, 0.001, 4, 4, jobs=2, batch_size=8, n_rollouts=2,
+                        validations=1, rollout={"solver": "rk4"})
+    monkeypatch.setitem(study.PRESETS, "tiny", tiny)
+    out = tmp_path / "study"
+    result = study.run_study("tiny", out_dir=out, data_dir=data_dir, progress=False)
+    rows = [json.loads(l) for l in (out / "results.jsonl").read_text().splitlines()]
+    assert [(r["label"], r["n_train"]) for r in rows] == [("HFC", 4), ("HFC", 8), ("FC", 4), ("FC", 8)]
+    assert [r["label"] for r in rows if "energy_rel_error" in r] == ["HFC", "FC"]
+    assert all(r["solver"] == "rk4" and r["rtol"] is None for r in rows if r["n_train"] == 8)
+    assert rows[1]["linear_momentum_drift"] < 1e-9  # HFC is translation-invariant: exact in RK4
+    assert "RK4, fixed steps on the data grid" in (out / "rollouts.md").read_text()
+    assert (out / "conservation.png").read_bytes()[:8] == PNG and result["rows"] == rows
+    again = study.run_study("tiny", out_dir=out, data_dir=data_dir, progress=False, jobs=1)
+    assert again["rows"] == rows and again["wall_time_s"] < result["wall_time_s"]

@@ -111,6 +111,27 @@ def test_early_stopping_keeps_best_weights(chunks, tmp_path):
     assert tr.evaluate(chunks[1]) == pytest.approx(summary["best_val_mse"], rel=1e-12)
 
 
+def test_val_every_validates_on_schedule_and_last_epoch(chunks, tmp_path):
+    straight = _trainer(_model(), chunks, tmp_path / "a", epochs=7, val_every=3, patience=None)
+    summary = straight.fit()
+    rows = [json.loads(l) for l in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    validated = [r["epoch"] for r in rows if r["val_mse"] is not None]
+    assert validated == [3, 6, 7] and summary["best_epoch"] in validated
+    assert summary["best_val_mse"] == min(r["val_mse"] for r in rows if r["val_mse"] is not None)
+    # the same weights as validating every epoch (validation never changes training) ...
+    every = _trainer(_model(), chunks, tmp_path / "b", epochs=7, patience=None)
+    every.fit()
+    ck = [torch.load(tmp_path / d / "checkpoint.pt", weights_only=True) for d in ("a", "b")]
+    for key in ck[0]["model"]:
+        assert torch.equal(ck[0]["model"][key], ck[1]["model"][key])
+    # ... and resume keeps the schedule
+    _trainer(_model(), chunks, tmp_path / "c", epochs=7, val_every=3, patience=None).fit(stop_after_epochs=4)
+    resumed = _trainer(_model(seed=3), chunks, tmp_path / "c", epochs=7, val_every=3, patience=None, resume=True).fit()
+    assert resumed["best_val_mse"] == summary["best_val_mse"] and resumed["test_mse"] == summary["test_mse"]
+    with pytest.raises(ValueError, match="checkpoint"):  # another validation schedule is another run
+        _trainer(_model(), chunks, tmp_path / "c", epochs=7, patience=None, resume=True).fit()
+
+
 def test_mse_is_weighted_by_batch_size(chunks, tmp_path):
     model = _model()
     test = chunks[2]  # 7 chunks
