@@ -7,6 +7,8 @@ Keys: config, lift_ms (everything before the first layer), fwd_train_ms (trainin
 forward), fwdbwd_train_ms (forward + mean(out^2) [cross-entropy for img_resnet] + backward),
 total_ms (lift + fwd+bwd), rss_base_mb, peak_rss_fwdbwd_mb, peak_rss_lift_mb (peak VmHWM of
 the phase, reset between phases through /proc/self/clear_refs) and the same minus the base,
+peak_live_fwdbwd_mb (peak of live tensor memory in one fwd+bwd, torch profiler memory timeline:
+free of allocator caching and fragmentation, so comparable across processes and allocators),
 matmul_gflops (2048x2048 float32 matmul), threads, load_avg (1-minute load average of the machine
 at the start: on a shared 2-core machine, 2-thread timings degrade sharply once other processes
 run, because every parallel op waits for a descheduled thread), original_ms / original_peak_mb (the original LieConv code, measured on the issue's CPU).
@@ -61,6 +63,27 @@ def timed(fn, repeats: int, warmup: int = 2, budget_s: float = 20.0):
         if i >= 2 and time.perf_counter() - start > budget_s:
             break
     return (statistics.median(times), min(times)), rss_mb("VmHWM")
+
+
+def live_peak_mb(step) -> float:
+    """Peak of the live tensor memory (MB) during one step(), from the torch profiler's memory
+    timeline: what autograd and the ops hold, without allocator caching or fragmentation (which
+    the RSS peak includes)."""
+    import json
+    import tempfile
+    import warnings
+
+    from torch.profiler import profile
+
+    with profile(profile_memory=True, record_shapes=True, with_stack=True) as prof:
+        step()
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = os.path.join(tmp, "timeline.json")
+        prof.export_memory_timeline(path, device="cpu")
+        with open(path) as f:
+            _, sizes = json.load(f)[:2]
+    return max((sum(s) for s in sizes), default=0) / 2**20
 
 
 def matmul_gflops() -> float:
@@ -140,6 +163,7 @@ def run_config(name: str, threads: int = 2) -> dict:
         (row["fwdbwd_train_ms"], row["fwdbwd_train_min_ms"]), peak = timed(step, repeats=15)
         row["peak_rss_fwdbwd_mb"] = round(peak, 1)
         row["peak_rss_fwdbwd_above_base_mb"] = round(peak - row["rss_base_mb"], 1)
+        row["peak_live_fwdbwd_mb"] = round(live_peak_mb(step), 1)
         row["total_ms"] = row["lift_ms"] + row["fwdbwd_train_ms"]
         if name in ORIGINAL:
             row.update(ORIGINAL[name])

@@ -92,13 +92,15 @@ class LieConv(nn.Module):
 
     group: a generated group; nbhd: neighbours per query (None: all); fill: target fraction of
     the points inside the ball (>= 1: no ball); ds_frac: fraction of elements kept as queries;
-    knn: nearest neighbours instead of ball sampling; mean: divide by the number of neighbours.
+    knn: nearest neighbours instead of ball sampling; mean: divide by the number of neighbours;
+    cache_fps: reuse the FPS queries while the input elements and mask are unchanged (images:
+    every batch lifts the same grid), as the original did for images.
     """
 
     def __init__(self, c_in: int, c_out: int, group, *, nbhd: int | None = 32, fill: float = 1 / 3,
                  ds_frac: float = 1.0, knn: bool = False, mean: bool = True, bn: bool = True,
                  kernel_hidden: int = 32, kernel_channels: int = 16, radius: float | None = None,
-                 radius_coeff: float = 0.5, seed: int = 0):
+                 radius_coeff: float = 0.5, seed: int = 0, cache_fps: bool = False):
         super().__init__()
         self.group, self.c_in, self.c_out = group, c_in, c_out
         self.nbhd = math.inf if nbhd is None else nbhd
@@ -113,6 +115,8 @@ class LieConv(nn.Module):
         self.adapt_radius = True
         self._gen: torch.Generator | None = None
         self.stream = 0  # selects an independent random stream (testing.equivariance_error uses it)
+        self.cache_fps = cache_fps
+        self._fps_cache: tuple | None = None
 
     def extra_repr(self) -> str:
         return (f"{self.c_in}, {self.c_out}, group={self.group.name}, nbhd={self.nbhd}, fill={self.fill:.3g}, "
@@ -134,8 +138,15 @@ class LieConv(nn.Module):
         """Query elements (idx (bs, m), mask (bs, m)) by FPS, or None when ds_frac == 1."""
         if self.ds_frac >= 1:
             return None
+        if self.cache_fps and self._fps_cache is not None:
+            a, mask, query = self._fps_cache
+            if a.shape == cloud.a.shape and torch.equal(a, cloud.a) and torch.equal(mask, cloud.mask):
+                return query
         geometry = geometry or PairGeometry(self.group, cloud)
-        return farthest_point_sample(geometry, self.ds_frac, self.rng(cloud.mask.device))
+        query = farthest_point_sample(geometry, self.ds_frac, self.rng(cloud.mask.device))
+        if self.cache_fps:
+            self._fps_cache = (cloud.a.detach().clone(), cloud.mask.clone(), query)
+        return query
 
     @torch.no_grad()
     def _init_radius(self, geometry: PairGeometry, qidx: torch.Tensor, qmask: torch.Tensor) -> None:

@@ -28,7 +28,9 @@ def image_points(h: int = 28, w: int = 28, radius: float = 15.0, dtype=torch.flo
 class ImgLieResNet(LieResNet):
     """RotMNIST network: 6 blocks, width k growing as k / ds^(i/2), total downsampling `total_ds`
     spread evenly (per block ds = total_ds^(1/L), FPS in the group distance), fill_i = fill / ds^i,
-    nbhd 25, batch norm, mean aggregation and pooling, 10 outputs.
+    nbhd 25, batch norm, mean aggregation and pooling, 10 outputs.  FPS queries are cached per
+    block (every batch lifts the same grid; recomputed when the lifted elements change, e.g. for
+    groups with random stabilizer samples), as the original cached them.
 
     forward(images (bs, c, h, w)) -> logits (bs, num_targets).  Pixels with |x| >= 15 are dropped.
     """
@@ -36,6 +38,7 @@ class ImgLieResNet(LieResNet):
     def __init__(self, group, chin: int = 1, total_ds: float = 0.1, num_layers: int = 6, fill: float = 0.1,
                  k: int = 128, nbhd: int = 25, num_targets: int = 10, increase_channels: bool = True,
                  knn: bool = False, **kw):
+        kw.setdefault("cache_fps", True)  # every batch lifts the same pixel grid
         ds = total_ds ** (1 / num_layers)
         fills = [fill / ds ** i for i in range(num_layers)]
         ks = [int(k / ds ** (i / 2)) if increase_channels else k for i in range(num_layers + 1)]

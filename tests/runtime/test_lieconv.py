@@ -278,6 +278,33 @@ def test_img_lieresnet_settings():
     assert sizes == [441, 300, 204, 139, 95, 65]
 
 
+def test_fps_cache_reuses_queries_only_for_the_same_cloud():
+    G = load_group("T2")
+    net = ImgLieResNet(G, k=8, num_layers=2).eval()
+    plain = ImgLieResNet(G, k=8, num_layers=2, cache_fps=False).eval()
+    plain.load_state_dict(net.state_dict())
+    calls = []
+    import lieconv_runtime.nn.lieconv as L
+
+    fps = L.farthest_point_sample
+    L.farthest_point_sample = lambda *a, **k: calls.append(1) or fps(*a, **k)
+    try:
+        images = torch.randn(2, 1, 28, 28, dtype=torch.float64)
+        net.double(), plain.double()
+        out = net(images)
+        assert len(calls) == 2  # one FPS per block
+        net(2 * images)  # other pixel values, same grid: every block reuses its queries
+        assert len(calls) == 2
+        assert torch.equal(out, plain(images))  # eval: same start draw, same queries, same output
+        cloud = net.lift(*net.points(images))
+        moved = cloud._replace(a=cloud.a + 0.5)  # another cloud: recomputed
+        n = len(calls)
+        net.blocks[0].conv.subsample(moved)
+        assert len(calls) == n + 1
+    finally:
+        L.farthest_point_sample = fps
+
+
 def test_moleclieresnet_settings_and_features():
     se3 = MolecLieResNet(load_group("SE3", alpha=0.2), k=16, num_layers=1)
     t3 = MolecLieResNet(load_group("T3"), k=16, num_layers=1)
