@@ -70,12 +70,33 @@ class KernelMLP(nn.Module):
         self.out = out
 
     def mlp(self, x: torch.Tensor) -> torch.Tensor:
-        for i, lin in enumerate(self.linears):
-            x = lin(x)
+        """x (P, d_in) -> (P, out).  In training mode the first batch norm is folded into the first
+        linear map (`_first_layer_folded`); the other layers run as written."""
+        start = 0
+        if self.norms is not None and self.training and x.shape[0] > 1:
+            x, start = F.silu(self._first_layer_folded(x)), 1
+        for i in range(start, len(self.linears)):
+            x = self.linears[i](x)
             if self.norms is not None:
                 x = self.norms[i](x)
             x = F.silu(x)
         return x
+
+    def _first_layer_folded(self, x: torch.Tensor) -> torch.Tensor:
+        """batch_norm(W x + b) with batch statistics, from the statistics of the d_in-dimensional
+        input: mean W m + b and variance diag(W C W^T) (m, C: the batch mean and biased covariance
+        of x), so batch norm becomes a rescaled linear map of x - m.  The same function with the
+        same gradients (autograd differentiates through m and C), but no (P, hidden) tensor is
+        normalised, saved for, or differentiated by a batch-norm kernel."""
+        lin, bn = self.linears[0], self.norms[0]
+        n = x.shape[0]
+        mean = x.mean(0)
+        xc = x - mean
+        cov = (xc.t() @ xc) / n  # (d_in, d_in)
+        var = ((lin.weight @ cov) * lin.weight).sum(1)  # (hidden,)
+        scale = bn.weight * torch.rsqrt(var + bn.eps)
+        bn.update_running(lin.weight @ mean + lin.bias, var, torch.tensor(float(n), dtype=var.dtype))
+        return F.linear(xc, lin.weight * scale[:, None], bn.bias)
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1])

@@ -316,3 +316,40 @@ def test_moleclieresnet_settings_and_features():
     assert feats.shape == (1, 3, 15) and torch.allclose(feats[0, 0, 3:6], torch.tensor([1, 6 / 9, 36 / 81]))
     out = se3(torch.randn(1, 3, 3), one_hot, charges)
     assert out.shape == (1,) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_kernel_mlp_folded_first_batch_norm_equals_plain_modules(dtype):
+    """Training mode folds the first batch norm into the first linear map: same outputs, same
+    gradients (through the batch statistics), same running statistics as linear -> BN -> swish."""
+    from torch.nn import functional as F
+
+    from lieconv_runtime.nn.lieconv import KernelMLP
+
+    torch.manual_seed(0)
+    mlp = KernelMLP(3, 32, 16, bn=True).to(dtype).train()
+    plain = KernelMLP(3, 32, 16, bn=True).to(dtype).train()
+    plain.load_state_dict(mlp.state_dict())
+    x = (torch.randn(5000, 3, dtype=dtype) * torch.tensor([4.0, 0.1, 1.0], dtype=dtype) + 2).requires_grad_()
+    out = mlp(x, torch.ones(5000, dtype=torch.bool))
+    h = x
+    for lin, bn in zip(plain.linears, plain.norms):  # the unfolded layers, as plain modules
+        h = F.silu(bn(lin(h)))
+    tol = 5e-5 if dtype == torch.float32 else 1e-12
+    assert (out - h).abs().max() <= tol * h.abs().max()
+    g = torch.randn_like(out)
+    names = ["x"] + [n for n, _ in mlp.named_parameters()]
+    got = torch.autograd.grad(out, [x, *mlp.parameters()], g, allow_unused=True)
+    want = torch.autograd.grad(h, [x, *plain.parameters()], g)
+    scale = max(float(w.abs().max()) for w in want)
+    for name, a, b in zip(names, got, want):
+        if a is None:  # the first linear's bias: batch norm removes it, its gradient is exactly 0
+            assert name == "linears.0.bias" and float(b.abs().max()) <= 50 * tol * scale
+            continue
+        assert (a - b).abs().max() <= 50 * tol * scale, name
+    for name, buf in mlp.named_buffers():
+        torch.testing.assert_close(buf, dict(plain.named_buffers())[name], rtol=10 * tol, atol=10 * tol)
+    mlp.eval(), plain.eval()  # eval: running statistics, the plain path for both
+    y = torch.randn(100, 3, dtype=dtype)
+    torch.testing.assert_close(mlp(y, torch.ones(100, dtype=torch.bool)),
+                               plain(y, torch.ones(100, dtype=torch.bool)), rtol=10 * tol, atol=10 * tol)
