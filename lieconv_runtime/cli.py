@@ -61,7 +61,7 @@ def make_run(args) -> dict:
         "n_particles": args.n_particles, "dim": args.dim, "n_train": args.n_train, "dtype": args.dtype,
         "epochs": args.epochs, "lr": args.lr if args.lr is not None else paper_lr(spec.name, group),
         "batch_size": args.batch_size, "seed": args.seed, "patience": args.patience,
-        **({"val_every": args.val_every} if getattr(args, "val_every", 1) != 1 else {}),
+        **({"val_every": args.val_every} if args.val_every != 1 else {}),
         "data": {"n_systems": args.n_systems, "n_val": args.n_val, "n_test": args.n_test, "n_times": args.n_times,
                  "t_end": args.t_end, "seed": args.data_seed, "chunk_len": 5},
     }

@@ -161,7 +161,7 @@ class LieConv(nn.Module):
             return None
         if self.cache_fps and self._fps_cache is not None:
             a, mask, query = self._fps_cache
-            if a.shape == cloud.a.shape and torch.equal(a, cloud.a) and torch.equal(mask, cloud.mask):
+            if torch.equal(a, cloud.a) and torch.equal(mask, cloud.mask):  # False on other shapes too
                 return query
         geometry = geometry or PairGeometry(self.group, cloud)
         query = farthest_point_sample(geometry, self.ds_frac, self.rng(cloud.mask.device))

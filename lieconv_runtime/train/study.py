@@ -110,11 +110,12 @@ def _label(model: str, group: str | None) -> str:
 def _run_args(preset: Preset, model, group, n, seed, n_systems) -> dict:
     from lieconv_runtime.models.registry import paper_lr
 
+    val_every = _val_every(preset, n)
     return {
         "task": "springs", "model": model, "group": group, "model_kw": {}, "n_particles": 6, "dim": 2,
         "n_train": n, "dtype": "float32", "epochs": _epochs(preset, n),
         "lr": paper_lr(model, group), "batch_size": preset.batch_size, "seed": seed, "patience": None,
-        **({"val_every": _val_every(preset, n)} if _val_every(preset, n) > 1 else {}),
+        **({"val_every": val_every} if val_every > 1 else {}),
         "data": {"n_systems": n_systems, "n_val": preset.n_val, "n_test": preset.n_test, "n_times": 500,
                  "t_end": 5.0, "seed": 0, "chunk_len": 5},
     }
@@ -152,7 +153,7 @@ def run_study(preset: str = "cpu", *, models=None, out_dir=None, data_dir=None, 
                       progress and jobs == 1, threads, rollouts))
     # largest training sets first (they also roll out), so the parallel jobs finish together
     order = sorted(range(len(tasks)), key=lambda i: -tasks[i][1]["n_train"])
-    done = {}
+    done, rows = {}, []
     for k, (i, summary) in enumerate(_run_tasks(jobs, tasks, order)):
         label, run = tasks[i][0], tasks[i][1]
         print(f"[{k + 1}/{len(tasks)}] {label} n_train={run['n_train']} seed={run['seed']}: "
@@ -164,7 +165,6 @@ def run_study(preset: str = "cpu", *, models=None, out_dir=None, data_dir=None, 
                    **{key: summary["rollouts"].get(key) for key in ROLLOUT_KEYS if "rollouts" in summary}}
         rows = [done[j] for j in sorted(done)]  # plan order
         atomic_write_text("".join(json.dumps(r) + "\n" for r in rows), out / "results.jsonl")
-    rows = [done[j] for j in sorted(done)]
     result = {"preset": preset, "n_systems": n_systems, "sizes": list(sizes), "repeats": reps, "jobs": jobs,
               "zero_motion_test_mse": zero_mse, "table": "table.md", "plot": "study.png",
               "wall_time_s": round(time.time() - t0, 1), "rows": rows}
