@@ -75,24 +75,28 @@ _COS_FAR = -0.999  # beyond this rotation angle (sin < 0.045) the axis comes fro
 def orthogonal_sq_norm(R: torch.Tensor, u: torch.Tensor | None) -> torch.Tensor:
     """|hat(log g)|_F^2 for g = [[R, u], [0, 1]] (or g = R if u is None), R (..., m, m) orthogonal, m <= 3.
 
-    One rotation plane with angle theta = atan2(|R - R^T|_F / (2 sqrt 2), (tr R - (m - 2)) / 2):
-    |B|_F^2 = 2 theta^2, and V^-1 scales the plane by rho = (theta/2) / sin(theta/2) and fixes the
-    axis n, so |V^-1 u|^2 = rho^2 |u|^2 + (1 - rho^2) (u.n)^2.  (u.n)^2 = (u.w)^2 / (8 sin^2 theta / 2)
-    with w = vee(R - R^T) while cos theta > -0.999 (sin theta > 0.045: relative error < 25 eps), and
-    (u^T R u - cos theta |u|^2) / (1 - cos theta) on the few pairs beyond (0 for m = 2: no axis).
-    Reads R entry by entry, so R may be any strided view (no copy of a permuted GEMM output).
+    Reads R entry by entry (any strided view); see `orthogonal_sq_norm_parts`.
     """
     m = R.shape[-1]
     e = lambda i, j: R[..., i, j]  # noqa: E731
     cos = (R.diagonal(dim1=-2, dim2=-1).sum(-1) - (m - 2)) / 2
-    if m == 3:
-        w = (e(2, 1) - e(1, 2), e(0, 2) - e(2, 0), e(1, 0) - e(0, 1))  # 2 sin(theta) n
-        a2 = 2 * (w[0] * w[0] + w[1] * w[1] + w[2] * w[2])  # |R - R^T|_F^2 = 8 sin^2 theta
-    elif m == 2:
-        a2 = 2 * (e(1, 0) - e(0, 1)).square()
-    else:  # m == 1: no rotation plane
-        a2 = torch.zeros_like(cos)
-    theta = torch.atan2(torch.sqrt(a2 / 8), cos)
+    w = [e(2, 1) - e(1, 2), e(0, 2) - e(2, 0), e(1, 0) - e(0, 1)] if m == 3 else [e(1, 0) - e(0, 1)] if m == 2 else []
+    return orthogonal_sq_norm_parts(cos, w, None if u is None else u.unbind(-1), lambda far: R[far])
+
+
+def orthogonal_sq_norm_parts(cos: torch.Tensor, w: list, u: list | None, far_R) -> torch.Tensor:
+    """|hat(log g)|_F^2 from the parts of g = [[R, u], [0, 1]], R orthogonal (m x m, m <= 3), all (...):
+    cos = cos theta = (tr R - (m - 2)) / 2, w = vee(R - R^T) as m = 3: 3 tensors (2 sin(theta) n),
+    m = 2: [R_10 - R_01], m = 1: [], u: m tensors (None: g = R), far_R(index): R at the few
+    entries `index` (a nonzero tuple) beyond cos theta = -0.999.
+
+    One rotation plane with angle theta = atan2(|w| / 2, cos): |B|_F^2 = 2 theta^2, and V^-1 scales
+    the plane by rho = (theta/2) / sin(theta/2) and fixes the axis n, so |V^-1 u|^2 = rho^2 |u|^2 +
+    (1 - rho^2) (u.n)^2.  (u.n)^2 = (u.w)^2 / |w|^2 while cos theta > -0.999 (sin theta > 0.045:
+    relative error < 25 eps), and (u^T R u - cos theta |u|^2) / (1 - cos theta) beyond (0 for m = 2).
+    """
+    a2 = sum(x * x for x in w) if w else torch.zeros_like(cos)  # |w|^2 = 4 sin^2 theta
+    theta = torch.atan2(torch.sqrt(a2) / 2, cos)
     d2 = 2 * theta * theta
     if u is None:
         return d2
@@ -100,69 +104,100 @@ def orthogonal_sq_norm(R: torch.Tensor, u: torch.Tensor | None) -> torch.Tensor:
     small = half < 1e-3
     sin_half = torch.sin(half)
     rho = torch.where(small, 1 + half * half / 6, half / torch.where(small, torch.ones_like(sin_half), sin_half))
-    uu = u.square().sum(-1)
-    if m == 3:
-        uw = u[..., 0] * w[0] + u[..., 1] * w[1] + u[..., 2] * w[2]
-        along = uw * uw / (a2 / 2).clamp_min(torch.finfo(R.dtype).tiny)
+    uu = sum(x * x for x in u)
+    if len(w) == 3:
+        uw = u[0] * w[0] + u[1] * w[1] + u[2] * w[2]
+        along = uw * uw / a2.clamp_min(torch.finfo(cos.dtype).tiny)
         far = (cos <= _COS_FAR).nonzero(as_tuple=True)
         if far[0].numel():
-            Rf, uf, cf = R[far], u[far], cos[far]
+            Rf, cf = far_R(far), cos[far]
+            uf = torch.stack([x[far] for x in u], -1)
             uRu = (uf * (Rf @ uf[..., None])[..., 0]).sum(-1)
             along = along.index_put(far, (uRu - cf * uu[far]) / (1 - cf))
     else:
         along = torch.zeros_like(uu)
-    return d2 + rho * rho * uu + (1 - rho * rho) * along
+    rho2 = rho * rho
+    return d2 + rho2 * uu + (1 - rho2) * along
+
+
+def orthogonal_log_parts(R: torch.Tensor, u: torch.Tensor | None):
+    """Principal log of g = [[R, u], [0, 1]] (or of R if u is None) in coordinates, R (P, m, m)
+    orthogonal (any strides), m <= 3: (omega, v) with hat(omega) = B for m = 3 (omega (P, 3)),
+    B = omega [[0, -1], [1, 0]] for m = 2 (omega (P, 1)), omega (P, 0) for m = 1, and the
+    translation v = V^-1 u (P, m) (None if u is None).
+
+    omega = theta / (2 sin theta) vee(R - R^T) while cos theta > -0.999; otherwise theta times the
+    unit axis (m = 3: from the symmetric part, sign from R - R^T; m = 2: the sign of R_10 - R_01).
+    v = u - B u / 2 + c(theta) B^2 u, c = (1 - (theta/2) cot(theta/2)) / theta^2.  Entry-wise on
+    (P,) vectors: no (P, m, m) products.
+    """
+    m = R.shape[-1]
+    e = lambda i, j: R[:, i, j]  # noqa: E731
+    if m == 3:
+        w = torch.stack([e(2, 1) - e(1, 2), e(0, 2) - e(2, 0), e(1, 0) - e(0, 1)], -1)  # 2 sin(theta) n
+        sin = w.norm(dim=-1) / 2
+        cos = (e(0, 0) + e(1, 1) + e(2, 2) - 1) / 2
+    elif m == 2:
+        w = (e(1, 0) - e(0, 1))[:, None]  # 2 sin(theta)
+        sin, cos = w[:, 0].abs() / 2, (e(0, 0) + e(1, 1)) / 2
+    else:
+        return R.new_zeros(R.shape[0], 0), (None if u is None else u)
+    theta = torch.atan2(sin, cos)
+    near = cos > _COS_FAR
+    f = torch.where(sin > 0, theta / (2 * torch.where(sin > 0, sin, torch.ones_like(sin))), torch.full_like(sin, 0.5))
+    omega = torch.where(near, f, torch.zeros_like(f))[:, None] * w
+    far = (~near).nonzero()[:, 0]
+    if far.numel():
+        tf, cf, wf = theta[far], cos[far], w.index_select(0, far)
+        if m == 2:
+            axis = torch.sign(torch.where(wf == 0, torch.ones_like(wf), wf))
+        else:
+            Rf = R.index_select(0, far)
+            S = (Rf + Rf.transpose(-1, -2) - 2 * cf[:, None, None] * torch.eye(3, dtype=R.dtype, device=R.device)) \
+                / (2 * (1 - cf))[:, None, None]  # n n^T
+            col = S.diagonal(dim1=-2, dim2=-1).argmax(-1)
+            axis = S.gather(2, col[:, None, None].expand(-1, 3, 1))[..., 0]
+            axis = axis / axis.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(R.dtype).tiny)
+            axis = torch.where((axis * wf).sum(-1, keepdim=True) < 0, -axis, axis)
+        omega = omega.index_copy(0, far, tf[:, None] * axis)
+    if u is None:
+        return omega, None
+    small = theta < 1e-2
+    t = torch.where(small, torch.ones_like(theta), theta)
+    c = torch.where(small, 1 / 12 + theta * theta / 720, (1 - (t / 2) / torch.tan(t / 2)) / (t * t))[:, None]
+    # B^2 u = omega (omega . u) - theta^2 u (m = 3; the first term is 0 for m = 2)
+    if m == 3:
+        (o0, o1, o2), (u0, u1, u2) = omega.unbind(-1), u.unbind(-1)
+        half_Bu = torch.stack([o1 * u2 - o2 * u1, o2 * u0 - o0 * u2, o0 * u1 - o1 * u0], -1) / 2
+        c_ou = c * (o0 * u0 + o1 * u1 + o2 * u2)[:, None]
+        return omega, (1 - c * (theta * theta)[:, None]) * u + c_ou * omega - half_Bu
+    half_Bu = omega * torch.stack([-u[:, 1], u[:, 0]], -1) / 2
+    return omega, (1 - c * (omega * omega)) * u - half_Bu
+
+
+def rotation_generators(m: int, ref: torch.Tensor) -> torch.Tensor:
+    """The basis of so(m) that `orthogonal_log_parts` uses: (3, 3, 3) hat(e_k) for m = 3,
+    (1, 2, 2) [[0, -1], [1, 0]] for m = 2, (0, 1, 1) for m = 1."""
+    if m == 3:
+        G = ref.new_zeros(3, 3, 3)
+        for k, (i, j) in enumerate([(2, 1), (0, 2), (1, 0)]):
+            G[k, i, j], G[k, j, i] = 1.0, -1.0
+        return G
+    if m == 2:
+        return torch.tensor([[[0.0, -1.0], [1.0, 0.0]]], dtype=ref.dtype, device=ref.device)
+    return ref.new_zeros(0, 1, 1)
 
 
 def orthogonal_log(R: torch.Tensor, u: torch.Tensor | None) -> torch.Tensor:
-    """Principal log of g = [[R, u], [0, 1]] (or of R if u is None) as a matrix, R (P, m, m) orthogonal, m <= 3.
-
-    B = theta / (2 sin theta) (R - R^T) while cos theta > -0.999; otherwise theta times the unit rotation
-    generator of the plane (axis from the symmetric part for m = 3, sign from R - R^T).  The
-    translation is V^-1 u = u - B u / 2 + c(theta) B^2 u, c = (1 - (theta/2) cot(theta/2)) / theta^2.
-    Returns (P, r, r) with r = m + 1 (affine) or m.
-    """
+    """`orthogonal_log_parts` as a matrix: (P, r, r) with r = m + 1 (u given) or m."""
     P, m = R.shape[0], R.shape[-1]
-    A = R - R.transpose(-1, -2)
-    a2 = A.square().sum((-1, -2))  # 8 sin^2 theta
-    cos = (R.diagonal(dim1=-2, dim2=-1).sum(-1) - (m - 2)) / 2
-    sin = torch.sqrt(a2 / 8)
-    theta = torch.atan2(sin, cos)
-    tiny = torch.finfo(R.dtype).tiny
-    near = cos > _COS_FAR
-    f = torch.where(near, theta / (2 * torch.where(sin > 0, sin, torch.ones_like(sin))), torch.zeros_like(sin))
-    f = torch.where(near & (sin == 0), torch.full_like(sin, 0.5), f)  # theta/(2 sin theta) -> 1/2
-    B = f[:, None, None] * A
-    far = ~near
-    if bool(far.any()):
-        Af, Rf, tf, cf = A[far], R[far], theta[far], cos[far]
-        if m == 2:
-            Bf = tf[:, None, None] * torch.sign(torch.where(Af[:, 1, 0] == 0, torch.ones_like(tf), Af[:, 1, 0]))[:, None, None] \
-                * torch.tensor([[0.0, -1.0], [1.0, 0.0]], dtype=R.dtype, device=R.device)
-        else:
-            S = (Rf + Rf.transpose(-1, -2) - 2 * cf[:, None, None] * torch.eye(3, dtype=R.dtype, device=R.device)) \
-                / (2 * (1 - cf))[:, None, None]  # n n^T
-            col = S.diagonal(dim1=-2, dim2=-1).contiguous().argmax(-1)
-            n = S.gather(2, col[:, None, None].expand(-1, 3, 1))[..., 0]
-            n = n / n.norm(dim=-1, keepdim=True).clamp_min(tiny)
-            w = torch.stack([Af[:, 2, 1], Af[:, 0, 2], Af[:, 1, 0]], -1)
-            n = torch.where((n * w).sum(-1, keepdim=True) < 0, -n, n)
-            K = torch.zeros_like(Rf)
-            K[:, 0, 1], K[:, 0, 2], K[:, 1, 2] = -n[:, 2], n[:, 1], -n[:, 0]
-            K = K - K.transpose(-1, -2)
-            Bf = tf[:, None, None] * K
-        B = B.clone()
-        B[far] = Bf
-    if u is None:
+    omega, v = orthogonal_log_parts(R, u)
+    B = torch.einsum("pk,kij->pij", omega, rotation_generators(m, R))
+    if v is None:
         return B
-    small = theta < 1e-2
-    t = torch.where(small, torch.ones_like(theta), theta)
-    c = torch.where(small, 1 / 12 + theta * theta / 720, (1 - (t / 2) / torch.tan(t / 2)) / (t * t))
-    Bu = (B @ u[..., None])[..., 0]
-    tau = u - Bu / 2 + c[:, None] * (B @ Bu[..., None])[..., 0]
     X = R.new_zeros(P, m + 1, m + 1)
     X[:, :m, :m] = B
-    X[:, :m, m] = tau
+    X[:, :m, m] = v
     return X
 
 
@@ -303,19 +338,75 @@ class PairGeometry:
         b, rest = lin // (c * n), lin % (c * n)
         return b, rest // n, rest % n
 
-    def dense_exact_sq(self, qidx: torch.Tensor) -> torch.Tensor:
-        """Exact d^2 from the queries qidx (bs, c) to all elements, (bs, c, N) (orthogonal, m <= 3):
-        R_i^T R_j and R_i^T (t_j - t_i) for every pair from two batched GEMMs (t centred)."""
-        bs, c, n, m = self.bs, qidx.shape[1], self.n, self.m
-        R = self.R.reshape(bs, n, m, m)
-        A = _gather_rows(R, qidx).transpose(-1, -2).reshape(bs, c * m, m)  # rows (i, a), cols k: R_i^T
-        Rij = (A @ R.permute(0, 2, 1, 3).reshape(bs, m, n * m)).view(bs, c, m, n, m).permute(0, 1, 3, 2, 4)
+    def _relative_per_query(self, qi: torch.Tensor, qj: torch.Tensor):
+        """R_i^T R_j (P, m, m) (a strided view) and R_i^T (t_j - t_i) (P, m) (None if linear) for
+        the flat element indices qi (Q,) and qj (Q, k), P = Q k: two batched GEMMs with one
+        (m, m) factor per query instead of one tiny product per pair."""
+        m = self.m
+        Q, k = qj.shape
+        RT = self.R.reshape(-1, m, m).transpose(1, 2).contiguous()
+        Ri = self.R.reshape(-1, m, m).index_select(0, qi)  # (Q, m, m)
+        # stacked R_j^T (k m, m) @ R_i = stacked (R_i^T R_j)^T
+        RijT = torch.bmm(RT.index_select(0, qj.reshape(-1)).view(Q, k * m, m), Ri).view(Q * k, m, m)
         u = None
         if self.t is not None:
-            t = self.f[..., self.n_rot:self.n_rot + m]  # centred translations
-            u = (A @ t.transpose(1, 2)).view(bs, c, m, n).permute(0, 1, 3, 2)
-            u = u - (A.view(bs, c, m, m) @ _gather_rows(t, qidx)[..., None])[..., 0][:, :, None, :]
-        d2 = orthogonal_sq_norm(Rij, u)  # (bs, c, n), from strided views: no copies
+            t = self.t.reshape(-1, m)
+            dt = t.index_select(0, qj.reshape(-1)).view(Q, k, m) - t.index_select(0, qi)[:, None, :]
+            u = torch.bmm(dt, Ri).view(Q * k, m)  # rows (t_j - t_i)^T R_i
+        return RijT.transpose(1, 2), u
+
+    @property
+    def _vee_maps(self):
+        """(vee of the rotation generators (n_omega, lie_dim), vee of the translation units (m, lie_dim)):
+        log coordinates = omega @ first + v @ second."""
+        ref, m = self.R, self.m
+        B = rotation_generators(m, ref)
+        r = m + 1 if self.t is not None else m
+        X = ref.new_zeros(B.shape[0] + m, r, r)
+        X[:B.shape[0], :m, :m] = B
+        if self.t is not None:
+            X[B.shape[0] + torch.arange(m), torch.arange(m), m] = 1.0
+        V = self.group.vee(X)
+        return V[:B.shape[0]], V[B.shape[0]:]
+
+    def _plane_coefficients(self) -> torch.Tensor:
+        """(L, m, m): C_0 = I (the trace), then the generators whose coefficients are the entries
+        of vee(R - R^T) (m = 3: 3, m = 2: 1, m = 1: none)."""
+        I = torch.eye(self.m, dtype=self.R.dtype, device=self.R.device)
+        return torch.cat([I[None], rotation_generators(self.m, self.R)])
+
+    def dense_exact_sq(self, qidx: torch.Tensor) -> torch.Tensor:
+        """Exact d^2 from the queries qidx (bs, c) to all elements, (bs, c, N) (orthogonal, m <= 3).
+
+        The parts of g_i^-1 g_j that `orthogonal_sq_norm_parts` reads are bilinear in (R_i, R_j)
+        and linear in t_j: tr(C R_i^T R_j) = vec(R_i C^T) . vec(R_j) for the trace and the entries
+        of vee(R - R^T), and R_i^T (t_j - t_i) (t centred).  One batched GEMM of per-query features
+        against [vec R_j, t_j] gives each part as a contiguous (bs, c, N) plane."""
+        bs, c, n, m = self.bs, qidx.shape[1], self.n, self.m
+        R = self.R.reshape(bs, n, m, m)
+        Ri = _gather_rows(R, qidx)  # (bs, c, m, m)
+        C = self._plane_coefficients()  # (L, m, m): tr(C_l^T R_i^T R_j) = sum_pq C_l[p, q] (R_i^T R_j)[p, q]
+        rows = [torch.einsum("bcap,lpq->bclaq", Ri, C).reshape(bs, c, -1, m * m)]
+        cols = [self.R]
+        t = self.f[..., self.n_rot:self.n_rot + m] if self.t is not None else None  # centred translations
+        if t is not None:
+            rows = [torch.cat([rows[0], Ri.new_zeros(bs, c, C.shape[0], m)], -1),
+                    torch.cat([Ri.new_zeros(bs, c, m, m * m), Ri.transpose(-1, -2)], -1)]
+            cols.append(t)
+        feats = torch.cat(rows, 2)  # (bs, c, L [+ m], m^2 [+ m])
+        planes = (feats.reshape(bs, -1, feats.shape[-1]) @ torch.cat(cols, -1).transpose(1, 2)).view(bs, c, -1, n)
+        cos = (planes[:, :, 0] - (m - 2)) / 2
+        w = list(planes[:, :, 1:C.shape[0]].unbind(2))
+        u = None
+        if t is not None:
+            ti = (Ri.transpose(-1, -2) @ _gather_rows(t, qidx)[..., None])[..., 0]  # (bs, c, m): R_i^T t_i
+            u = [planes[:, :, C.shape[0] + p] - ti[:, :, p, None] for p in range(m)]
+
+        def far_R(far):
+            b, i, j = far
+            return R[b, qidx[b, i]].transpose(-1, -2) @ R[b, j]
+
+        d2 = orthogonal_sq_norm_parts(cos, w, u, far_R)
         if self.qs is not None:
             d2 = d2 + _sqdist(_gather_rows(self.qs, qidx), self.qs)
         return d2
@@ -361,14 +452,20 @@ class PairGeometry:
         base = n * torch.arange(bs, device=i_idx.device).reshape((bs,) + (1,) * (len(shape) - 1))
         ei = (base + i_idx).expand(shape).reshape(-1)
         ej = (base + j_idx).expand(shape).reshape(-1)
-        R = self.R.reshape(bs * n, m, m)
-        Ri = R.index_select(0, ei)
-        Rij = Ri.transpose(1, 2) @ R.index_select(0, ej)
-        u = None
-        if self.t is not None:
-            t = self.t.reshape(bs * n, m)
-            u = (Ri.transpose(1, 2) @ (t.index_select(0, ej) - t.index_select(0, ei))[..., None])[..., 0]
-        a = self.group.vee(orthogonal_log(Rij, u))
+        if i_idx.shape == shape[:-1] + (1,) and shape[-1] > 1:  # one query, k neighbours: per-query GEMMs
+            Rij, u = self._relative_per_query((base + i_idx).reshape(-1), (base + j_idx).expand(shape).reshape(
+                -1, shape[-1]))
+        else:
+            R = self.R.reshape(bs * n, m, m)
+            Ri = R.index_select(0, ei)
+            Rij = Ri.transpose(1, 2) @ R.index_select(0, ej)
+            u = None
+            if self.t is not None:
+                t = self.t.reshape(bs * n, m)
+                u = (Ri.transpose(1, 2) @ (t.index_select(0, ej) - t.index_select(0, ei))[..., None])[..., 0]
+        omega, v = orthogonal_log_parts(Rij, u)
+        v_rot, v_trans = self._vee_maps
+        a = omega @ v_rot + (0 if v is None else v @ v_trans)
         valid = cl.mask.reshape(-1).index_select(0, ei) & cl.mask.reshape(-1).index_select(0, ej)
         parts = [a]
         if cl.q.shape[-1]:

@@ -29,6 +29,7 @@ from torch.nn import functional as F
 
 from lieconv_runtime.lift import Lifted
 from lieconv_runtime.nn.geometry import PairGeometry
+from lieconv_runtime.nn.lean import bn_silu_linear, silu_contract, silu_contract_dense, silu_linear
 from lieconv_runtime.nn.norm import MaskedBatchNorm
 from lieconv_runtime.nn.sampling import farthest_point_sample, select_neighbours
 
@@ -69,18 +70,32 @@ class KernelMLP(nn.Module):
         self.norms = nn.ModuleList(MaskedBatchNorm(b) for b in dims[1:]) if bn else None
         self.out = out
 
+    def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
+        """x (P, d_in) -> (P, out): the input of the last swish.
+
+        Memory-lean (lieconv_runtime.nn.lean): each swish and the linear map after it run as one
+        function that saves only the swish input, each hidden batch norm is fused into it too
+        (training mode), and in training mode the first batch norm is folded into the first
+        linear map (`_first_layer_folded`).  Autograd keeps one (P, hidden) tensor per layer."""
+        train_bn = self.norms is not None and self.training and x.shape[0] > 1
+        if train_bn:
+            h = self._first_layer_folded(x)
+        else:
+            h = self.linears[0](x)
+            h = h if self.norms is None else self.norms[0](h)
+        pending = None  # a training-mode batch norm still to apply to h
+        for i in range(1, len(self.linears)):
+            lin = self.linears[i]
+            h = silu_linear(h, lin.weight, lin.bias) if pending is None else bn_silu_linear(h, pending, lin.weight,
+                                                                                             lin.bias)
+            pending = self.norms[i] if train_bn else None
+            if self.norms is not None and not train_bn:
+                h = self.norms[i](h)
+        return h if pending is None else pending(h)
+
     def mlp(self, x: torch.Tensor) -> torch.Tensor:
-        """x (P, d_in) -> (P, out).  In training mode the first batch norm is folded into the first
-        linear map (`_first_layer_folded`); the other layers run as written."""
-        start = 0
-        if self.norms is not None and self.training and x.shape[0] > 1:
-            x, start = F.silu(self._first_layer_folded(x)), 1
-        for i in range(start, len(self.linears)):
-            x = self.linears[i](x)
-            if self.norms is not None:
-                x = self.norms[i](x)
-            x = F.silu(x)
-        return x
+        """x (P, d_in) -> (P, out)."""
+        return F.silu(self.pre_activation(x))
 
     def _first_layer_folded(self, x: torch.Tensor) -> torch.Tensor:
         """batch_norm(W x + b) with batch statistics, from the statistics of the d_in-dimensional
@@ -98,14 +113,18 @@ class KernelMLP(nn.Module):
         bn.update_running(lin.weight @ mean + lin.bias, var, torch.tensor(float(n), dtype=var.dtype))
         return F.linear(xc, lin.weight * scale[:, None], bn.bias)
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, valid: torch.Tensor, activate: bool = True) -> torch.Tensor:
+        """x (..., d_in), valid (...) -> (..., out), 0 where invalid; activate=False: the last
+        swish's input instead (also 0 where invalid, and silu(0) = 0)."""
         flat = x.reshape(-1, x.shape[-1])
         if bool(valid.all()):
-            return self.mlp(flat).reshape(valid.shape + (self.out,))
-        sel = valid.reshape(-1).nonzero()[:, 0]
-        y = self.mlp(flat.index_select(0, sel))
-        out = y.new_zeros(flat.shape[0], self.out).index_copy(0, sel, y)
-        return out.reshape(valid.shape + (self.out,))
+            y = self.pre_activation(flat)
+        else:
+            sel = valid.reshape(-1).nonzero()[:, 0]
+            packed = self.pre_activation(flat.index_select(0, sel))
+            y = packed.new_zeros(flat.shape[0], self.out).index_copy(0, sel, packed)
+        y = y.reshape(valid.shape + (self.out,))
+        return F.silu(y) if activate else y
 
 
 class LieConv(nn.Module):
@@ -224,15 +243,13 @@ class LieConv(nn.Module):
             emb = geometry.embed(qidx[:, :, None], idx)  # (bs, m, k, D)
             if shared:
                 cache["dense"] = (geometry.cloud.g, emb)
-        kern = self.kernel(emb, valid)  # (bs, m, k, kc), zero where invalid
-        if all_neighbours:
-            # every element is a neighbour (idx = arange): contract without gathering the values
-            partial = (kern.transpose(2, 3).reshape(bs, -1, k) @ values).reshape(bs, m, -1)
+        pre = self.kernel(emb, valid, activate=False)  # (bs, m, k, kc): the kernel is silu(pre), 0 where invalid
+        if all_neighbours:  # every element is a neighbour (idx = arange): contract without gathering
+            partial = silu_contract_dense(pre, values).reshape(bs, m, -1)
         else:
             n = values.shape[1]
-            flat = (idx + n * torch.arange(bs, device=idx.device)[:, None, None]).reshape(-1)
-            nbr = values.reshape(bs * n, -1).index_select(0, flat).reshape(bs, m, k, -1)  # backward: index_add
-            partial = torch.einsum("bmkw,bmkc->bmwc", kern, nbr).reshape(bs, m, -1)
+            rows = (idx + n * torch.arange(bs, device=idx.device)[:, None, None]).reshape(bs * m, k)
+            partial = silu_contract(pre.reshape(bs * m, k, -1), values.reshape(bs * n, -1), rows).reshape(bs, m, -1)
         out = F.linear(partial, self.linear.weight)  # (bs, m, c_out)
         if self.mean:
             out = out / valid.sum(-1, keepdim=True).clamp_min(1).to(out.dtype)

@@ -1,0 +1,118 @@
+"""Memory-lean autograd functions (lieconv_runtime.nn.lean): the same values, first and second
+derivatives as the plain ops they replace, in float64 (gradcheck, gradgradcheck) and float32."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.autograd import gradcheck, gradgradcheck
+from torch.nn import functional as F
+
+from lieconv_runtime.nn import MaskedBatchNorm
+from lieconv_runtime.nn.lean import bn_silu_linear, silu_contract, silu_contract_dense, silu_linear
+
+DTYPES = [torch.float64, torch.float32]
+
+
+def tag(dtype):
+    return str(dtype).replace("torch.", "")
+
+
+def _compare(lean, plain, inputs, dtype):
+    """Outputs and gradients (w.r.t. every input that requires grad) of lean(*inputs) and plain(*inputs)."""
+    tol = 1e-12 if dtype == torch.float64 else 2e-5
+    out, ref = lean(*inputs), plain(*inputs)
+    assert (out - ref).abs().max() <= tol * (1 + ref.abs().max())
+    g = torch.randn_like(ref)
+    wrt = [t for t in inputs if isinstance(t, torch.Tensor) and t.requires_grad]
+    got = torch.autograd.grad(out, wrt, g)
+    want = torch.autograd.grad(ref, wrt, g)
+    for a, b in zip(got, want):
+        assert (a - b).abs().max() <= 10 * tol * (1 + b.abs().max())
+
+
+def _data(dtype, *shape, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=gen, dtype=torch.float64).to(dtype).requires_grad_()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=tag)
+def test_silu_linear(dtype):
+    y, w, b = _data(dtype, 50, 6), _data(dtype, 4, 6, seed=1), _data(dtype, 4, seed=2)
+    _compare(silu_linear, lambda y, w, b: F.linear(F.silu(y), w, b), (y, w, b), dtype)
+    if dtype == torch.float64:
+        assert gradcheck(silu_linear, (y[:8], w, b))
+        assert gradgradcheck(silu_linear, (y[:8], w, b))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=tag)
+def test_bn_silu_linear(dtype):
+    """Training-mode batch norm fused with swish and the next linear map: values, gradients
+    (through the batch statistics), running statistics, num_batches_tracked."""
+    z, w, b = _data(dtype, 64, 5), _data(dtype, 3, 5, seed=1), _data(dtype, 3, seed=2)
+    with torch.no_grad():
+        z.mul_(3).add_(1)
+    norms = [MaskedBatchNorm(5).to(dtype) for _ in range(2)]
+    for nm in norms:
+        with torch.no_grad():
+            nm.weight.copy_(torch.linspace(0.5, 2.0, 5))
+            nm.bias.copy_(torch.linspace(-1.0, 1.0, 5))
+    _compare(lambda z, w, b: bn_silu_linear(z, norms[0], w, b), lambda z, w, b: F.linear(F.silu(norms[1](z)), w, b),
+             (z, w, b), dtype)
+    for a, c in zip(norms[0].buffers(), norms[1].buffers()):
+        torch.testing.assert_close(a, c)
+    gamma = norms[0].weight
+    g = torch.randn(64, 3, dtype=dtype)
+    got = torch.autograd.grad(bn_silu_linear(z, norms[0], w, b), [gamma, norms[0].bias], g)
+    want = torch.autograd.grad(F.linear(F.silu(norms[1](z)), w, b), [norms[1].weight, norms[1].bias], g)
+    for a, c in zip(got, want):
+        torch.testing.assert_close(a, c)
+    if dtype == torch.float64:
+        assert gradcheck(lambda z, w, b: bn_silu_linear(z, norms[0], w, b), (z[:10], w, b))
+        assert gradgradcheck(lambda z, w, b: bn_silu_linear(z, norms[0], w, b), (z[:10], w, b))
+
+
+def _plain_contract(y, values, rows):
+    q, k, _ = y.shape
+    nbr = values.index_select(0, rows.reshape(-1)).view(q, k, -1)
+    return torch.einsum("qkw,qkc->qwc", F.silu(y), nbr)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=tag)
+@pytest.mark.parametrize("chunk", [None, 7])
+def test_silu_contract(dtype, chunk, monkeypatch):
+    """Chunked contraction (including a chunk size that does not divide the queries) equals the
+    gathered einsum; repeated rows accumulate their gradients."""
+    if chunk is not None:
+        monkeypatch.setattr("lieconv_runtime.nn.lean._CHUNK_ROWS", chunk * 4)
+    y, values = _data(dtype, 30, 4, 3), _data(dtype, 12, 5, seed=1)
+    rows = torch.randint(0, 12, (30, 4), generator=torch.Generator().manual_seed(3))
+    _compare(lambda y, v: silu_contract(y, v, rows), lambda y, v: _plain_contract(y, v, rows), (y, values), dtype)
+    if dtype == torch.float64:
+        assert gradcheck(lambda y, v: silu_contract(y, v, rows), (y, values))
+        assert gradgradcheck(lambda y, v: silu_contract(y, v, rows), (y, values))
+
+
+def test_silu_contract_zero_rows_contribute_nothing():
+    """Padding slots: y = 0 rows add nothing to the output and get no value gradient."""
+    y = torch.randn(5, 3, 2, dtype=torch.float64)
+    y[:, 2] = 0
+    values = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    rows = torch.tensor([[0, 1, 3]] * 5)
+    out = silu_contract(y, values, rows)
+    torch.testing.assert_close(out, silu_contract(y[:, :2].contiguous(), values, rows[:, :2].contiguous()))
+    (gv,) = torch.autograd.grad(out.sum(), values)
+    assert float(gv[3].abs().max()) == 0.0
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=tag)
+def test_silu_contract_dense(dtype):
+    y, values = _data(dtype, 2, 3, 4, 5), _data(dtype, 2, 4, 6, seed=1)
+
+    def plain(y, v):
+        return F.silu(y).transpose(2, 3).reshape(2, 15, 4) @ v
+
+    _compare(silu_contract_dense, plain, (y, values), dtype)
+    if dtype == torch.float64:
+        assert gradcheck(silu_contract_dense, (y, values))
+        assert gradgradcheck(silu_contract_dense, (y, values))
