@@ -393,14 +393,14 @@ class PairGeometry:
             rows = [torch.cat([rows[0], Ri.new_zeros(bs, c, C.shape[0], m)], -1),
                     torch.cat([Ri.new_zeros(bs, c, m, m * m), Ri.transpose(-1, -2)], -1)]
             cols.append(t)
-        feats = torch.cat(rows, 2)  # (bs, c, L [+ m], m^2 [+ m])
-        planes = (feats.reshape(bs, -1, feats.shape[-1]) @ torch.cat(cols, -1).transpose(1, 2)).view(bs, c, -1, n)
-        cos = (planes[:, :, 0] - (m - 2)) / 2
-        w = list(planes[:, :, 1:C.shape[0]].unbind(2))
+        feats = torch.cat(rows, 2).transpose(1, 2)  # (bs, L [+ m], c, m^2 [+ m]): planes come out contiguous
+        planes = (feats.reshape(bs, -1, feats.shape[-1]) @ torch.cat(cols, -1).transpose(1, 2)).view(bs, -1, c, n)
+        cos = (planes[:, 0] - (m - 2)) / 2
+        w = list(planes[:, 1:C.shape[0]].unbind(1))
         u = None
         if t is not None:
             ti = (Ri.transpose(-1, -2) @ _gather_rows(t, qidx)[..., None])[..., 0]  # (bs, c, m): R_i^T t_i
-            u = [planes[:, :, C.shape[0] + p] - ti[:, :, p, None] for p in range(m)]
+            u = [planes[:, C.shape[0] + p] - ti[:, :, p, None] for p in range(m)]
 
         def far_R(far):
             b, i, j = far

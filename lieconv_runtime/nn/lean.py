@@ -22,7 +22,8 @@ from torch.nn import functional as F
 
 __all__ = ["bn_silu_linear", "silu_contract", "silu_contract_dense", "silu_linear"]
 
-_CHUNK_ROWS = 32768  # pairs per chunk of the contraction: a few MB of temporaries
+_CHUNK_ROWS = 16384  # pairs per chunk of the contraction: a few MB of temporaries
+_MLP_ROWS = 16384  # rows per chunk of the fused swish / batch-norm functions: about 2 MB per temporary
 
 
 def _silu_grad(grad: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -34,34 +35,85 @@ def _silu_grad(grad: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.ops.aten.silu_backward(grad, y)
 
 
+def _chunks(n: int):
+    """Row ranges [a, b) of at most _MLP_ROWS rows covering range(n)."""
+    return [(a, min(n, a + _MLP_ROWS)) for a in range(0, n, _MLP_ROWS)]
+
+
+def _linear_into(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+    if bias is None:
+        torch.mm(x, weight.t(), out=out)
+    else:
+        torch.addmm(bias, x, weight.t(), out=out)
+
+
+def _swish_linear_rows(out, y, weight, bias, scale=None, shift=None) -> None:
+    """out = F.linear(silu(y'), weight, bias) with y' = y * scale + shift (or y), chunk by chunk."""
+    for a, b in _chunks(y.shape[0]):
+        h = F.silu(y[a:b]) if scale is None else F.silu(torch.addcmul(shift, y[a:b], scale), inplace=True)
+        _linear_into(out[a:b], h, weight, bias)
+
+
+def _swish_linear_backward_rows(grad, y, weight, need_y: bool, need_w: bool, scale=None, shift=None, stats=None):
+    """Chunk by chunk, for out = F.linear(silu(y'), weight, bias), y' = y * scale + shift (or y):
+    (d/dy' (P, h) or None, d/dweight or None).  `stats` (h,) x 2, if given, accumulates
+    sum(d/dy') and sum(d/dy' * y) (batch-norm backward)."""
+    gy = torch.empty_like(y) if need_y else None
+    gw = weight.new_zeros(weight.shape) if need_w else None
+    for a, b in _chunks(y.shape[0]):
+        yc = y[a:b] if scale is None else torch.addcmul(shift, y[a:b], scale)
+        if need_w:
+            gw.addmm_(grad[a:b].t(), F.silu(yc))
+        if need_y:
+            g = torch.mm(grad[a:b], weight, out=gy[a:b])
+            torch.ops.aten.silu_backward.grad_input(g, yc, grad_input=g)
+            if stats is not None:
+                stats[0].add_(g.sum(0))
+                stats[1].add_((g * y[a:b]).sum(0))
+    return gy, gw
+
+
 class _SiluLinear(Function):
     @staticmethod
     def forward(ctx, y, weight, bias):
         ctx.save_for_backward(y, weight)
-        return F.linear(F.silu(y), weight, bias)
+        out = y.new_empty(y.shape[0], weight.shape[0])
+        _swish_linear_rows(out, y, weight, bias)
+        return out
 
     @staticmethod
     def backward(ctx, grad):
         y, weight = ctx.saved_tensors
-        gy = _silu_grad(grad @ weight, y) if ctx.needs_input_grad[0] else None
-        gw = grad.t() @ F.silu(y) if ctx.needs_input_grad[1] else None
-        gb = grad.sum(0) if ctx.needs_input_grad[2] else None
-        return gy, gw, gb
+        need_y, need_w, need_b = ctx.needs_input_grad
+        if torch.is_grad_enabled():  # create_graph: differentiable ops only
+            gy = _silu_grad(grad @ weight, y) if need_y else None
+            gw = grad.t() @ F.silu(y) if need_w else None
+        else:
+            gy, gw = _swish_linear_backward_rows(grad, y, weight, need_y, need_w)
+        return gy, gw, (grad.sum(0) if need_b else None)
 
 
 def silu_linear(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """F.linear(silu(y), weight, bias) for y (P, h); saves y only (silu recomputed in backward)."""
+    """F.linear(silu(y), weight, bias) for y (P, h); saves y only (silu recomputed in backward).
+    Runs in chunks of rows: besides the output, only chunk-sized temporaries."""
     return _SiluLinear.apply(y, weight, bias)
 
 
 class _BatchNormSiluLinear(Function):
     @staticmethod
     def forward(ctx, z, gamma, beta, weight, bias, running_mean, running_var, momentum, eps):
-        y, mean, invstd = torch.ops.aten.native_batch_norm(z, gamma, beta, running_mean, running_var, True,
-                                                           momentum, eps)
+        n = z.shape[0]
+        mean = sum(z[a:b].sum(0) for a, b in _chunks(n)) / n
+        var = sum((z[a:b] - mean).square_().sum(0) for a, b in _chunks(n)) / n  # two passes: no cancellation
+        invstd = torch.rsqrt(var + eps)
+        running_mean.mul_(1 - momentum).add_(momentum * mean)
+        running_var.mul_(1 - momentum).add_(momentum * var * (n / max(n - 1, 1)))
+        scale = invstd * gamma
+        out = z.new_empty(n, weight.shape[0])
+        _swish_linear_rows(out, z, weight, bias, scale, beta - mean * scale)
         ctx.save_for_backward(z, gamma, beta, weight, bias, mean, invstd)
         ctx.eps = eps
-        return F.linear(F.silu(y, inplace=True), weight, bias)
+        return out
 
     @staticmethod
     def backward(ctx, grad):
@@ -72,16 +124,24 @@ class _BatchNormSiluLinear(Function):
             out = F.linear(F.silu(F.batch_norm(z, None, None, gamma, beta, True, 0.0, ctx.eps)), weight, bias)
             grads = iter(torch.autograd.grad(out, wrt, grad, create_graph=True))
             return (*[next(grads) if need else None for need in ctx.needs_input_grad[:5]], None, None, None, None)
+        n = z.shape[0]
         scale = invstd * gamma
-        y = torch.addcmul(beta - mean * scale, z, scale)  # the batch-norm output, recomputed
-        gw = grad.t() @ F.silu(y) if ctx.needs_input_grad[3] else None
+        need_z = any(ctx.needs_input_grad[:3])
+        stats = [z.new_zeros(z.shape[1]), z.new_zeros(z.shape[1])]  # sum(dy), sum(dy * z)
+        gz, gw = _swish_linear_backward_rows(grad, z, weight, need_z, ctx.needs_input_grad[3], scale,
+                                             beta - mean * scale, stats)
         gb = grad.sum(0) if ctx.needs_input_grad[4] else None
-        gz = ggamma = gbeta = None
-        if any(ctx.needs_input_grad[:3]):
-            gy = _silu_grad(grad @ weight, y)
-            gz, ggamma, gbeta = torch.ops.aten.native_batch_norm_backward(
-                gy, z, gamma, None, None, mean, invstd, True, ctx.eps, list(ctx.needs_input_grad[:3]))
-        return gz, ggamma, gbeta, gw, gb, None, None, None, None
+        ggamma = gbeta = None
+        if need_z:  # batch norm backward: dz = scale (dy - mean(dy) - xhat mean(dy xhat)), in place
+            sum_dy = stats[0]
+            sum_dy_xhat = (stats[1] - mean * sum_dy) * invstd
+            ggamma, gbeta = sum_dy_xhat, sum_dy
+            k = invstd * sum_dy_xhat / n
+            offset = sum_dy / n - mean * k
+            for a, b in _chunks(n):
+                gz[a:b].sub_(torch.addcmul(offset, z[a:b], k)).mul_(scale)
+        return (gz if ctx.needs_input_grad[0] else None, ggamma if ctx.needs_input_grad[1] else None,
+                gbeta if ctx.needs_input_grad[2] else None, gw, gb, None, None, None, None)
 
 
 def bn_silu_linear(z: torch.Tensor, norm, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -97,41 +157,58 @@ def bn_silu_linear(z: torch.Tensor, norm, weight: torch.Tensor, bias: torch.Tens
 
 class _SiluContract(Function):
     @staticmethod
-    def forward(ctx, y, values, rows):
+    def forward(ctx, y, values, rows, weight):
         q, k, w = y.shape
         c = values.shape[1]
-        step = max(1, _CHUNK_ROWS // k)
-        out = y.new_empty(q, w, c)
-        for q0 in range(0, q, step):
-            q1 = min(q, q0 + step)
+        out = y.new_empty(q, weight.shape[0])
+        for q0, q1 in _query_chunks(q, k):
             nbr = values.index_select(0, rows[q0:q1].reshape(-1)).view(q1 - q0, k, c)
-            torch.bmm(F.silu(y[q0:q1]).transpose(1, 2), nbr, out=out[q0:q1])
-        ctx.save_for_backward(y, values, rows)
+            partial = torch.bmm(F.silu(y[q0:q1]).transpose(1, 2), nbr)  # (chunk, w, c)
+            torch.mm(partial.view(q1 - q0, w * c), weight.t(), out=out[q0:q1])
+        ctx.save_for_backward(y, values, rows, weight)
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        y, values, rows = ctx.saved_tensors
+        y, values, rows, weight = ctx.saved_tensors
         q, k, w = y.shape
         c = values.shape[1]
-        step = max(1, _CHUNK_ROWS // k)
-        gys, gv = [], torch.zeros_like(values) if ctx.needs_input_grad[1] else None
-        for q0 in range(0, q, step):
-            q1 = min(q, q0 + step)
+        need_y, need_v, _, need_w = ctx.needs_input_grad
+        graph = torch.is_grad_enabled()  # create_graph: out-of-place ops only
+        gy = [] if graph else (torch.empty_like(y) if need_y else None)
+        gv = torch.zeros_like(values) if need_v else None
+        gw = torch.zeros_like(weight) if need_w else None
+        for q0, q1 in _query_chunks(q, k):
             yc, gc, rc = y[q0:q1], grad[q0:q1], rows[q0:q1].reshape(-1)
             nbr = values.index_select(0, rc).view(q1 - q0, k, c)
-            if ctx.needs_input_grad[0]:
-                gys.append(_silu_grad(torch.bmm(nbr, gc.transpose(1, 2)), yc))
-            if gv is not None:
-                gv = gv.index_add(0, rc, torch.bmm(F.silu(yc), gc).view(-1, c))
-        return (torch.cat(gys) if gys else None), gv, None
+            kern = F.silu(yc)
+            if need_w:
+                partial = torch.bmm(kern.transpose(1, 2), nbr).view(q1 - q0, w * c)
+                gw = gw + gc.t() @ partial if graph else gw.addmm_(gc.t(), partial)
+            gp = (gc @ weight).view(q1 - q0, w, c)
+            if need_y:
+                gk = _silu_grad(torch.bmm(nbr, gp.transpose(1, 2)), yc)
+                gy.append(gk) if graph else gy[q0:q1].copy_(gk)
+            if need_v:
+                gnbr = torch.bmm(kern, gp).view(-1, c)
+                gv = gv.index_add(0, rc, gnbr) if graph else gv.index_add_(0, rc, gnbr)
+        if graph and need_y:
+            gy = torch.cat(gy)
+        return (gy if need_y else None), gv, None, gw
 
 
-def silu_contract(y: torch.Tensor, values: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """sum_k silu(y[q, k, :])^T values[rows[q, k], :]: y (Q, k, w), values (R, c), rows (Q, k)
-    long -> (Q, w, c).  Rows with y = 0 contribute nothing (silu(0) = 0), so padding slots need
-    y = 0 and any valid row index.  Saves y only; runs in chunks of queries."""
-    return _SiluContract.apply(y, values, rows)
+def _query_chunks(q: int, k: int):
+    step = max(1, _CHUNK_ROWS // k)
+    return [(a, min(q, a + step)) for a in range(0, q, step)]
+
+
+def silu_contract(y: torch.Tensor, values: torch.Tensor, rows: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The PointConv contraction and the linear map after it: out[q] = weight @ vec(sum_k
+    silu(y[q, k, :]) values[rows[q, k], :]^T) for y (Q, k, w), values (R, c), rows (Q, k) long,
+    weight (c_out, w c) -> (Q, c_out).  Rows with y = 0 contribute nothing (silu(0) = 0), so
+    padding slots need y = 0 and any valid row index.  Saves y only; runs in chunks of queries, so
+    neither the gathered values (Q k, c) nor the contracted (Q, w c) exist beyond one chunk."""
+    return _SiluContract.apply(y, values, rows, weight)
 
 
 class _SiluContractDense(Function):

@@ -245,12 +245,12 @@ class LieConv(nn.Module):
                 cache["dense"] = (geometry.cloud.g, emb)
         pre = self.kernel(emb, valid, activate=False)  # (bs, m, k, kc): the kernel is silu(pre), 0 where invalid
         if all_neighbours:  # every element is a neighbour (idx = arange): contract without gathering
-            partial = silu_contract_dense(pre, values).reshape(bs, m, -1)
+            out = F.linear(silu_contract_dense(pre, values).reshape(bs, m, -1), self.linear.weight)
         else:
             n = values.shape[1]
             rows = (idx + n * torch.arange(bs, device=idx.device)[:, None, None]).reshape(bs * m, k)
-            partial = silu_contract(pre.reshape(bs * m, k, -1), values.reshape(bs * n, -1), rows).reshape(bs, m, -1)
-        out = F.linear(partial, self.linear.weight)  # (bs, m, c_out)
+            out = silu_contract(pre.reshape(bs * m, k, -1), values.reshape(bs * n, -1), rows, self.linear.weight)
+            out = out.reshape(bs, m, -1)
         if self.mean:
             out = out / valid.sum(-1, keepdim=True).clamp_min(1).to(out.dtype)
         return out + self.linear.bias

@@ -36,8 +36,15 @@ def _data(dtype, *shape, seed=0):
     return torch.randn(*shape, generator=gen, dtype=torch.float64).to(dtype).requires_grad_()
 
 
+@pytest.fixture(params=[None, 7], ids=["one_chunk", "chunks_of_7"])
+def mlp_chunks(request, monkeypatch):
+    """Run the fused functions in one chunk, or in chunks of 7 rows (not dividing the row count)."""
+    if request.param is not None:
+        monkeypatch.setattr("lieconv_runtime.nn.lean._MLP_ROWS", request.param)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=tag)
-def test_silu_linear(dtype):
+def test_silu_linear(dtype, mlp_chunks):
     y, w, b = _data(dtype, 50, 6), _data(dtype, 4, 6, seed=1), _data(dtype, 4, seed=2)
     _compare(silu_linear, lambda y, w, b: F.linear(F.silu(y), w, b), (y, w, b), dtype)
     if dtype == torch.float64:
@@ -46,7 +53,7 @@ def test_silu_linear(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=tag)
-def test_bn_silu_linear(dtype):
+def test_bn_silu_linear(dtype, mlp_chunks):
     """Training-mode batch norm fused with swish and the next linear map: values, gradients
     (through the batch statistics), running statistics, num_batches_tracked."""
     z, w, b = _data(dtype, 64, 5), _data(dtype, 3, 5, seed=1), _data(dtype, 3, seed=2)
@@ -72,25 +79,26 @@ def test_bn_silu_linear(dtype):
         assert gradgradcheck(lambda z, w, b: bn_silu_linear(z, norms[0], w, b), (z[:10], w, b))
 
 
-def _plain_contract(y, values, rows):
+def _plain_contract(y, values, rows, weight):
     q, k, _ = y.shape
     nbr = values.index_select(0, rows.reshape(-1)).view(q, k, -1)
-    return torch.einsum("qkw,qkc->qwc", F.silu(y), nbr)
+    return F.linear(torch.einsum("qkw,qkc->qwc", F.silu(y), nbr).reshape(q, -1), weight)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=tag)
 @pytest.mark.parametrize("chunk", [None, 7])
 def test_silu_contract(dtype, chunk, monkeypatch):
-    """Chunked contraction (including a chunk size that does not divide the queries) equals the
-    gathered einsum; repeated rows accumulate their gradients."""
+    """Chunked contraction + linear (including a chunk size that does not divide the queries)
+    equals the gathered einsum; repeated rows accumulate their gradients."""
     if chunk is not None:
         monkeypatch.setattr("lieconv_runtime.nn.lean._CHUNK_ROWS", chunk * 4)
-    y, values = _data(dtype, 30, 4, 3), _data(dtype, 12, 5, seed=1)
+    y, values, weight = _data(dtype, 30, 4, 3), _data(dtype, 12, 5, seed=1), _data(dtype, 2, 15, seed=2)
     rows = torch.randint(0, 12, (30, 4), generator=torch.Generator().manual_seed(3))
-    _compare(lambda y, v: silu_contract(y, v, rows), lambda y, v: _plain_contract(y, v, rows), (y, values), dtype)
+    _compare(lambda y, v, w: silu_contract(y, v, rows, w), lambda y, v, w: _plain_contract(y, v, rows, w),
+             (y, values, weight), dtype)
     if dtype == torch.float64:
-        assert gradcheck(lambda y, v: silu_contract(y, v, rows), (y, values))
-        assert gradgradcheck(lambda y, v: silu_contract(y, v, rows), (y, values))
+        assert gradcheck(lambda y, v, w: silu_contract(y, v, rows, w), (y, values, weight))
+        assert gradgradcheck(lambda y, v, w: silu_contract(y, v, rows, w), (y, values, weight))
 
 
 def test_silu_contract_zero_rows_contribute_nothing():
@@ -98,9 +106,10 @@ def test_silu_contract_zero_rows_contribute_nothing():
     y = torch.randn(5, 3, 2, dtype=torch.float64)
     y[:, 2] = 0
     values = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(2, 6, dtype=torch.float64)
     rows = torch.tensor([[0, 1, 3]] * 5)
-    out = silu_contract(y, values, rows)
-    torch.testing.assert_close(out, silu_contract(y[:, :2].contiguous(), values, rows[:, :2].contiguous()))
+    out = silu_contract(y, values, rows, weight)
+    torch.testing.assert_close(out, silu_contract(y[:, :2].contiguous(), values, rows[:, :2].contiguous(), weight))
     (gv,) = torch.autograd.grad(out.sum(), values)
     assert float(gv[3].abs().max()) == 0.0
 
