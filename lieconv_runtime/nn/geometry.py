@@ -394,7 +394,8 @@ class PairGeometry:
                     torch.cat([Ri.new_zeros(bs, c, m, m * m), Ri.transpose(-1, -2)], -1)]
             cols.append(t)
         feats = torch.cat(rows, 2).transpose(1, 2)  # (bs, L [+ m], c, m^2 [+ m]): planes come out contiguous
-        planes = (feats.reshape(bs, -1, feats.shape[-1]) @ torch.cat(cols, -1).transpose(1, 2)).view(bs, -1, c, n)
+        planes = (feats.reshape(bs, -1, feats.shape[-1]) @ torch.cat(cols, -1).transpose(1, 2).contiguous()).view(
+            bs, -1, c, n)
         cos = (planes[:, 0] - (m - 2)) / 2
         w = list(planes[:, 1:C.shape[0]].unbind(1))
         u = None
