@@ -56,6 +56,9 @@ def subsample_cloud(cloud: Lifted, idx: torch.Tensor, mask: torch.Tensor) -> Lif
                           q=pick(cloud.q), values=pick(cloud.values), mask=mask & pick(cloud.mask))
 
 
+LEAN_MIN_ROWS = 32768  # pairs from which the kernel MLP runs memory-lean (see KernelMLP.pre_activation)
+
+
 class KernelMLP(nn.Module):
     """k_theta: (..., D) -> (..., out), (Linear, [masked BN], swish) x 3; zero where `valid` is False.
 
@@ -73,19 +76,26 @@ class KernelMLP(nn.Module):
     def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
         """x (P, d_in) -> (P, out): the input of the last swish.
 
-        Memory-lean (lieconv_runtime.nn.lean): each swish and the linear map after it run as one
-        function that saves only the swish input, each hidden batch norm is fused into it too
-        (training mode), and in training mode the first batch norm is folded into the first
-        linear map (`_first_layer_folded`).  Autograd keeps one (P, hidden) tensor per layer."""
+        In training mode the first batch norm is folded into the first linear map
+        (`_first_layer_folded`).  From LEAN_MIN_ROWS rows on, the rest is memory-lean
+        (lieconv_runtime.nn.lean): each swish and the linear map after it run as one function that
+        saves only the swish input, with the hidden batch norm fused in (training mode), so
+        autograd keeps one (P, hidden) tensor per layer instead of three.  Below it, where memory
+        is small and per-op overhead is not, plain modules (same values and gradients)."""
         train_bn = self.norms is not None and self.training and x.shape[0] > 1
         if train_bn:
             h = self._first_layer_folded(x)
         else:
             h = self.linears[0](x)
             h = h if self.norms is None else self.norms[0](h)
-        pending = None  # a training-mode batch norm still to apply to h
+        lean = x.shape[0] >= LEAN_MIN_ROWS
+        pending = None  # a training-mode batch norm still to apply to h (lean path)
         for i in range(1, len(self.linears)):
             lin = self.linears[i]
+            if not lean:
+                h = lin(F.silu(h))
+                h = h if self.norms is None else self.norms[i](h)
+                continue
             h = silu_linear(h, lin.weight, lin.bias) if pending is None else bn_silu_linear(h, pending, lin.weight,
                                                                                              lin.bias)
             pending = self.norms[i] if train_bn else None

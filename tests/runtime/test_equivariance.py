@@ -58,6 +58,20 @@ def test_pooled_output_is_invariant(name, dtype, ds_frac):
     assert report.error <= TOL[dtype], f"{name}: relative error {report.error:.2e}"
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=tag)
+@pytest.mark.parametrize("name", ["T2", "SE2", "SE3"])
+def test_pooled_output_is_invariant_on_the_lean_path(name, dtype, monkeypatch):
+    """The memory-lean kernel MLP and chunked contraction (used for large pair counts), forced on
+    for a tiny network with chunks that do not divide the pairs."""
+    monkeypatch.setattr("lieconv_runtime.nn.lieconv.LEAN_MIN_ROWS", 0)
+    monkeypatch.setattr("lieconv_runtime.nn.lean._MLP_ROWS", 13)
+    monkeypatch.setattr("lieconv_runtime.nn.lean._CHUNK_ROWS", 17)
+    G = load_group(name)
+    net = tiny_net(G, dtype, 0.6).train()
+    report = equivariance_error(net, G, inputs(G, dtype), seed=1)
+    assert report.error <= TOL[dtype], f"{name}: relative error {report.error:.2e}"
+
+
 @pytest.mark.parametrize("name", ["SE2", "SO3"])
 def test_per_element_outputs_are_invariant(name):
     """Without pooling, every element's output is invariant (the same elements are chosen)."""

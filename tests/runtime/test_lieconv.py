@@ -318,13 +318,18 @@ def test_moleclieresnet_settings_and_features():
     assert out.shape == (1,) and torch.isfinite(out).all()
 
 
+@pytest.mark.parametrize("lean", [False, True], ids=["plain", "lean"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_kernel_mlp_folded_first_batch_norm_equals_plain_modules(dtype):
-    """Training mode folds the first batch norm into the first linear map: same outputs, same
-    gradients (through the batch statistics), same running statistics as linear -> BN -> swish."""
+def test_kernel_mlp_folded_first_batch_norm_equals_plain_modules(dtype, lean, monkeypatch):
+    """Training mode folds the first batch norm into the first linear map, and large inputs run
+    the memory-lean fused functions: same outputs, same gradients (through the batch statistics),
+    same running statistics as linear -> BN -> swish."""
     from torch.nn import functional as F
 
     from lieconv_runtime.nn.lieconv import KernelMLP
+
+    monkeypatch.setattr("lieconv_runtime.nn.lieconv.LEAN_MIN_ROWS", 0 if lean else 10**9)
+    monkeypatch.setattr("lieconv_runtime.nn.lean._MLP_ROWS", 1024)  # several chunks
 
     torch.manual_seed(0)
     mlp = KernelMLP(3, 32, 16, bn=True).to(dtype).train()
