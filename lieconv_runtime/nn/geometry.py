@@ -22,9 +22,10 @@ Strategies (chosen by asking the group what it is, never its name):
   because |B|_F >= |e^B - I|_F for antisymmetric B, |V^-1 u| >= |u| (V = (e^B - I)/B has norm
   <= 1) and theta / (2 sin(theta/2)) <= rho for every rotation angle.  |R - I|_F = |R_j - R_i|_F
   and |u| = |t_j - t_i|, so one GEMM on [vec R, t, sqrt(alpha) q] bounds all pairs; pairs
-  between the bounds get the exact distance (closed form `orthogonal_sq_norm` for one rotation
-  plane, m <= 3; the group's log beyond), densely for the whole chunk when most pairs are
-  candidates.  Embeddings use the closed-form log `orthogonal_log` unless gradients must flow.
+  between the bounds get the exact distance (closed form `orthogonal_sq_norm_parts` for one
+  rotation plane, m <= 3; the group's log beyond), densely for the whole chunk when most pairs
+  are candidates (one GEMM of per-query features gives its parts, see `dense_exact_sq`).
+  Embeddings use the closed-form log `orthogonal_log_parts` unless gradients must flow.
   Decisions are exact: margins (`_BAND_TOL`) only widen the band.
 * "general": `group.distance` / `group.pair_embedding` (abelian groups with rotations use
   a_j - a_i re-reduced near angle pi; non-abelian groups the group's closed-form log).
@@ -442,8 +443,9 @@ class PairGeometry:
     def embed(self, i_idx: torch.Tensor, j_idx: torch.Tensor) -> torch.Tensor:
         """[log(u_i^-1 u_j), q_i, q_j] for the requested pairs: (bs, *S, lie_dim + 2 q_dim), 0 if padded.
 
-        Orthogonal groups with one rotation plane use the closed-form log (`orthogonal_log`, the same
-        values as the group's log to roundoff) unless gradients must flow to the group elements.
+        Orthogonal groups with one rotation plane use the closed-form log (`orthogonal_log_parts`,
+        the same values as the group's log to roundoff) unless gradients must flow to the group
+        elements; for (bs, m, 1) queries with (bs, m, k) neighbours, one GEMM per query.
         """
         cl = self.cloud
         if (self.kind != "orthogonal" or self.m > 3 or (torch.is_grad_enabled() and cl.g.requires_grad)):

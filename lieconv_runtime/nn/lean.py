@@ -102,15 +102,11 @@ def silu_linear(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> to
 class _BatchNormSiluLinear(Function):
     @staticmethod
     def forward(ctx, z, gamma, beta, weight, bias, running_mean, running_var, momentum, eps):
-        n = z.shape[0]
-        mean = sum(z[a:b].sum(0) for a, b in _chunks(n)) / n
-        var = sum((z[a:b] - mean).square_().sum(0) for a, b in _chunks(n)) / n  # two passes: no cancellation
-        invstd = torch.rsqrt(var + eps)
-        running_mean.mul_(1 - momentum).add_(momentum * mean)
-        running_var.mul_(1 - momentum).add_(momentum * var * (n / max(n - 1, 1)))
-        scale = invstd * gamma
-        out = z.new_empty(n, weight.shape[0])
-        _swish_linear_rows(out, z, weight, bias, scale, beta - mean * scale)
+        # the native kernel: statistics, running statistics and the normalised output in one pass
+        y, mean, invstd = torch.ops.aten.native_batch_norm(z, gamma, beta, running_mean, running_var, True,
+                                                           momentum, eps)
+        out = F.linear(F.silu(y, inplace=True), weight, bias)
+        del y
         ctx.save_for_backward(z, gamma, beta, weight, bias, mean, invstd)
         ctx.eps = eps
         return out
@@ -138,8 +134,9 @@ class _BatchNormSiluLinear(Function):
             ggamma, gbeta = sum_dy_xhat, sum_dy
             k = invstd * sum_dy_xhat / n
             offset = sum_dy / n - mean * k
+            neg_k, neg_offset = -scale * k, -scale * offset
             for a, b in _chunks(n):
-                gz[a:b].sub_(torch.addcmul(offset, z[a:b], k)).mul_(scale)
+                gz[a:b].mul_(scale).addcmul_(z[a:b], neg_k).add_(neg_offset)
         return (gz if ctx.needs_input_grad[0] else None, ggamma if ctx.needs_input_grad[1] else None,
                 gbeta if ctx.needs_input_grad[2] else None, gw, gb, None, None, None, None)
 

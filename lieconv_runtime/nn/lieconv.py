@@ -9,7 +9,8 @@ A cloud flowing through the network is a `Lifted` (lieconv_runtime.lift) whose `
    nearest (`knn=True`), computing distances in chunks of queries,
 3. embeds only the chosen pairs, a_ij = [log(u_i^-1 u_j), q_i, q_j] (bs, m, nbhd, D),
 4. applies the PointConv trick: an MLP (swish) maps a_ij to `kernel_channels` channels, which are
-   contracted with the neighbour values, then one linear map to c_out.
+   contracted with the neighbour values, then one linear map to c_out (memory-lean for large
+   pair counts: lieconv_runtime.nn.lean).
 
 The ball radius r is a buffer adapted in training mode (r += coeff (fill - observed fill), the
 paper's scheme) and frozen in eval mode or inside `frozen_radius(model)` (use it around ODE
@@ -62,8 +63,8 @@ LEAN_MIN_ROWS = 32768  # pairs from which the kernel MLP runs memory-lean (see K
 class KernelMLP(nn.Module):
     """k_theta: (..., D) -> (..., out), (Linear, [masked BN], swish) x 3; zero where `valid` is False.
 
-    Only the valid rows are evaluated (packed when some are invalid), so batch norm always runs
-    the native kernel on exactly the valid pairs.
+    Only the valid rows are evaluated (packed when some are invalid), so batch norm always sees
+    exactly the valid pairs.  Large inputs run memory-lean (see `pre_activation`).
     """
 
     def __init__(self, d_in: int, hidden: int = 32, out: int = 16, bn: bool = True):
