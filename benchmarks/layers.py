@@ -180,13 +180,22 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", choices=CONFIGS, help="run one configuration in this process")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (the issue's setting: 2)")
+    parser.add_argument("--plain-mlp", action="store_true",
+                        help="kernel MLP as plain modules at every size (LEAN_MIN_ROWS = inf): faster, more memory")
     args = parser.parse_args(argv)
     if args.config:
-        print(json.dumps(run_config(args.config, args.threads)), flush=True)
+        if args.plain_mlp:
+            import math
+
+            from lieconv_runtime.nn import lieconv
+
+            lieconv.LEAN_MIN_ROWS = math.inf
+        row = run_config(args.config, args.threads)
+        print(json.dumps({**row, "plain_mlp": True} if args.plain_mlp else row), flush=True)
         return
     for name in CONFIGS:  # each in a fresh subprocess: clean peak RSS and allocator state
-        out = subprocess.run([sys.executable, __file__, "--config", name, "--threads", str(args.threads)],
-                             capture_output=True, text=True)
+        out = subprocess.run([sys.executable, __file__, "--config", name, "--threads", str(args.threads)]
+                             + (["--plain-mlp"] if args.plain_mlp else []), capture_output=True, text=True)
         if out.returncode:
             print(json.dumps({"config": name, "error": out.stderr.strip().splitlines()[-1:]}), flush=True)
         else:

@@ -57,7 +57,8 @@ def subsample_cloud(cloud: Lifted, idx: torch.Tensor, mask: torch.Tensor) -> Lif
                           q=pick(cloud.q), values=pick(cloud.values), mask=mask & pick(cloud.mask))
 
 
-LEAN_MIN_ROWS = 32768  # pairs from which the kernel MLP runs memory-lean (see KernelMLP.pre_activation)
+LEAN_MIN_ROWS = 32768  # pairs from which the kernel MLP runs memory-lean (KernelMLP.pre_activation);
+# math.inf: always the plain modules (faster, about twice the memory; see README "The layer")
 
 
 class KernelMLP(nn.Module):
@@ -256,7 +257,11 @@ class LieConv(nn.Module):
                 cache["dense"] = (geometry.cloud.g, emb)
         pre = self.kernel(emb, valid, activate=False)  # (bs, m, k, kc): the kernel is silu(pre), 0 where invalid
         if all_neighbours:  # every element is a neighbour (idx = arange): contract without gathering
-            out = F.linear(silu_contract_dense(pre, values).reshape(bs, m, -1), self.linear.weight)
+            if pre.numel() // pre.shape[-1] >= LEAN_MIN_ROWS:
+                partial = silu_contract_dense(pre, values)
+            else:  # small: plain ops are faster
+                partial = F.silu(pre).transpose(2, 3).reshape(bs, -1, k) @ values
+            out = F.linear(partial.reshape(bs, m, -1), self.linear.weight)
         else:
             n = values.shape[1]
             rows = (idx + n * torch.arange(bs, device=idx.device)[:, None, None]).reshape(bs * m, k)
