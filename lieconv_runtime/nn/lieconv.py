@@ -90,14 +90,15 @@ class KernelMLP(nn.Module):
         else:
             h = self.linears[0](x)
             h = h if self.norms is None else self.norms[0](h)
-        lean = x.shape[0] >= LEAN_MIN_ROWS
-        pending = None  # a training-mode batch norm still to apply to h (lean path)
+        if x.shape[0] < LEAN_MIN_ROWS:
+            norms = self.norms[1:] if self.norms is not None else [None] * (len(self.linears) - 1)
+            for lin, norm in zip(self.linears[1:], norms):
+                h = lin(F.silu(h))
+                h = h if norm is None else norm(h)
+            return h
+        pending = None  # a training-mode batch norm still to apply to h
         for i in range(1, len(self.linears)):
             lin = self.linears[i]
-            if not lean:
-                h = lin(F.silu(h))
-                h = h if self.norms is None else self.norms[i](h)
-                continue
             h = silu_linear(h, lin.weight, lin.bias) if pending is None else bn_silu_linear(h, pending, lin.weight,
                                                                                              lin.bias)
             pending = self.norms[i] if train_bn else None
