@@ -106,10 +106,9 @@ def test_exp_log_roundtrip_near_the_cut(G, seed, gap):
     g = G.exp(c)
     k = cond(g)
     assert_close(G.exp(G.log(g)), g, 1e-10, k, torch.float64)
-    # float32: against the float64 roundtrip of the same float32 input.  g32 is up to ~eps
-    # cond(basis) off the group, and near the cut the roundtrip amplifies that input error
-    # (SO2xSO2_rebased1, basis condition 77: a float64 roundtrip of g32 moves 4e-4), which is
-    # not an error of the float32 log; a wrong branch or a lossy float32 formula still fails.
+    # float32: against the float64 roundtrip of the same float32 input, which measures the
+    # float32 log and exp alone (g32 is up to ~eps cond(basis) off the group, and the exact g is
+    # not what any log of g32 can return).  A wrong branch or a lossy float32 formula fails.
     g32 = G.exp(c.float())
     assert_close(G.exp(G.log(g32)), G.exp(G.log(g32.double())), f32(G, "exp_log"), k, torch.float32)
 
