@@ -339,6 +339,18 @@ class PairGeometry:
         b, rest = lin // (c * n), lin % (c * n)
         return b, rest // n, rest % n
 
+    def _relative_pairs(self, ei: torch.Tensor, ej: torch.Tensor):
+        """R_i^T R_j (P, m, m) and R_i^T (t_j - t_i) (P, m) (None if linear) for the pairs of flat
+        element indices ei, ej (P,): one tiny product per pair (see `_relative_per_query`)."""
+        m = self.m
+        R = self.R.reshape(-1, m, m)
+        Ri = R.index_select(0, ei)
+        u = None
+        if self.t is not None:
+            t = self.t.reshape(-1, m)
+            u = (Ri.transpose(1, 2) @ (t.index_select(0, ej) - t.index_select(0, ei))[..., None])[..., 0]
+        return Ri.transpose(1, 2) @ R.index_select(0, ej), u
+
     def _relative_per_query(self, qi: torch.Tensor, qj: torch.Tensor):
         """R_i^T R_j (P, m, m) (a strided view) and R_i^T (t_j - t_i) (P, m) (None if linear) for
         the flat element indices qi (Q,) and qj (Q, k), P = Q k: two batched GEMMs with one
@@ -356,7 +368,6 @@ class PairGeometry:
             u = torch.bmm(dt, Ri).view(Q * k, m)  # rows (t_j - t_i)^T R_i
         return RijT.transpose(1, 2), u
 
-    @property
     def _vee_maps(self):
         """(vee of the rotation generators (n_omega, lie_dim), vee of the translation units (m, lie_dim)):
         log coordinates = omega @ first + v @ second."""
@@ -426,14 +437,7 @@ class PairGeometry:
             emb = self.group.log(cl.g_inv.reshape(bn, r, r).index_select(0, ei) @ cl.g.reshape(bn, r, r).index_select(0, ej))
             d2 = torch.einsum("pk,kl,pl->p", emb, gram(self.group, emb), emb)
         else:
-            R = self.R.reshape(bn, m, m)
-            Ri = R.index_select(0, ei)
-            Rij = Ri.transpose(1, 2) @ R.index_select(0, ej)
-            u = None
-            if self.t is not None:
-                t = self.t.reshape(bn, m)
-                u = (Ri.transpose(1, 2) @ (t.index_select(0, ej) - t.index_select(0, ei))[..., None])[..., 0]
-            d2 = orthogonal_sq_norm(Rij, u)
+            d2 = orthogonal_sq_norm(*self._relative_pairs(ei, ej))
         if self.qs is not None:
             qs = self.qs.reshape(bn, -1)
             d2 = d2 + (qs.index_select(0, ei) - qs.index_select(0, ej)).square().sum(-1)
@@ -450,24 +454,18 @@ class PairGeometry:
         cl = self.cloud
         if (self.kind != "orthogonal" or self.m > 3 or (torch.is_grad_enabled() and cl.g.requires_grad)):
             return self.group.pair_embedding(cl, i_idx, j_idx)
-        bs, n, m = self.bs, self.n, self.m
+        bs, n = self.bs, self.n
         shape = torch.broadcast_shapes(i_idx.shape, j_idx.shape)
         base = n * torch.arange(bs, device=i_idx.device).reshape((bs,) + (1,) * (len(shape) - 1))
         ei = (base + i_idx).expand(shape).reshape(-1)
         ej = (base + j_idx).expand(shape).reshape(-1)
-        if i_idx.shape == shape[:-1] + (1,) and shape[-1] > 1:  # one query, k neighbours: per-query GEMMs
-            Rij, u = self._relative_per_query((base + i_idx).reshape(-1), (base + j_idx).expand(shape).reshape(
-                -1, shape[-1]))
+        k = shape[-1]
+        if i_idx.shape == shape[:-1] + (1,) and k > 1:  # one query, k neighbours: per-query GEMMs
+            Rij, u = self._relative_per_query(ei.view(-1, k)[:, 0], ej.view(-1, k))
         else:
-            R = self.R.reshape(bs * n, m, m)
-            Ri = R.index_select(0, ei)
-            Rij = Ri.transpose(1, 2) @ R.index_select(0, ej)
-            u = None
-            if self.t is not None:
-                t = self.t.reshape(bs * n, m)
-                u = (Ri.transpose(1, 2) @ (t.index_select(0, ej) - t.index_select(0, ei))[..., None])[..., 0]
+            Rij, u = self._relative_pairs(ei, ej)
         omega, v = orthogonal_log_parts(Rij, u)
-        v_rot, v_trans = self._vee_maps
+        v_rot, v_trans = self._vee_maps()
         a = omega @ v_rot + (0 if v is None else v @ v_trans)
         valid = cl.mask.reshape(-1).index_select(0, ei) & cl.mask.reshape(-1).index_select(0, ej)
         parts = [a]

@@ -40,9 +40,10 @@ def _silu_grad(grad: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.ops.aten.silu_backward(grad, y)
 
 
-def _chunks(n: int):
-    """Row ranges [a, b) of at most _MLP_ROWS rows covering range(n)."""
-    return [(a, min(n, a + _MLP_ROWS)) for a in range(0, n, _MLP_ROWS)]
+def _chunks(n: int, step: int | None = None):
+    """Ranges [a, b) of at most `step` (default _MLP_ROWS) rows covering range(n)."""
+    step = step or _MLP_ROWS
+    return [(a, min(n, a + step)) for a in range(0, n, step)]
 
 
 def _swish_linear_rows(out, y, weight, bias) -> None:
@@ -107,7 +108,6 @@ class _BatchNormSiluLinear(Function):
         y, mean, invstd = torch.ops.aten.native_batch_norm(z, gamma, beta, running_mean, running_var, True,
                                                            momentum, eps)
         out = F.linear(F.silu(y, inplace=True), weight, bias)
-        del y
         ctx.save_for_backward(z, gamma, beta, weight, bias, mean, invstd)
         ctx.eps = eps
         return out
@@ -146,11 +146,8 @@ def bn_silu_linear(z: torch.Tensor, norm, weight: torch.Tensor, bias: torch.Tens
     """F.linear(silu(norm(z)), weight, bias) for z (P, h) in training mode, where `norm` is a
     MaskedBatchNorm (batch statistics, running statistics updated as it does); saves z and the
     (h,) statistics only."""
-    momentum = max(norm.momentum, 1.0 / (int(norm.num_batches_tracked) + 1))
-    out = _BatchNormSiluLinear.apply(z, norm.weight, norm.bias, weight, bias, norm.running_mean, norm.running_var,
-                                     momentum, norm.eps)
-    norm.num_batches_tracked += 1
-    return out
+    return _BatchNormSiluLinear.apply(z, norm.weight, norm.bias, weight, bias, norm.running_mean, norm.running_var,
+                                      norm.step_momentum(), norm.eps)
 
 
 class _SiluContract(Function):
@@ -159,7 +156,7 @@ class _SiluContract(Function):
         q, k, w = y.shape
         c = values.shape[1]
         out = y.new_empty(q, weight.shape[0])
-        for q0, q1 in _query_chunks(q, k):
+        for q0, q1 in _chunks(q, max(1, _CHUNK_ROWS // k)):
             nbr = values.index_select(0, rows[q0:q1].reshape(-1)).view(q1 - q0, k, c)
             partial = torch.bmm(F.silu(y[q0:q1]).transpose(1, 2), nbr)  # (chunk, w, c)
             torch.mm(partial.view(q1 - q0, w * c), weight.t(), out=out[q0:q1])
@@ -176,13 +173,15 @@ class _SiluContract(Function):
         gy = [] if graph else (torch.empty_like(y) if need_y else None)
         gv = torch.zeros_like(values) if need_v else None
         gw = torch.zeros_like(weight) if need_w else None
-        for q0, q1 in _query_chunks(q, k):
+        for q0, q1 in _chunks(q, max(1, _CHUNK_ROWS // k)):
             yc, gc, rc = y[q0:q1], grad[q0:q1], rows[q0:q1].reshape(-1)
             nbr = values.index_select(0, rc).view(q1 - q0, k, c)
-            kern = F.silu(yc)
+            kern = F.silu(yc) if need_w or need_v else None
             if need_w:
                 partial = torch.bmm(kern.transpose(1, 2), nbr).view(q1 - q0, w * c)
                 gw = gw + gc.t() @ partial if graph else gw.addmm_(gc.t(), partial)
+            if not (need_y or need_v):
+                continue
             gp = (gc @ weight).view(q1 - q0, w, c)
             if need_y:
                 gk = _silu_grad(torch.bmm(nbr, gp.transpose(1, 2)), yc)
@@ -193,11 +192,6 @@ class _SiluContract(Function):
         if graph and need_y:
             gy = torch.cat(gy)
         return (gy if need_y else None), gv, None, gw
-
-
-def _query_chunks(q: int, k: int):
-    step = max(1, _CHUNK_ROWS // k)
-    return [(a, min(q, a + step)) for a in range(0, q, step)]
 
 
 def silu_contract(y: torch.Tensor, values: torch.Tensor, rows: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

@@ -90,20 +90,20 @@ class KernelMLP(nn.Module):
         else:
             h = self.linears[0](x)
             h = h if self.norms is None else self.norms[0](h)
+        norms = list(self.norms) if self.norms is not None else [None] * len(self.linears)
         if x.shape[0] < LEAN_MIN_ROWS:
-            norms = self.norms[1:] if self.norms is not None else [None] * (len(self.linears) - 1)
-            for lin, norm in zip(self.linears[1:], norms):
+            for lin, norm in zip(self.linears[1:], norms[1:]):
                 h = lin(F.silu(h))
                 h = h if norm is None else norm(h)
             return h
         pending = None  # a training-mode batch norm still to apply to h
-        for i in range(1, len(self.linears)):
-            lin = self.linears[i]
+        for lin, norm in zip(self.linears[1:], norms[1:]):
             h = silu_linear(h, lin.weight, lin.bias) if pending is None else bn_silu_linear(h, pending, lin.weight,
                                                                                              lin.bias)
-            pending = self.norms[i] if train_bn else None
-            if self.norms is not None and not train_bn:
-                h = self.norms[i](h)
+            if train_bn:
+                pending = norm
+            elif norm is not None:
+                h = norm(h)
         return h if pending is None else pending(h)
 
     def mlp(self, x: torch.Tensor) -> torch.Tensor:

@@ -40,14 +40,21 @@ class MaskedBatchNorm(nn.Module):
         self.register_buffer("running_var", torch.ones(channels))
         self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
 
+    def step_momentum(self) -> float:
+        """The running-average momentum of this training step, max(momentum, 1/(t+1)) at step t;
+        counts the step."""
+        mom = max(self.momentum, 1.0 / (int(self.num_batches_tracked) + 1))
+        with torch.no_grad():
+            self.num_batches_tracked += 1
+        return mom
+
     def update_running(self, mean: torch.Tensor, var: torch.Tensor, count: torch.Tensor) -> None:
         """Fold batch statistics (biased var over `count` entries) into the running ones."""
+        mom = self.step_momentum()
         with torch.no_grad():
-            mom = max(self.momentum, 1.0 / (int(self.num_batches_tracked) + 1))
             unbiased = var * (count / (count - 1).clamp_min(1.0))
             self.running_mean.mul_(1 - mom).add_(mom * mean.detach().to(self.running_mean.dtype))
             self.running_var.mul_(1 - mom).add_(mom * unbiased.detach().to(self.running_var.dtype))
-            self.num_batches_tracked += 1
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """mask None or all True: the native batch norm kernel; otherwise masked statistics."""
@@ -55,11 +62,9 @@ class MaskedBatchNorm(nn.Module):
         flat = x.reshape(-1, c)
         m = None if mask is None or bool(mask.all()) else mask.reshape(-1)
         if m is None:
-            mom = max(self.momentum, 1.0 / (int(self.num_batches_tracked) + 1)) if self.training else 0.0
+            mom = self.step_momentum() if self.training else 0.0
             out = F.batch_norm(flat, self.running_mean, self.running_var, self.weight, self.bias, self.training, mom,
                                self.eps)
-            if self.training:
-                self.num_batches_tracked += 1
             return out.reshape(x.shape)
         if self.training:
             w = m.to(x.dtype)
