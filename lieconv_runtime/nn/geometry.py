@@ -293,35 +293,41 @@ class PairGeometry:
 
     @torch.no_grad()
     def ball_pairs(self, qidx: torch.Tensor, radius: float):
-        """Pairs (b, i, j) with d(u_{qidx[b, i]}, u_j) < radius, both valid; lexicographic order.
+        """Pairs (b, i, j) with d(u_{qidx[b, i]}, u_j) < radius, both valid; lexicographic order."""
+        lin = self.ball_pairs_flat(qidx, radius)
+        c, n = qidx.shape[1], self.n
+        b, rest = lin // (c * n), lin % (c * n)
+        return b, rest // n, rest % n
+
+    @torch.no_grad()
+    def ball_pairs_flat(self, qidx: torch.Tensor, radius: float) -> torch.Tensor:
+        """The pairs of `ball_pairs` as ascending flat indices (b c + i) N + j into (bs, c, N), long.
 
         flat/orthogonal: candidates from one batched GEMM of the lower bound |f_i - f_j|^2 (with
         its rounding margin), then exact checks on the candidates only (see the module docstring).
         """
         if self.kind == "general" or math.isinf(radius):
-            return (self.rows(qidx) < radius).nonzero(as_tuple=True)
+            return (self.rows(qidx) < radius).view(-1).nonzero()[:, 0]
         r2 = radius * radius
         tol = _BAND_TOL.get(self.f.dtype, 1e-4)
         hi = (r2 + tol) / (1 - tol)  # beyond: outside for sure
         c, n = qidx.shape[1], self.n
-        margin = self.gemm_margin[:, None, None]
         lb2 = _gather_rows(self.fq, qidx) @ self.fk  # |f_i|^2 + |f_j|^2 - 2 f_i.f_j: lower bound (flat: d^2) +- margin
         if self.kind == "flat":  # lb2 is d^2 up to the margin: re-check only pairs within it of r^2
-            b, i, j = (lb2 < r2 + margin).nonzero(as_tuple=True)
-            lb = lb2[b, i, j]
-            mg = self.gemm_margin.index_select(0, b)
-            unsure = (lb >= r2 - mg).nonzero()[:, 0]
+            mg = float(self.gemm_margin.max()) if self.bs else 0.0  # the largest margin: only widens the re-check
+            lin = (lb2 < r2 + mg).view(-1).nonzero()[:, 0]
+            unsure = (lb2.view(-1).index_select(0, lin) >= r2 - mg).nonzero()[:, 0]
             if unsure.numel() == 0:
-                return b, i, j
-            ub, ui, uj = b.index_select(0, unsure), i.index_select(0, unsure), j.index_select(0, unsure)
-            keep = torch.ones_like(lb, dtype=torch.bool)
-            keep[unsure] = self.exact_sq(ub * n + qidx[ub, ui], ub * n + uj) < r2
-            sel = keep.nonzero()[:, 0]
-            return b.index_select(0, sel), i.index_select(0, sel), j.index_select(0, sel)
+                return lin
+            u = lin.index_select(0, unsure)
+            keep = torch.ones_like(lin, dtype=torch.bool)
+            keep[unsure] = self.exact_sq(*self._flat_elements(u, qidx)) < r2
+            return lin.index_select(0, keep.nonzero()[:, 0])
         # orthogonal: candidates below the lower bound's cut; inside for sure below the upper bound's
+        margin = self.gemm_margin[:, None, None]
         cand = lb2 < hi + margin
         if self.m <= 3 and float(cand.sum()) > 0.3 * cand.numel():  # most pairs are close: exact, densely
-            return (self.dense_exact_sq(qidx) < r2).logical_and_(cand).nonzero(as_tuple=True)
+            return (self.dense_exact_sq(qidx) < r2).logical_and_(cand).view(-1).nonzero()[:, 0]
         lin = cand.view(-1).nonzero()[:, 0]
         lb = lb2.view(-1).index_select(0, lin)
         mg = self.gemm_margin.index_select(0, lin // (c * n))
@@ -330,14 +336,15 @@ class PairGeometry:
         keep = (lb + mg) * _rho2_bound((rot2 + self.rot_margin).clamp(0.0, 8.0)) < r2 * (1 - tol) - tol
         unsure = (~keep).nonzero()[:, 0]
         if unsure.numel():
-            u = lin.index_select(0, unsure)
-            ub, rest = u // (c * n), u % (c * n)
-            ei = ub * n + qidx.reshape(-1).index_select(0, ub * c + rest // n)
-            ej = ub * n + rest % n
-            keep[unsure] = self.exact_sq(ei, ej) < r2
-        lin = lin.index_select(0, keep.nonzero()[:, 0])
-        b, rest = lin // (c * n), lin % (c * n)
-        return b, rest // n, rest % n
+            keep[unsure] = self.exact_sq(*self._flat_elements(lin.index_select(0, unsure), qidx)) < r2
+        return lin.index_select(0, keep.nonzero()[:, 0])
+
+    def _flat_elements(self, lin: torch.Tensor, qidx: torch.Tensor):
+        """Flat indices into (bs, c, N) -> the pairs' element indices (ei, ej) into (bs N)."""
+        c, n = qidx.shape[1], self.n
+        row, j = lin // n, lin % n
+        b = row // c
+        return b * n + qidx.reshape(-1).index_select(0, row), b * n + j
 
     def _relative_pairs(self, ei: torch.Tensor, ej: torch.Tensor):
         """R_i^T R_j (P, m, m) and R_i^T (t_j - t_i) (P, m) (None if linear) for the pairs of flat

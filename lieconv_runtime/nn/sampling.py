@@ -18,16 +18,36 @@ __all__ = ["Neighbourhoods", "farthest_point_sample", "pair_keys", "select_neigh
 _MIX1, _MIX2, _GOLD = -4658895280553007687, -7723592293110705685, -7046029254386353131  # splitmix64 (signed)
 
 
+def _mix(x: torch.Tensor) -> torch.Tensor:
+    """splitmix64's finaliser, in place on int64 x (logical shifts through masks); returns x."""
+    t = torch.empty_like(x)
+    for shift, mul in ((30, _MIX1), (27, _MIX2), (31, None)):
+        torch.bitwise_right_shift(x, shift, out=t).bitwise_and_((1 << (64 - shift)) - 1)
+        x.bitwise_xor_(t)
+        if mul is not None:
+            x.mul_(mul)
+    return x
+
+
+def row_states(seed: int, b: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
+    """Pseudo-random int64 states of rows (b, i) (int64 tensors, b < 2^23, i < 2^20): the start of
+    each row's splitmix64 stream in `pair_keys`."""
+    return _mix(((b << 20) | i) * _GOLD + seed)
+
+
+def keys_from_states(states: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+    """Keys in [0, 2^31) (int32) of pairs whose rows have `states` (int64, gathered per pair) and
+    columns j: element j + 1 of each row's splitmix64 stream."""
+    return (_mix(torch.add(states, j + 1, alpha=_GOLD)) >> 33).to(torch.int32).bitwise_and_(0x7FFFFFFF)
+
+
 def pair_keys(seed: int, b: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
     """Uniform keys in [0, 2^31) (int32) that are a pseudo-random function of (seed, b, i, j) (int64
-    tensors of element indices < 2^20): independent of chunking, order and padding, so the same
-    pairs get the same keys for x and g.x.  splitmix64's finaliser on (b 2^40 + i 2^20 + j) * golden
-    + seed (b < 2^23).  Ties have probability ~2^-31 per pair of candidates."""
-    x = ((b << 40) | (i << 20) | j) * _GOLD + seed
-    x = (x ^ ((x >> 30) & ((1 << 34) - 1))) * _MIX1
-    x = (x ^ ((x >> 27) & ((1 << 37) - 1))) * _MIX2
-    x = x ^ ((x >> 31) & ((1 << 33) - 1))
-    return ((x >> 33) & 0x7FFFFFFF).to(torch.int32)
+    tensors of element indices < 2^20, b < 2^23): independent of chunking, order and padding, so the
+    same pairs get the same keys for x and g.x.  Element j + 1 of a splitmix64 stream started at a
+    hash of (seed, b, i), so a chunk hashes each query once and does a few in-place integer passes
+    per pair.  Ties have probability ~2^-31 per pair of candidates."""
+    return keys_from_states(row_states(seed, b, i), j)
 
 
 def uniform(shape, generator: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:
@@ -127,15 +147,19 @@ def select_neighbours(geometry: PairGeometry, qidx: torch.Tensor, qmask: torch.T
             idx_chunks.append(nb)
             valid_chunks.append(torch.isfinite(top))
             continue
+        c = qi.shape[1]
         if math.isinf(radius):  # random k of the valid elements
-            b, i, j = (qm[:, :, None] & mask[:, None, :]).nonzero(as_tuple=True)
+            lin = (qm[:, :, None] & mask[:, None, :]).view(-1).nonzero()[:, 0]
         else:
-            b, i, j = geometry.ball_pairs(qi, radius)
-            if not bool(qm.all()):
-                keep = qm[b, i].nonzero()[:, 0]
-                b, i, j = b.index_select(0, keep), i.index_select(0, keep), j.index_select(0, keep)
-        inside += float(b.numel())
-        nb, valid = _choose(b, i, j, bs, qi.shape[1], k, pair_keys(seed, b, qi[b, i], j))
+            lin = geometry.ball_pairs_flat(qi, radius)
+        row, j = lin // n, lin % n  # row = b c + i
+        if not bool(qm.all()):
+            keep = qm.reshape(-1).index_select(0, row).nonzero()[:, 0]
+            row, j = row.index_select(0, keep), j.index_select(0, keep)
+        inside += float(row.numel())
+        b = torch.arange(bs, device=mask.device)[:, None].expand(bs, c)
+        states = row_states(seed, b.reshape(-1), qi.reshape(-1))  # (bs c,): one hash per query
+        nb, valid = _choose(row, j, bs, c, k, keys_from_states(states.index_select(0, row), j))
         idx_chunks.append(nb)
         valid_chunks.append(valid)
     if knn:
@@ -143,14 +167,13 @@ def select_neighbours(geometry: PairGeometry, qidx: torch.Tensor, qmask: torch.T
     return Neighbourhoods(torch.cat(idx_chunks, 1), torch.cat(valid_chunks, 1), inside, pairs)
 
 
-def _choose(b, i, j, bs: int, c: int, k: int, keys: torch.Tensor):
-    """From pairs (b, i, j) in lexicographic order with i.i.d. uniform keys, up to k uniformly random j
-    per row (b, i) (the k largest keys): idx (bs, c, k) (0 where unused) and valid (bs, c, k)."""
-    dev = b.device
-    row = b * c + i
+def _choose(row, j, bs: int, c: int, k: int, keys: torch.Tensor):
+    """From pairs (row = b c + i, j) in ascending order with i.i.d. uniform keys, up to k uniformly
+    random j per row (the k largest keys): idx (bs, c, k) (0 where unused) and valid (bs, c, k)."""
+    dev = row.device
     counts = torch.bincount(row, minlength=bs * c)
     start = torch.cumsum(counts, 0) - counts
-    pos = torch.arange(row.numel(), device=dev) - start[row]
+    pos = torch.arange(row.numel(), device=dev) - start.index_select(0, row)
     width = max(int(counts.max()) if counts.numel() else 0, 1)
     flat = row * width + pos
     table = torch.full((bs * c * width,), -1, dtype=torch.long, device=dev).index_copy_(0, flat, j).view(-1, width)

@@ -12,6 +12,7 @@ from lieconv_runtime import load_group
 from lieconv_runtime.nn import (ImgLieResNet, LieConv, LieResNet, LieResNetPotential, MaskedBatchNorm,
                                 MolecLieResNet, PairGeometry, farthest_point_sample, frozen_radius, image_points,
                                 select_neighbours)
+from lieconv_runtime.nn.sampling import pair_keys
 from lieconv_runtime.nn.geometry import orthogonal_log
 
 torch.set_num_threads(1)
@@ -128,6 +129,38 @@ def test_ball_sampling_is_uniform():
     expected = 300 * 4 / 12
     chi2 = float(((counts[:12] - expected) ** 2 / expected).sum())
     assert chi2 < 31.3, f"chi2 {chi2:.1f} (11 dof, p = 0.001 at 31.3)"
+
+
+def test_ball_samples_of_different_queries_are_independent():
+    """Two coincident queries with the same 12 points in their ball each pick 4: the overlap of
+    their picks is hypergeometric (mean 4/3, variance 0.646) if their keys are independent."""
+    G = load_group("T2")
+    x = torch.zeros(1, 40, 2, dtype=torch.float64)
+    x[0, :12, 0] = torch.linspace(0, 0.5, 12, dtype=torch.float64)
+    x[0, 12:, 0] = 10 + torch.arange(28, dtype=torch.float64)
+    L = G.lift(x, x[..., :1], torch.ones(1, 40, dtype=torch.bool))
+    geo = PairGeometry(G, L)
+    gen = torch.Generator().manual_seed(0)
+    overlaps = []
+    for _ in range(400):
+        nb = select_neighbours(geo, torch.tensor([[0, 1]]), torch.ones(1, 2, dtype=torch.bool), 4, 1.0, generator=gen)
+        overlaps.append(len(set(nb.idx[0, 0].tolist()) & set(nb.idx[0, 1].tolist())))
+    overlaps = torch.tensor(overlaps, dtype=torch.float64)
+    assert abs(float(overlaps.mean()) - 4 / 3) < 5 * (0.646 / 400) ** 0.5
+    assert abs(float(overlaps.var()) - 0.646) < 0.25
+
+
+def test_pair_keys_are_uniform_and_a_function_of_the_pair():
+    b = torch.randint(0, 8, (200_000,), generator=torch.Generator().manual_seed(0))
+    i = torch.randint(0, 1 << 20, (200_000,), generator=torch.Generator().manual_seed(1))
+    j = torch.randint(0, 1 << 20, (200_000,), generator=torch.Generator().manual_seed(2))
+    keys = pair_keys(7, b, i, j)
+    assert keys.dtype == torch.int32 and int(keys.min()) >= 0
+    counts = torch.bincount((keys >> 27).long(), minlength=16).double()  # 16 equal bins of [0, 2^31)
+    assert float(((counts - 12_500) ** 2 / 12_500).sum()) < 37.7  # chi2, 15 dof, p = 0.001
+    perm = torch.randperm(200_000, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(pair_keys(7, b[perm], i[perm], j[perm]), keys[perm])  # order-free
+    assert not torch.equal(pair_keys(8, b, i, j), keys)
 
 
 @pytest.mark.parametrize("name", ["T2", "SE2", "SO3"])
