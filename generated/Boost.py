@@ -58,8 +58,8 @@ def _exp_block0(B, mu, d):
 
 def _inv_block0(h):
     """Inverse of a group element restricted to block 0."""
-    # h^-1 = e^(-2 mu) M^-1 h^T M for the invariant form M of the traceless part
-    out = const(BLOCK0_FORM_INV, h) @ h.transpose(-1, -2) @ const(BLOCK0_FORM, h)
+    # orthogonal block: h^-1 = e^(-2 mu) h^T
+    out = h.transpose(-1, -2)
     out = mat(det(h) ** (-2.0 / 1)) * out
     return out
 
@@ -89,8 +89,8 @@ def _exp_block1(B, mu, d):
 
 def _inv_block1(h):
     """Inverse of a group element restricted to block 1."""
-    # h^-1 = e^(-2 mu) M^-1 h^T M for the invariant form M of the traceless part
-    out = const(BLOCK1_FORM_INV, h) @ h.transpose(-1, -2) @ const(BLOCK1_FORM, h)
+    # orthogonal block: h^-1 = e^(-2 mu) h^T
+    out = h.transpose(-1, -2)
     out = mat(det(h) ** (-2.0 / 1)) * out
     return out
 

@@ -89,8 +89,8 @@ def _exp_block0(B, mu, d):
 
 def _inv_block0(h):
     """Inverse of a group element restricted to block 0."""
-    # h^-1 = e^(-2 mu) M^-1 h^T M for the invariant form M of the traceless part
-    out = const(BLOCK0_FORM_INV, h) @ h.transpose(-1, -2) @ const(BLOCK0_FORM, h)
+    # orthogonal block: h^-1 = e^(-2 mu) h^T
+    out = h.transpose(-1, -2)
     return out
 
 
@@ -127,8 +127,8 @@ def _log_near_cut0(h, C, S, kappa):
     pick = PGP.flatten(-2).norm(dim=-1).argmax(-1)
     index = pick[..., None, None, None].expand(pick.shape + (1, 2, 2))
     fallback = PGP.gather(-3, index)[..., 0, :, :]
-    # the form-antisymmetric part of S: exact sinh(X) is in the algebra of the form group
-    S_alg = 0.5 * (S - const(BLOCK0_FORM_INV, h) @ S.transpose(-1, -2) @ const(BLOCK0_FORM, h))
+    # the antisymmetric part of S: exact sinh(X) is antisymmetric in an orthogonal block
+    S_alg = 0.5 * (S - S.transpose(-1, -2))
     J0 = torch.where(mat(sin2 > tiny**0.5), P @ S_alg @ P / mat(sin), fallback)
     J = complex_structure(J0, P)
     return (I - P) @ S + mat(theta) * J

@@ -9,16 +9,8 @@ a = (a0, ..., a0) are the coefficients of the generators in the order above.
 Affine: hat(a) = [[B, t], [0, 0]] with B the 2x2 linear part, and
   exp(hat(a)) = [[exp(B), V t], [0, 1]],  V = (exp(B) - I) / B,
   log([[R, u], [0, 1]]) = [[B, V^-1 u], [0, 0]] with B = log(R).
-The linear part is split into 1 invariant block(s) (constant bases); in each block
-B = mu I + X with X's minimal polynomial x^e (x^2 - delta)^k, U = X @ X, and
-  exp(B) = e^mu [C(U) + X S(U)],  C(u) = cosh(sqrt(u)),  S(u) = sinh(sqrt(u)) / sqrt(u),
-C and S interpolated (Hermite) on the eigenvalue nodes {0, delta} of U; coefficient functions
-below switch to exact Taylor series for |delta| < 0.25 (removable singularity).
-  block 0 (size 2): mu = 0, delta = 0, minimal polynomial x^1, delta sign: none
-log: mu = log(det)/size, Y = e^-mu h, C = (Y + Y^-1)/2, S = (Y - Y^-1)/2 and X = S G(C),
-  G(c) = arccos(c)/sqrt(1 - c^2) (analytic at c = 1); near the cut (cos theta < -1/2) X is rebuilt
-  from the symmetric part: P = (C - I)/(cos theta - 1), theta = atan2(sin theta, cos theta), and the
-  complex structure J = P S P / sin theta refined by Newton-Schulz, so angles -> pi stay accurate.
+Pure translations (every linear part is zero): exp, log and inv only read and write the
+translation column.
 """
 
 import torch
@@ -32,82 +24,12 @@ STRUCTURE_CONSTANTS = [[[0.0]]]
 LINEAR = [[[0.0, 0.0], [0.0, 0.0]]]
 TRANSLATION = [[0.0, 1.0]]
 
-# block 0: generators restricted to the block, their traceless parts
-BLOCK0_GENERATORS = [[[0.0, 0.0], [0.0, 0.0]]]
-BLOCK0_TRACELESS = [[[0.0, 0.0], [0.0, 0.0]]]
-BLOCK0_FORM = [[1.0, 1.0], [1.0, 0.0]]
-BLOCK0_FORM_INV = [[0.0, 1.0], [1.0, -1.0]]
-
-
-def _exp_block0(B, mu, d):
-    """exp of block 0: B (..., 2, 2), mu (...) or None, d = delta (...) or None."""
-    X = B
-    U = X @ X
-    even = hermite_matrix(U, d, (1.0,), [])
-    out = even
-    return out
-
-
-def _v_block0(B, mu, d):
-    """V = (exp(B) - I) / B = int_0^1 exp(sB) ds for block 0."""
-    X = B
-    U = X @ X
-    even = hermite_matrix(U, d, (1.0,), [])
-    return even
-
-
-def _v_inv_block0(B):
-    """V^-1 = B / (exp(B) - I) for block 0, from the block's log B."""
-    X = B
-    U = X @ X
-    d = None
-    return hermite_matrix(U, d, (1.0,), []) - 0.5 * X
-
-
-def _inv_block0(h):
-    """Inverse of a group element restricted to block 0."""
-    # h^-1 = e^(-2 mu) M^-1 h^T M for the invariant form M of the traceless part
-    out = const(BLOCK0_FORM_INV, h) @ h.transpose(-1, -2) @ const(BLOCK0_FORM, h)
-    return out
-
-
-def _log_block0(h, h_inv):
-    """Principal log of block 0 from h and h^-1 (..., 2, 2)."""
-    I = eye(2, h)
-    Y, Y_inv = h, h_inv
-    C = 0.5 * (Y + Y_inv)
-    S = 0.5 * (Y - Y_inv)
-    X = S @ hermite_matrix(C - I, None, (1.0,), [])
-    return X
-
-
-def _restrict(M, left, right):
-    return const(left, M) @ M @ const(right, M)
-
-
-def _embed(M, left, right):
-    return const(right, M) @ M @ const(left, M)
-
-
-def _linear(a):
-    return torch.einsum("...i,ijk->...jk", a, const(LINEAR, a))
-
 
 def exp(a):
     """a (..., 1) -> g (..., 3, 3)."""
-    B = _linear(a)
-    a0 = a[..., 0]
-    B0 = B
-    mu0 = None
-    d0 = None
-    R = _exp_block0(B0, mu0, d0)
-    V = _v_block0(B0, mu0, d0)
+    # pure translations: exp(hat(a)) = [[I, t], [0, 1]]
     t = torch.einsum("...i,ij->...j", a, const(TRANSLATION, a))
-    return _affine(R, (V @ t[..., None])[..., 0])
-
-
-def _inv_linear(R):
-    return _inv_block0(R)
+    return _affine(eye(2, a).expand(a.shape[:-1] + (2, 2)), t)
 
 
 def _affine(R, u):
@@ -120,19 +42,14 @@ def _affine(R, u):
 
 def inv(g):
     """g (..., 3, 3) -> g^-1 (closed form)."""
-    R_inv = _inv_linear(g[..., :2, :2])
-    return _affine(R_inv, -(R_inv @ g[..., :2, 2:])[..., 0])
+    return _affine(eye(2, g).expand(g.shape[:-2] + (2, 2)), -g[..., :2, 2])
 
 
 def log(g):
     """g (..., 3, 3) -> a (..., 1), principal branch."""
-    R = g[..., :2, :2]
-    R_inv = _inv_linear(R)
-    L0 = _log_block0(R, R_inv)
-    B = L0
-    V_inv = _v_inv_block0(L0)
-    t = (V_inv @ g[..., :2, 2:])[..., 0]
-    X = torch.cat([torch.cat([B, t[..., None]], dim=-1), torch.zeros_like(g[..., :1, :])], dim=-2)
+    # pure translations: log([[I, u], [0, 1]]) = [[0, u], [0, 0]]
+    X = torch.zeros_like(g)
+    X[..., :2, 2] = g[..., :2, 2]
     return torch.einsum("ij,...j->...i", const(DUAL, X), X.flatten(-2))
 
 

@@ -145,6 +145,8 @@ def _block_context(alg: Algebra, block: Block, fns: _Functions) -> dict:
         "cut": k == 1 and e <= 2 and block.sign in ("neg", "both"),
         "form": matrix_literal(block.form) if block.form is not None else None,
         "form_inv": matrix_literal(block.form.inv()) if block.form is not None else None,
+        # orthogonal block (form = I): h^-1 = e^(-2 mu) h^T, the form-antisymmetric part is the antisymmetric part
+        "form_identity": block.form is not None and block.form == sympy.eye(block.size),
         "inv_coeffs": _inverse_coefficients(block),
         "minpoly": f"x^{e}" + (f" (x^2 - delta)^{k}" if k else ""),
     }
@@ -197,7 +199,10 @@ def module_context(spec, alg: Algebra | None = None) -> dict:
     if spec.numeric_fallback:
         ctx["functions"] = []
         return ctx
-    ctx["blocks"] = [_block_context(alg, b, fns) for b in alg.blocks]
+    # pure translations (every linear part zero): exp, log and inv only move the translation column,
+    # so no block code is emitted
+    ctx["translations_only"] = bool(ctx["affine"] and d and all(g.is_zero_matrix for g in lin))
+    ctx["blocks"] = [] if ctx["translations_only"] else [_block_context(alg, b, fns) for b in alg.blocks]
     if ctx["affine"] and any(b["mu"] and not b["v_closed"] for b in ctx["blocks"]):
         x, w = np.polynomial.legendre.leggauss(QUADRATURE_POINTS)
         ctx["quadrature"] = {"nodes": _floats((x + 1) / 2), "weights": _floats(w / 2), "count": QUADRATURE_POINTS}

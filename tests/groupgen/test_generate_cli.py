@@ -8,10 +8,18 @@ from pathlib import Path
 import pytest
 
 from groupgen.cli import main
-from groupgen.spec import find_specs
+from groupgen.emit import render
+from groupgen.spec import find_specs, load_spec
+
+from .groups import rebased_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 SE2 = (ROOT / "group_specs" / "SE2.yaml").read_text()
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
 
 
 def test_regenerating_reproduces_generated_byte_for_byte(tmp_path):
@@ -29,6 +37,21 @@ def test_generation_is_deterministic_across_runs(tmp_path):
     assert main(["generate", "--out", str(a), "--quiet", spec]) == 0
     assert main(["generate", "--out", str(b), "--quiet", spec]) == 0
     assert (a / "SE3.py").read_bytes() == (b / "SE3.py").read_bytes()
+
+
+def test_translations_and_orthogonal_blocks_get_specialised_code(tmp_path):
+    """Pure translation groups emit no block code (exp/log/inv move the translation column);
+    orthogonal blocks invert by transposition, not by products with their identity form."""
+    for name in ("T2", "T3", "Tx", "Ty"):
+        text = (ROOT / "generated" / f"{name}.py").read_text()
+        assert "Pure translations" in text and "_log_block" not in text and "hermite_matrix(" not in text, name
+    for name in ("SO2", "SO3", "SE2", "SE3"):
+        text = (ROOT / "generated" / f"{name}.py").read_text()
+        assert "out = h.transpose(-1, -2)" in text and "_FORM_INV, h) @" not in text, name
+    # in another basis the SO3 block's form is no longer I: the general M^-1 h^T M is emitted
+    so3 = load_spec(ROOT / "group_specs" / "SO3.yaml")
+    rebased = render(load_spec(_write(tmp_path / "SO3_rebased1.yaml", rebased_yaml(so3, 1))))
+    assert "_FORM_INV, h) @" in rebased and "out = h.transpose(-1, -2)" not in rebased
 
 
 def test_generated_module_imports_without_sympy(tmp_path):
