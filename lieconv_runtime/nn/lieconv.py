@@ -138,7 +138,7 @@ class KernelMLP(nn.Module):
         else:
             sel = valid.reshape(-1).nonzero()[:, 0]
             packed = self.pre_activation(flat.index_select(0, sel))
-            y = packed.new_zeros(flat.shape[0], self.out).index_copy(0, sel, packed)
+            y = packed.new_zeros(flat.shape[0], self.out).index_copy_(0, sel, packed)  # in place: no copy of the zeros
         y = y.reshape(valid.shape + (self.out,))
         return F.silu(y) if activate else y
 
