@@ -29,13 +29,13 @@ def _mix(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def row_states(seed: int, b: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
+def _row_states(seed: int, b: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
     """Pseudo-random int64 states of rows (b, i) (int64 tensors, b < 2^23, i < 2^20): the start of
     each row's splitmix64 stream in `pair_keys`."""
     return _mix(((b << 20) | i) * _GOLD + seed)
 
 
-def keys_from_states(states: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+def _keys_from_states(states: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
     """Keys in [0, 2^31) (int32) of pairs whose rows have `states` (int64, gathered per pair) and
     columns j: element j + 1 of each row's splitmix64 stream."""
     return (_mix(torch.add(states, j + 1, alpha=_GOLD)) >> 33).to(torch.int32).bitwise_and_(0x7FFFFFFF)
@@ -47,7 +47,7 @@ def pair_keys(seed: int, b: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> t
     same pairs get the same keys for x and g.x.  Element j + 1 of a splitmix64 stream started at a
     hash of (seed, b, i), so a chunk hashes each query once and does a few in-place integer passes
     per pair.  Ties have probability ~2^-31 per pair of candidates."""
-    return keys_from_states(row_states(seed, b, i), j)
+    return _keys_from_states(_row_states(seed, b, i), j)
 
 
 def uniform(shape, generator: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:
@@ -158,8 +158,8 @@ def select_neighbours(geometry: PairGeometry, qidx: torch.Tensor, qmask: torch.T
             row, j = row.index_select(0, keep), j.index_select(0, keep)
         inside += float(row.numel())
         b = torch.arange(bs, device=mask.device)[:, None].expand(bs, c)
-        states = row_states(seed, b.reshape(-1), qi.reshape(-1))  # (bs c,): one hash per query
-        nb, valid = _choose(row, j, bs, c, k, keys_from_states(states.index_select(0, row), j))
+        states = _row_states(seed, b.reshape(-1), qi.reshape(-1))  # (bs c,): one hash per query
+        nb, valid = _choose(row, j, bs, c, k, _keys_from_states(states.index_select(0, row), j))
         idx_chunks.append(nb)
         valid_chunks.append(valid)
     if knn:
