@@ -75,11 +75,11 @@ class Lifted(NamedTuple):
 
 
 def _gather(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """t (bs, N, *F), idx (bs, *S) long -> (bs, *S, *F)."""
-    bs = t.shape[0]
-    flat = idx.reshape(bs, -1)
-    out = t[torch.arange(bs, device=t.device)[:, None], flat]
-    return out.reshape(idx.shape + t.shape[2:])
+    """t (bs, N, *F), idx (bs, *S) long -> (bs, *S, *F), by one index_select on the flattened
+    (bs N, *F) (several times faster than advanced indexing on the CPU)."""
+    bs, n = t.shape[:2]
+    flat = (idx.reshape(bs, -1) + n * torch.arange(bs, device=idx.device)[:, None]).reshape(-1)
+    return t.reshape((bs * n,) + t.shape[2:]).index_select(0, flat).reshape(idx.shape + t.shape[2:])
 
 
 class LiftMixin:

@@ -231,34 +231,51 @@ class PairGeometry:
             self.kind = "orthogonal"
         else:
             self.kind = "general"
-        if self.kind == "general":
-            return
-        with torch.no_grad():
-            mask, g = cloud.mask, cloud.g.detach()
-            qs = [math.sqrt(group.alpha) * cloud.q.detach()] if cloud.q.shape[-1] else []
-            if self.kind == "flat":  # z: |z_i - z_j| is the distance
-                a = cloud.a.detach()
-                L = torch.linalg.cholesky(gram(group, a)) if group.lie_dim else a.new_zeros(0, 0)
-                parts, self.n_rot = [a @ L] + qs, 0
-            else:  # [vec R, t, sqrt(alpha) q]: |f_i - f_j|^2 is the lower bound, its R part rot2
-                self.m = m = linear_block(group)
-                self.R = g[..., :m, :m].reshape(self.bs, self.n, m * m)
-                self.t = g[..., :m, m].contiguous() if group.action == "affine" else None  # gathers from a strided view are ~30x slower
-                self.qs = qs[0] if qs else None
-                parts, self.n_rot = [self.R] + ([self.t] if self.t is not None else []) + qs, m * m
-            f = torch.cat(parts, -1)
-            w = mask[..., None].to(f.dtype)
-            f = f - (f * w).sum(1, keepdim=True) / w.sum(1, keepdim=True).clamp_min(1)  # centre: less cancellation
-            self.f = torch.where(mask[..., None], f, torch.zeros_like(f))
-            f2 = self.f.square().sum(-1)
-            eps = torch.finfo(f.dtype).eps
-            # |f_i|^2 + |f_j|^2 - 2 f_i.f_j by GEMM errs by at most ~ (F + 2) eps (|f_i|^2 + |f_j|^2)
-            self.gemm_margin = 32 * (f.shape[-1] + 2) * eps * 2 * f2.amax(1).clamp_min(1.0)  # (bs,)
-            self.f2 = torch.where(mask, f2, torch.full((), math.inf, dtype=f.dtype, device=f.device))
-            self.rot_margin = 32 * (self.n_rot + 2) * eps * 4 * getattr(self, "m", 0)
-            one = torch.ones_like(f2)[..., None]
-            self.fq = torch.cat([self.f, self.f2[..., None], one], -1)  # [f, |f|^2, 1] . [-2 f, 1, |f|^2]
-            self.fk = torch.cat([-2 * self.f, one, self.f2[..., None]], -1).transpose(1, 2).contiguous()
+        if self.kind == "orthogonal":
+            self.m = linear_block(group)
+        self._features_built = self.kind == "general"  # the GEMM features below are built on first use
+
+    _FEATURES = frozenset({"f", "f2", "fq", "fk", "gemm_margin", "rot_margin", "n_rot", "R", "t", "qs"})
+
+    def __getattr__(self, name: str):
+        """The GEMM features (`_build_features`) on first use: a layer whose pairs need no distances
+        (every element a neighbour) never builds them."""
+        if name in PairGeometry._FEATURES and not self.__dict__.get("_features_built", True):
+            self._build_features()
+            return getattr(self, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @torch.no_grad()
+    def _build_features(self) -> None:
+        """f = [z] (flat) or [vec R, t, sqrt(alpha) q] (orthogonal), centred per cloud, with |f|^2,
+        the GEMM operands fq, fk and the rounding margins."""
+        self._features_built = True
+        group, cloud = self.group, self.cloud
+        mask, g = cloud.mask, cloud.g.detach()
+        qs = [math.sqrt(group.alpha) * cloud.q.detach()] if cloud.q.shape[-1] else []
+        if self.kind == "flat":  # z: |z_i - z_j| is the distance
+            a = cloud.a.detach()
+            L = torch.linalg.cholesky(gram(group, a)) if group.lie_dim else a.new_zeros(0, 0)
+            parts, self.n_rot = [a @ L] + qs, 0
+        else:  # [vec R, t, sqrt(alpha) q]: |f_i - f_j|^2 is the lower bound, its R part rot2
+            m = self.m
+            self.R = g[..., :m, :m].reshape(self.bs, self.n, m * m)
+            self.t = g[..., :m, m].contiguous() if group.action == "affine" else None  # gathers from a strided view are ~30x slower
+            self.qs = qs[0] if qs else None
+            parts, self.n_rot = [self.R] + ([self.t] if self.t is not None else []) + qs, m * m
+        f = torch.cat(parts, -1)
+        w = mask[..., None].to(f.dtype)
+        f = f - (f * w).sum(1, keepdim=True) / w.sum(1, keepdim=True).clamp_min(1)  # centre: less cancellation
+        self.f = torch.where(mask[..., None], f, torch.zeros_like(f))
+        f2 = self.f.square().sum(-1)
+        eps = torch.finfo(f.dtype).eps
+        # |f_i|^2 + |f_j|^2 - 2 f_i.f_j by GEMM errs by at most ~ (F + 2) eps (|f_i|^2 + |f_j|^2)
+        self.gemm_margin = 32 * (f.shape[-1] + 2) * eps * 2 * f2.amax(1).clamp_min(1.0)  # (bs,)
+        self.f2 = torch.where(mask, f2, torch.full((), math.inf, dtype=f.dtype, device=f.device))
+        self.rot_margin = 32 * (self.n_rot + 2) * eps * 4 * getattr(self, "m", 0)
+        one = torch.ones_like(f2)[..., None]
+        self.fq = torch.cat([self.f, self.f2[..., None], one], -1)  # [f, |f|^2, 1] . [-2 f, 1, |f|^2]
+        self.fk = torch.cat([-2 * self.f, one, self.f2[..., None]], -1).transpose(1, 2).contiguous()
 
     def chunk(self, n_queries: int) -> int:
         """Queries per chunk so that a chunk holds about PAIRS_PER_CHUNK[kind] pairs."""

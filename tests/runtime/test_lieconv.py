@@ -63,6 +63,20 @@ def test_ball_membership_is_exact(name, dtype):
         assert torch.equal(ok, d < r), f"{name} r={r}: {int((ok != (d < r)).sum())} pairs differ"
 
 
+def test_pair_geometry_builds_its_gemm_features_only_when_needed():
+    """Layers whose pairs need no distances (every element a neighbour) skip the GEMM features."""
+    G, L = cloud("T3", pad_from=20)
+    geo = PairGeometry(G, L)
+    bs, N = L.mask.shape
+    q = torch.arange(N).expand(bs, N)
+    geo.embed(q[:, :, None], q[:, None, :].expand(bs, N, N))
+    assert not geo._features_built
+    geo.ball_pairs(q, 1.0)
+    assert geo._features_built and geo.fq.shape == (bs, N, 3 + 2)
+    with pytest.raises(AttributeError):
+        geo.R  # noqa: B018 (flat groups have no rotation features)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=tag)
 @pytest.mark.parametrize("name", ["SE2", "SE3", "SO3", "SO2", "T2", "Sim2"])
 def test_embeddings_match_group(name, dtype):
