@@ -223,7 +223,6 @@ class PairGeometry:
     def __init__(self, group, cloud: Lifted):
         self.group, self.cloud = group, cloud
         self.bs, self.n = cloud.mask.shape
-        self.all_valid = bool(cloud.mask.all())
         rotation = (group.LIFT or {}).get("has_rotation", True)
         if group.abelian and not rotation:
             self.kind = "flat"
@@ -272,7 +271,7 @@ class PairGeometry:
         # |f_i|^2 + |f_j|^2 - 2 f_i.f_j by GEMM errs by at most ~ (F + 2) eps (|f_i|^2 + |f_j|^2)
         self.gemm_margin = 32 * (f.shape[-1] + 2) * eps * 2 * f2.amax(1).clamp_min(1.0)  # (bs,)
         self.f2 = torch.where(mask, f2, torch.full((), math.inf, dtype=f.dtype, device=f.device))
-        self.rot_margin = 32 * (self.n_rot + 2) * eps * 4 * getattr(self, "m", 0)
+        self.rot_margin = 32 * (self.n_rot + 2) * eps * 4 * (self.m if self.kind == "orthogonal" else 0)
         one = torch.ones_like(f2)[..., None]
         self.fq = torch.cat([self.f, self.f2[..., None], one], -1)  # [f, |f|^2, 1] . [-2 f, 1, |f|^2]
         self.fk = torch.cat([-2 * self.f, one, self.f2[..., None]], -1).transpose(1, 2).contiguous()

@@ -125,14 +125,19 @@ def test_select_neighbours_ball_and_knn():
     assert bool(L.mask.gather(1, nb.idx.flatten(1)).reshape(nb.idx.shape)[nb.valid].all())
 
 
-def test_ball_sampling_is_uniform():
-    """Each of the 12 points inside the ball is chosen with probability 4/12 (chi-square, fixed seed)."""
+def _twelve_point_ball() -> PairGeometry:
+    """T2 cloud of 40 points: 12 within 0.5 of the origin (inside a ball of radius 1 around points 0
+    and 1), 28 far away."""
     G = load_group("T2")
     x = torch.zeros(1, 40, 2, dtype=torch.float64)
     x[0, :12, 0] = torch.linspace(0, 0.5, 12, dtype=torch.float64)
     x[0, 12:, 0] = 10 + torch.arange(28, dtype=torch.float64)
-    L = G.lift(x, x[..., :1], torch.ones(1, 40, dtype=torch.bool))
-    geo = PairGeometry(G, L)
+    return PairGeometry(G, G.lift(x, x[..., :1], torch.ones(1, 40, dtype=torch.bool)))
+
+
+def test_ball_sampling_is_uniform():
+    """Each of the 12 points inside the ball is chosen with probability 4/12 (chi-square, fixed seed)."""
+    geo = _twelve_point_ball()
     gen = torch.Generator().manual_seed(0)
     counts = torch.zeros(40)
     for _ in range(300):
@@ -148,12 +153,7 @@ def test_ball_sampling_is_uniform():
 def test_ball_samples_of_different_queries_are_independent():
     """Two coincident queries with the same 12 points in their ball each pick 4: the overlap of
     their picks is hypergeometric (mean 4/3, variance 0.646) if their keys are independent."""
-    G = load_group("T2")
-    x = torch.zeros(1, 40, 2, dtype=torch.float64)
-    x[0, :12, 0] = torch.linspace(0, 0.5, 12, dtype=torch.float64)
-    x[0, 12:, 0] = 10 + torch.arange(28, dtype=torch.float64)
-    L = G.lift(x, x[..., :1], torch.ones(1, 40, dtype=torch.bool))
-    geo = PairGeometry(G, L)
+    geo = _twelve_point_ball()
     gen = torch.Generator().manual_seed(0)
     overlaps = []
     for _ in range(400):
