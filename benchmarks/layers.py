@@ -50,15 +50,24 @@ def reset_peak() -> None:
         pass
 
 
+def _sync() -> None:
+    """Wait for queued accelerator work (a no-op on the CPU), so that wall times are complete."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def timed(fn, repeats: int, warmup: int = 2, budget_s: float = 20.0):
     """(median, min) wall time (ms) of fn() after warm-up, and the peak RSS (MB) during the timed calls."""
     for _ in range(warmup):
         fn()
+    _sync()
     reset_peak()
     times, start = [], time.perf_counter()
     for i in range(repeats):
         t = time.perf_counter()
         fn()
+        _sync()
         times.append((time.perf_counter() - t) * 1e3)
         if i >= 2 and time.perf_counter() - start > budget_s:
             break
@@ -109,8 +118,8 @@ def disc_points(bs: int, n: int, radius: float, gen):
     return torch.stack([r * torch.cos(phi), r * torch.sin(phi)], -1)
 
 
-def setup(name: str):
-    """Returns (lift(), fwd(cloud), loss(out), repeats)."""
+def setup(name: str, device: str = "cpu"):
+    """Returns (lift(), fwd(cloud), loss(out), module) with inputs and module on `device`."""
     import torch
 
     from lieconv_runtime import load_group
@@ -120,9 +129,9 @@ def setup(name: str):
     lift_gen = torch.Generator().manual_seed(0)
     if name == "img_resnet":
         G = load_group("T2")
-        net = ImgLieResNet(G, k=128, nbhd=25, total_ds=0.1, fill=0.1, num_layers=6).train()
-        images = torch.randn(8, 1, 28, 28, generator=gen)
-        labels = torch.randint(0, 10, (8,), generator=gen)
+        net = ImgLieResNet(G, k=128, nbhd=25, total_ds=0.1, fill=0.1, num_layers=6).train().to(device)
+        images = torch.randn(8, 1, 28, 28, generator=gen).to(device)
+        labels = torch.randint(0, 10, (8,), generator=gen).to(device)
         pts = lambda: net.lift(*net.points(images))
         return pts, net.forward_lifted, lambda out: torch.nn.functional.cross_entropy(out, labels), net
     base = name.replace("lift_pairs_se3", "molec_layer_se3").replace("lift_pairs_se2_img", "img_layer_se2")
@@ -133,20 +142,23 @@ def setup(name: str):
         G = load_group("SE3", alpha=0.2, lift_samples=4) if base.endswith("se3") else load_group("T3")
         coords, c = 1.5 * torch.randn(32, 29, 3, generator=gen), 64
         nbhd, fill = (25, 0.5) if base.endswith("se3") else (29, 1.0)
-    values = torch.randn(coords.shape[0], coords.shape[1], c, generator=gen)
-    mask = torch.ones(coords.shape[:2], dtype=torch.bool)
-    layer = LieConv(c, c, G, nbhd=nbhd, fill=fill, bn=True, mean=True).train()
+    values = torch.randn(coords.shape[0], coords.shape[1], c, generator=gen).to(device)
+    coords = coords.to(device)
+    mask = torch.ones(coords.shape[:2], dtype=torch.bool, device=device)
+    layer = LieConv(c, c, G, nbhd=nbhd, fill=fill, bn=True, mean=True).train().to(device)
     lift = lambda: G.lift(coords, values, mask, generator=lift_gen)
     return lift, layer, lambda out: out.values.pow(2).mean(), layer
 
 
-def run_config(name: str, threads: int = 2) -> dict:
+def run_config(name: str, threads: int = 2, device: str = "cpu") -> dict:
     import torch
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     row = {"config": name, "threads": threads, "load_avg": round(os.getloadavg()[0], 2),
            "matmul_gflops": round(matmul_gflops(), 1)}
+    if device != "cpu":
+        return run_config_accelerator(name, device, row)
     lift, fwd, loss, module = setup(name)
     cloud = lift()
     row["rss_base_mb"] = round(rss_mb(), 1)
@@ -176,10 +188,41 @@ def run_config(name: str, threads: int = 2) -> dict:
     return row
 
 
+def run_config_accelerator(name: str, device: str, row: dict) -> dict:
+    """The same phases on an accelerator: synchronised wall times, and the allocator's peak of
+    device memory above the memory held before the phase (peak_dev_*_above_base_mb)."""
+    import torch
+
+    row.update(device=device, device_name=torch.cuda.get_device_name(device))
+    lift, fwd, loss, module = setup(name, device)
+    cloud = lift()
+
+    def measured(fn, repeats):
+        _sync()
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        (med, low), _ = timed(fn, repeats)
+        return med, low, round((torch.cuda.max_memory_allocated(device) - base) / 2**20, 1)
+
+    row["lift_ms"], row["lift_min_ms"], row["peak_dev_lift_above_base_mb"] = measured(lift, 20)
+    if not name.startswith("lift_pairs"):
+        row["fwd_train_ms"], row["fwd_train_min_ms"], _ = measured(lambda: fwd(cloud), 15)
+
+        def step():
+            module.zero_grad(set_to_none=True)
+            loss(fwd(cloud)).backward()
+
+        row["fwdbwd_train_ms"], row["fwdbwd_train_min_ms"], row["peak_dev_fwdbwd_above_base_mb"] = measured(step, 15)
+        row["total_ms"] = row["lift_ms"] + row["fwdbwd_train_ms"]
+    return {k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()}
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", choices=CONFIGS, help="run one configuration in this process")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (the issue's setting: 2)")
+    parser.add_argument("--device", default="cpu",
+                        help="cpu (the issue's setting) or an accelerator, e.g. cuda: synchronised times, device memory")
     parser.add_argument("--plain-mlp", action="store_true",
                         help="kernel MLP as plain modules at every size (LEAN_MIN_ROWS = inf): faster, more memory")
     args = parser.parse_args(argv)
@@ -190,11 +233,12 @@ def main(argv=None) -> None:
             from lieconv_runtime.nn import lieconv
 
             lieconv.LEAN_MIN_ROWS = math.inf
-        row = run_config(args.config, args.threads)
+        row = run_config(args.config, args.threads, args.device)
         print(json.dumps({**row, "plain_mlp": True} if args.plain_mlp else row), flush=True)
         return
     for name in CONFIGS:  # each in a fresh subprocess: clean peak RSS and allocator state
-        out = subprocess.run([sys.executable, __file__, "--config", name, "--threads", str(args.threads)]
+        out = subprocess.run([sys.executable, __file__, "--config", name, "--threads", str(args.threads),
+                              "--device", args.device]
                              + (["--plain-mlp"] if args.plain_mlp else []), capture_output=True, text=True)
         if out.returncode:
             print(json.dumps({"config": name, "error": out.stderr.strip().splitlines()[-1:]}), flush=True)

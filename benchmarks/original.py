@@ -34,7 +34,7 @@ import sys
 import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from layers import disc_points, live_peak_mb, matmul_gflops, rss_mb, timed  # noqa: E402
+from layers import _sync, disc_points, live_peak_mb, matmul_gflops, rss_mb, timed  # noqa: E402
 
 CONFIGS = ["img_layer", "img_layer_se2", "molec_layer", "molec_layer_se3", "img_resnet"]
 CODE = "original mfinzi/LieConv"
@@ -67,8 +67,8 @@ def import_original(root: str | None):
     return lie_conv.lieConv, lie_conv.lieGroups
 
 
-def setup(name: str, lc, lg):
-    """Returns (lift(), fwd(lifted), loss(out), module) of a layer config."""
+def setup(name: str, lc, lg, device: str = "cpu"):
+    """Returns (lift(), fwd(lifted), loss(out), module) of a layer config, on `device`."""
     import torch
 
     gen = torch.Generator().manual_seed(0)
@@ -79,9 +79,10 @@ def setup(name: str, lc, lg):
         G, ns = (lg.SE3(alpha=0.2), 4) if name.endswith("se3") else (lg.T(3), 1)
         coords, c = 1.5 * torch.randn(32, 29, 3, generator=gen), 64
         nbhd, fill = (25, 0.5) if name.endswith("se3") else (29, 1.0)
-    values = torch.randn(coords.shape[0], coords.shape[1], c, generator=gen)
-    mask = torch.ones(coords.shape[:2], dtype=torch.bool)
-    layer = lc.LieConv(c, c, mc_samples=nbhd, group=G, fill=fill, bn=True, act="swish", mean=True).train()
+    values = torch.randn(coords.shape[0], coords.shape[1], c, generator=gen).to(device)
+    coords = coords.to(device)
+    mask = torch.ones(coords.shape[:2], dtype=torch.bool, device=device)
+    layer = lc.LieConv(c, c, mc_samples=nbhd, group=G, fill=fill, bn=True, act="swish", mean=True).train().to(device)
 
     def lift():
         with torch.no_grad():  # inputs without gradients, as in the original's models
@@ -129,18 +130,18 @@ def settle_radius(lc, module, forward) -> list:
     return [round(r, 4) for r in radii]
 
 
-def resnet_row(row: dict, lc, lg, repeats: int, warmup: int) -> None:
+def resnet_row(row: dict, lc, lg, repeats: int, warmup: int, device: str = "cpu") -> None:
     """img_resnet through the original's own net(images): first (uncached) call, then cached calls."""
     import torch
     import torch.nn.functional as F
 
     gen = torch.Generator().manual_seed(0)
-    images = torch.randn(8, 1, 28, 28, generator=gen)
-    labels = torch.randint(0, 10, (8,), generator=gen)
+    images = torch.randn(8, 1, 28, 28, generator=gen).to(device)
+    labels = torch.randint(0, 10, (8,), generator=gen).to(device)
 
     def build():
         return lc.ImgLieResnet(chin=1, total_ds=0.1, num_layers=6, group=lg.T(2), fill=0.1, k=128, nbhd=25,
-                               num_targets=10).train()
+                               num_targets=10).train().to(device)
 
     settled = build()
     row["settled_radius"] = settle_radius(lc, settled, lambda: settled(images))
@@ -157,6 +158,11 @@ def resnet_row(row: dict, lc, lg, repeats: int, warmup: int) -> None:
     row["peak_rss_first_call_mb"] = round(peak, 1)
     row["peak_rss_first_call_above_base_mb"] = round(peak - row["rss_base_mb"], 1)
     (row["fwd_train_ms"], row["fwd_train_min_ms"]), _ = timed(lambda: net(images), repeats, warmup)
+    if device != "cpu":
+        row["fwdbwd_train_ms"], row["fwdbwd_train_min_ms"], row["peak_dev_fwdbwd_above_base_mb"] = \
+            device_measured(step, repeats, warmup, device)
+        row["total_ms"] = row["fwdbwd_train_ms"]
+        return
     (row["fwdbwd_train_ms"], row["fwdbwd_train_min_ms"]), peak = timed(step, repeats, warmup)
     row["peak_rss_fwdbwd_mb"] = round(peak, 1)
     row["peak_rss_fwdbwd_above_base_mb"] = round(peak - row["rss_base_mb"], 1)
@@ -165,7 +171,19 @@ def resnet_row(row: dict, lc, lg, repeats: int, warmup: int) -> None:
     row["cached"] = "lift and FPS indices of the first call (ImgLieResnet, cache=True)"
 
 
-def run_config(name: str, root: str, threads: int = 2, repeats: int = 5, warmup: int = 2) -> dict:
+def device_measured(fn, repeats: int, warmup: int, device: str):
+    """(median ms, min ms, peak device memory above the memory held before, MB) on an accelerator."""
+    import torch
+
+    _sync()
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    (med, low), _ = timed(fn, repeats, warmup)
+    return med, low, round((torch.cuda.max_memory_allocated(device) - base) / 2**20, 1)
+
+
+def run_config(name: str, root: str, threads: int = 2, repeats: int = 5, warmup: int = 2,
+               device: str = "cpu") -> dict:
     lc, lg = import_original(root)
     import torch
 
@@ -173,8 +191,25 @@ def run_config(name: str, root: str, threads: int = 2, repeats: int = 5, warmup:
     torch.manual_seed(0)
     row = {"config": name, "code": CODE, "torch": torch.__version__, "threads": threads, "repeats": repeats,
            "warmup": warmup, "load_avg": round(os.getloadavg()[0], 2), "matmul_gflops": round(matmul_gflops(), 1)}
+    if device != "cpu":
+        row.update(device=device, device_name=torch.cuda.get_device_name(device))
     if name == "img_resnet":
-        resnet_row(row, lc, lg, repeats, warmup)
+        resnet_row(row, lc, lg, repeats, warmup, device)
+    elif device != "cpu":
+        lift, fwd, loss, module = setup(name, lc, lg, device)
+        cloud = lift()
+        row["settled_radius"] = settle_radius(lc, module, lambda: fwd(cloud))
+        row["lift_ms"], row["lift_min_ms"], row["peak_dev_lift_above_base_mb"] = \
+            device_measured(lift, repeats, warmup, device)
+        row["fwd_train_ms"], row["fwd_train_min_ms"], _ = device_measured(lambda: fwd(cloud), repeats, warmup, device)
+
+        def step():
+            module.zero_grad(set_to_none=True)
+            loss(fwd(cloud)).backward()
+
+        row["fwdbwd_train_ms"], row["fwdbwd_train_min_ms"], row["peak_dev_fwdbwd_above_base_mb"] = \
+            device_measured(step, repeats, warmup, device)
+        row["total_ms"] = row["lift_ms"] + row["fwdbwd_train_ms"]
     else:
         lift, fwd, loss, module = setup(name, lc, lg)
         cloud = lift()
@@ -195,7 +230,7 @@ def run_config(name: str, root: str, threads: int = 2, repeats: int = 5, warmup:
         row["peak_live_fwdbwd_mb"] = round(live_peak_mb(step), 1)
         row["total_ms"] = row["lift_ms"] + row["fwdbwd_train_ms"]
     for key in row:
-        if key.endswith("_ms"):
+        if key.endswith("_ms") and isinstance(row[key], float):
             row[key] = round(row[key], 2)
     return row
 
@@ -285,6 +320,7 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per phase (after warm-up)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls per phase before timing")
+    parser.add_argument("--device", default="cpu", help="cpu (the issue's setting) or an accelerator, e.g. cuda")
     parser.add_argument("--near-pi", action="store_true", help="exactness of the original's pair logs near pi")
     parser.add_argument("--pairs", type=int, default=200_000, help="pairs per --near-pi row")
     args = parser.parse_args(argv)
@@ -293,13 +329,13 @@ def main(argv=None) -> None:
         near_pi(args.original, args.pairs, args.threads)
         return
     if args.config:
-        row = run_config(args.config, args.original, args.threads, args.repeats, args.warmup)
+        row = run_config(args.config, args.original, args.threads, args.repeats, args.warmup, args.device)
         print(json.dumps(row), flush=True)
         return
     for name in CONFIGS:  # each in a fresh subprocess: clean peak RSS and allocator state
         out = subprocess.run([sys.executable, os.path.abspath(__file__), "--original", args.original, "--config",
                               name, "--threads", str(args.threads), "--repeats", str(args.repeats), "--warmup",
-                              str(args.warmup)], capture_output=True, text=True)
+                              str(args.warmup), "--device", args.device], capture_output=True, text=True)
         if out.returncode:
             print(json.dumps({"config": name, "code": CODE, "error": out.stderr.strip().splitlines()[-1:]}),
                   flush=True)

@@ -1,4 +1,8 @@
-"""Process-level CPU performance settings.
+"""Process-level performance settings.
+
+`chunk_scale(device)`: pair computations run in chunks sized for a CPU's caches; on an
+accelerator each chunk is a handful of kernel launches and host syncs, so chunks are
+ACCELERATOR_CHUNK_SCALE times larger there (memory is plentiful, launches are the cost).
 
 `tune_malloc()`: with glibc's defaults, every tensor above ~128 KB-32 MB is a fresh mmap and every
 free returns it to the system, so each training step page-faults its pair tensors in again
@@ -16,7 +20,14 @@ import ctypes
 import ctypes.util
 import os
 
-__all__ = ["tune_malloc"]
+__all__ = ["ACCELERATOR_CHUNK_SCALE", "chunk_scale", "tune_malloc"]
+
+ACCELERATOR_CHUNK_SCALE = 64
+
+
+def chunk_scale(device) -> int:
+    """1 on the CPU, ACCELERATOR_CHUNK_SCALE on any other device (a torch.device or its name)."""
+    return 1 if str(device).split(":")[0] == "cpu" else ACCELERATOR_CHUNK_SCALE
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3

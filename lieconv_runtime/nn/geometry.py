@@ -38,6 +38,7 @@ import math
 import torch
 
 from lieconv_runtime.lift import Lifted
+from lieconv_runtime.perf import chunk_scale
 
 __all__ = ["PairGeometry", "gram"]
 
@@ -277,8 +278,10 @@ class PairGeometry:
         self.fk = torch.cat([-2 * self.f, one, self.f2[..., None]], -1).transpose(1, 2).contiguous()
 
     def chunk(self, n_queries: int) -> int:
-        """Queries per chunk so that a chunk holds about PAIRS_PER_CHUNK[kind] pairs."""
-        return max(1, min(n_queries, PAIRS_PER_CHUNK[self.kind] // max(1, self.bs * self.n)))
+        """Queries per chunk so that a chunk holds about PAIRS_PER_CHUNK[kind] pairs (times
+        perf.chunk_scale on an accelerator)."""
+        pairs = PAIRS_PER_CHUNK[self.kind] * chunk_scale(self.cloud.mask.device)
+        return max(1, min(n_queries, pairs // max(1, self.bs * self.n)))
 
     # --- distances ------------------------------------------------------------------------------
     @torch.no_grad()

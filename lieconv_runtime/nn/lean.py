@@ -25,6 +25,8 @@ import torch
 from torch.autograd import Function
 from torch.nn import functional as F
 
+from lieconv_runtime.perf import chunk_scale
+
 __all__ = ["bn_silu_linear", "silu_contract", "silu_contract_dense", "silu_linear"]
 
 _CHUNK_ROWS = 16384  # pairs per chunk of the contraction: a few MB of temporaries
@@ -40,15 +42,16 @@ def _silu_grad(grad: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.ops.aten.silu_backward(grad, y)
 
 
-def _chunks(n: int, step: int | None = None):
-    """Ranges [a, b) of at most `step` (default _MLP_ROWS) rows covering range(n)."""
-    step = step or _MLP_ROWS
+def _chunks(n: int, step: int | None = None, like: torch.Tensor | None = None):
+    """Ranges [a, b) of at most `step` (default _MLP_ROWS) rows covering range(n), times
+    chunk_scale on an accelerator (the device of `like`)."""
+    step = (step or _MLP_ROWS) * (chunk_scale(like.device) if like is not None else 1)
     return [(a, min(n, a + step)) for a in range(0, n, step)]
 
 
 def _swish_linear_rows(out, y, weight, bias) -> None:
     """out = F.linear(silu(y), weight, bias), chunk by chunk."""
-    for a, b in _chunks(y.shape[0]):
+    for a, b in _chunks(y.shape[0], like=y):
         h = F.silu(y[a:b])
         if bias is None:
             torch.mm(h, weight.t(), out=out[a:b])
@@ -62,7 +65,7 @@ def _swish_linear_backward_rows(grad, y, weight, need_y: bool, need_w: bool, sca
     sum(d/dy') and sum(d/dy' * y) (batch-norm backward)."""
     gy = torch.empty_like(y) if need_y else None
     gw = weight.new_zeros(weight.shape) if need_w else None
-    for a, b in _chunks(y.shape[0]):
+    for a, b in _chunks(y.shape[0], like=y):
         yc = y[a:b] if scale is None else torch.addcmul(shift, y[a:b], scale)
         if need_w:
             gw.addmm_(grad[a:b].t(), F.silu(yc))
@@ -136,7 +139,7 @@ class _BatchNormSiluLinear(Function):
             k = invstd * sum_dy_xhat / n
             offset = sum_dy / n - mean * k
             neg_k, neg_offset = -scale * k, -scale * offset
-            for a, b in _chunks(n):
+            for a, b in _chunks(n, like=z):
                 gz[a:b].mul_(scale).addcmul_(z[a:b], neg_k).add_(neg_offset)
         return (gz if ctx.needs_input_grad[0] else None, ggamma if ctx.needs_input_grad[1] else None,
                 gbeta if ctx.needs_input_grad[2] else None, gw, gb, None, None, None, None)
@@ -156,7 +159,7 @@ class _SiluContract(Function):
         q, k, w = y.shape
         c = values.shape[1]
         out = y.new_empty(q, weight.shape[0])
-        for q0, q1 in _chunks(q, max(1, _CHUNK_ROWS // k)):
+        for q0, q1 in _chunks(q, max(1, _CHUNK_ROWS // k), like=y):
             nbr = values.index_select(0, rows[q0:q1].reshape(-1)).view(q1 - q0, k, c)
             partial = torch.bmm(F.silu(y[q0:q1]).transpose(1, 2), nbr)  # (chunk, w, c)
             torch.mm(partial.view(q1 - q0, w * c), weight.t(), out=out[q0:q1])
@@ -173,7 +176,7 @@ class _SiluContract(Function):
         gy = [] if graph else (torch.empty_like(y) if need_y else None)
         gv = torch.zeros_like(values) if need_v else None
         gw = torch.zeros_like(weight) if need_w else None
-        for q0, q1 in _chunks(q, max(1, _CHUNK_ROWS // k)):
+        for q0, q1 in _chunks(q, max(1, _CHUNK_ROWS // k), like=y):
             yc, gc, rc = y[q0:q1], grad[q0:q1], rows[q0:q1].reshape(-1)
             nbr = values.index_select(0, rc).view(q1 - q0, k, c)
             kern = F.silu(yc) if need_w or need_v else None

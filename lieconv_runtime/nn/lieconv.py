@@ -183,10 +183,11 @@ class LieConv(nn.Module):
         """Restart this layer's random stream from its seed."""
         self._gen = None
 
-    def rng(self, device) -> torch.Generator:
-        device = torch.device(device)
-        if not self.training or self._gen is None or self._gen.device != device:
-            self._gen = torch.Generator(device=device).manual_seed(stream_seed(self.seed, self.stream))
+    def rng(self) -> torch.Generator:
+        """CPU generator of this layer's draws (FPS starts, neighbourhood seeds): a few numbers per
+        call, the same on every device, so a network chooses the same neighbours on CPU and GPU."""
+        if not self.training or self._gen is None:
+            self._gen = torch.Generator().manual_seed(stream_seed(self.seed, self.stream))
         return self._gen
 
     # --- subsampling and neighbourhoods ---------------------------------------------------------
@@ -199,7 +200,7 @@ class LieConv(nn.Module):
             if torch.equal(a, cloud.a) and torch.equal(mask, cloud.mask):  # False on other shapes too
                 return query
         geometry = geometry or PairGeometry(self.group, cloud)
-        query = farthest_point_sample(geometry, self.ds_frac, self.rng(cloud.mask.device))
+        query = farthest_point_sample(geometry, self.ds_frac, self.rng())
         if self.cache_fps:
             self._fps_cache = (cloud.a.detach().clone(), cloud.mask.clone(), query)
         return query
@@ -235,7 +236,7 @@ class LieConv(nn.Module):
         if adapt and not bool(self.radius_ready):
             self._init_radius(geometry, qidx, qmask)
         nb = select_neighbours(geometry, qidx, qmask, self.nbhd, float(self.radius), self.knn,
-                               self.rng(cloud.mask.device))
+                               self.rng())
         if adapt and nb.pairs > 0:
             observed = nb.inside / nb.pairs
             self.radius.add_(self.radius_coeff * (self.fill - observed)).clamp_(min=1e-6)
