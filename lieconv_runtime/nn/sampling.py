@@ -11,10 +11,13 @@ from typing import NamedTuple
 
 import torch
 
+from lieconv_runtime import native
 from lieconv_runtime.nn.geometry import PairGeometry
 
 __all__ = ["Neighbourhoods", "farthest_point_sample", "pair_keys", "select_neighbours", "uniform"]
 
+#: flat groups on the CPU select balls with the native kernel when it builds (same pairs and keys)
+USE_NATIVE = True
 _MIX1, _MIX2, _GOLD = -4658895280553007687, -7723592293110705685, -7046029254386353131  # splitmix64 (signed)
 
 
@@ -136,6 +139,10 @@ def select_neighbours(geometry: PairGeometry, qidx: torch.Tensor, qmask: torch.T
         return Neighbourhoods(idx, qmask[:, :, None] & mask[:, None, :], pairs, pairs)
     seed = int(torch.randint(0, 2**62, (1,), generator=generator)) if generator is not None else \
         int(torch.randint(0, 2**62, (1,)))
+    if (USE_NATIVE and not knn and geometry.kind == "flat" and mask.device.type == "cpu"
+            and geometry.f.dtype in (torch.float32, torch.float64) and native.available()):
+        idx, valid, inside = native.flat_ball_select(geometry.f, mask, qidx, qmask, radius * radius, seed, k)
+        return Neighbourhoods(idx, valid, float(inside), pairs)
     idx_chunks, valid_chunks, inside = [], [], 0.0
     step = geometry.chunk(m)
     for s in range(0, m, step):

@@ -1,0 +1,122 @@
+"""Optional native CPU kernels, compiled on first use with the system's C compiler.
+
+    from lieconv_runtime import native
+    native.available()          # True once the library is built and loaded
+    native.flat_ball_select(f, mask, qidx, qmask, r2, seed, k)
+
+The C sources next to this file are compiled with `cc -O3 -march=native -fopenmp
+-ffp-contract=off` into a cache folder (LIECONV_NATIVE_CACHE, default ~/.cache/lieconv/native),
+named by a hash of the sources, the compiler, the flags and the CPU's feature flags, written
+atomically, and loaded with ctypes (no torch headers: a build takes about a second).  Without a
+compiler, or with LIECONV_NATIVE=0, `available()` is False and callers use their torch paths,
+which compute the same results.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+__all__ = ["available", "flat_ball_select"]
+
+_SOURCES = ["ball_select.c"]
+_FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fPIC", "-shared", "-std=c11"]
+_lib: ctypes.CDLL | None | bool = None  # None: not tried yet; False: unavailable
+
+
+def _cpu_flags() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return line
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _build(cache: Path, cc: str) -> Path:
+    here = Path(__file__).parent
+    sources = [here / s for s in _SOURCES]
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
+    h = hashlib.sha256()
+    for part in [*(s.read_bytes() for s in sources), version.encode(), " ".join(_FLAGS).encode(),
+                 _cpu_flags().encode(), platform.machine().encode()]:
+        h.update(part)
+    target = cache / f"lieconv_native_{h.hexdigest()[:16]}.so"
+    if target.is_file():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+        out = Path(tmp) / target.name
+        cmd = [cc, *_FLAGS, *map(str, sources), "-o", str(out)]
+        done = subprocess.run(cmd + ["-fopenmp"], capture_output=True, text=True)
+        if done.returncode:  # no OpenMP: one thread per call
+            done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "compiler failed")
+        os.replace(out, target)  # atomic: concurrent builders never load a half-written library
+    return target
+
+
+def _load():
+    global _lib
+    if _lib is not None:
+        return _lib or None
+    _lib = False
+    if os.environ.get("LIECONV_NATIVE", "1") == "0":
+        return None
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        return None
+    cache = Path(os.environ.get("LIECONV_NATIVE_CACHE") or Path.home() / ".cache" / "lieconv" / "native")
+    try:
+        lib = ctypes.CDLL(str(_build(cache, cc)))
+    except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+        warnings.warn(f"lieconv_runtime.native: building the C kernels failed ({e}); using the torch paths "
+                      "(same results, slower); set LIECONV_NATIVE=0 to skip the attempt", stacklevel=3)
+        return None
+    p, i64 = ctypes.c_void_p, ctypes.c_int64
+    for name in ("lc_flat_ball_select_f64", "lc_flat_ball_select_f32"):
+        fn = getattr(lib, name)
+        fn.argtypes = [p, p, i64, i64, i64, p, p, i64, ctypes.c_double, ctypes.c_uint64, i64, p, p, ctypes.c_int]
+        fn.restype = i64
+    _lib = lib
+    return lib
+
+
+def available() -> bool:
+    """Whether the native kernels are built and loaded (builds them on the first call)."""
+    return _load() is not None
+
+
+def flat_ball_select(f: torch.Tensor, mask: torch.Tensor, qidx: torch.Tensor, qmask: torch.Tensor, r2: float,
+                     seed: int, k: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Up to k random neighbours inside the ball |f_i - f_j|^2 < r2 of each query, on the CPU.
+
+    f (bs, N, D) float32/float64, mask (bs, N) bool, qidx (bs, c) long, qmask (bs, c) bool.
+    Returns idx (bs, c, k) long (chosen j ascending, 0 where unused), valid (bs, c, k) bool and
+    the number of valid pairs inside the ball: the pairs and keys of sampling.select_neighbours.
+    """
+    lib = _load()
+    fn = lib.lc_flat_ball_select_f64 if f.dtype == torch.float64 else lib.lc_flat_ball_select_f32
+    bs, n, d = f.shape
+    c = qidx.shape[1]
+    ft = f.detach().transpose(1, 2).contiguous()  # (bs, D, N): the distance loop runs along N
+    mask8 = mask.contiguous().view(torch.uint8)
+    qmask8 = qmask.contiguous().view(torch.uint8)
+    qidx = qidx.contiguous()
+    idx = torch.empty(bs, c, k, dtype=torch.long)
+    valid = torch.empty(bs, c, k, dtype=torch.bool)
+    inside = fn(ft.data_ptr(), mask8.data_ptr(), bs, n, d, qidx.data_ptr(), qmask8.data_ptr(), c, float(r2),
+                seed % 2**64, k, idx.data_ptr(), valid.data_ptr(), torch.get_num_threads())
+    return idx, valid, int(inside)

@@ -1,0 +1,80 @@
+"""lieconv_runtime.native: the C ball selection chooses exactly the torch path's neighbours, and
+the library degrades to the torch paths (with one warning) when it cannot be built."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from lieconv_runtime import load_group, native
+from lieconv_runtime.nn import sampling
+from lieconv_runtime.nn.geometry import PairGeometry
+
+pytestmark = pytest.mark.skipif(not native.available(), reason="no C compiler: the native kernels are optional")
+
+
+def _select(geometry, qidx, qmask, k, radius, use_native, monkeypatch):
+    monkeypatch.setattr(sampling, "USE_NATIVE", use_native)
+    nb = sampling.select_neighbours(geometry, qidx, qmask, k, radius, generator=torch.Generator().manual_seed(7))
+    chosen = torch.where(nb.valid, nb.idx, -1).sort(-1).values  # the order within a row is free
+    return chosen, nb.valid.sum(-1), nb.inside
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("name", ["T2", "T3", "Trivial2"])
+def test_native_selection_is_the_torch_selection(name, dtype, monkeypatch):
+    G = load_group(name)
+    gen = torch.Generator().manual_seed(1)
+    bs, n = 3, 90
+    x = (2 * torch.randn(bs, n, G.space_dim, generator=gen, dtype=torch.float64)).to(dtype)
+    mask = torch.rand(bs, n, generator=gen) < 0.85
+    x[~mask] = float("nan")  # padding holds garbage
+    cloud = G.lift(x, torch.randn(bs, n, 2, generator=gen, dtype=dtype), mask)
+    qidx = torch.randint(0, n, (bs, 40), generator=gen)
+    qmask = mask.gather(1, qidx)
+    for radius in (0.3, 1.5, 4.0, 1e3, float("inf")):
+        for k in (1, 7, 25, n):
+            nat = _select(PairGeometry(G, cloud), qidx, qmask, k, radius, True, monkeypatch)
+            ref = _select(PairGeometry(G, cloud), qidx, qmask, k, radius, False, monkeypatch)
+            assert torch.equal(nat[0], ref[0]), f"{name} r={radius} k={k}: different neighbours"
+            assert torch.equal(nat[1], ref[1]) and nat[2] == ref[2]
+            if (radius, k) == (1.5, 7):  # both regimes ran: more candidates than k, and fewer
+                assert bool((nat[1][qmask] == 7).any()) and bool((nat[1][qmask] < 7).any())
+
+
+def test_native_selection_is_uniform_over_the_ball(monkeypatch):
+    """Twelve points inside a ball, 4 picked per query, many seeds: each point is picked with
+    probability 1/3 (chi^2 over the 12 points)."""
+    G = load_group("T2")
+    x = torch.randn(1, 12, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 0.1
+    cloud = G.lift(x, torch.zeros(1, 12, 1, dtype=torch.float64), torch.ones(1, 12, dtype=torch.bool))
+    counts = torch.zeros(12)
+    qidx, qmask = torch.zeros(1, 1, dtype=torch.long), torch.ones(1, 1, dtype=torch.bool)
+    trials = 3000
+    for t in range(trials):
+        nb = sampling.select_neighbours(PairGeometry(G, cloud), qidx, qmask, 4, 10.0,
+                                        generator=torch.Generator().manual_seed(t))
+        counts[nb.idx[nb.valid]] += 1
+    expected = trials * 4 / 12
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 < 31.3  # 99.9 % quantile of chi^2 with 11 degrees of freedom
+
+
+def _probe(env: dict) -> list[str]:
+    code = ("import warnings; warnings.simplefilter('always'); from lieconv_runtime import native; "
+            "print(native.available())")
+    full = {**os.environ, **env}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full, check=True)
+    return [out.stdout.strip(), out.stderr]
+
+
+def test_disabled_or_unbuildable_native_falls_back(tmp_path):
+    assert _probe({"LIECONV_NATIVE": "0"})[0] == "False"
+    ok, err = _probe({"CC": "/bin/false", "LIECONV_NATIVE_CACHE": str(tmp_path)})
+    assert ok == "False" and "building the C kernels failed" in err and "Traceback" not in err
+    assert _probe({"LIECONV_NATIVE_CACHE": str(tmp_path)})[0] == "True"
+    assert [p.suffix for p in tmp_path.iterdir()] == [".so"]  # only the finished library is left
