@@ -28,8 +28,9 @@ import torch
 
 __all__ = ["available", "flat_ball_select"]
 
-_SOURCES = ["ball_select.c"]
-_FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fPIC", "-shared", "-std=c11"]
+#: sources and their own flags: the ball selection must round as torch does (no fused multiply-add)
+_SOURCES = {"ball_select.c": ["-ffp-contract=off"]}
+_FLAGS = ["-O3", "-march=native", "-fPIC", "-std=c11"]
 _lib: ctypes.CDLL | None | bool = None  # None: not tried yet; False: unavailable
 
 
@@ -44,12 +45,29 @@ def _cpu_flags() -> str:
     return platform.processor()
 
 
+def _compile(cc: str, sources: list[Path], out: Path, openmp: bool) -> str | None:
+    """Compile each source with its flags and link them into `out`; the error line or None."""
+    omp = ["-fopenmp"] if openmp else []
+    objects = []
+    for src in sources:
+        obj = out.with_name(src.stem + ".o")
+        done = subprocess.run([cc, *_FLAGS, *_SOURCES[src.name], *omp, "-c", str(src), "-o", str(obj)],
+                              capture_output=True, text=True)
+        if done.returncode:
+            return done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "compiler failed"
+        objects.append(str(obj))
+    done = subprocess.run([cc, "-shared", *omp, *objects, "-o", str(out)], capture_output=True, text=True)
+    if done.returncode:
+        return done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "linker failed"
+    return None
+
+
 def _build(cache: Path, cc: str) -> Path:
     here = Path(__file__).parent
     sources = [here / s for s in _SOURCES]
     version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
     h = hashlib.sha256()
-    for part in [*(s.read_bytes() for s in sources), version.encode(), " ".join(_FLAGS).encode(),
+    for part in [*(s.read_bytes() for s in sources), version.encode(), repr((_FLAGS, _SOURCES)).encode(),
                  _cpu_flags().encode(), platform.machine().encode()]:
         h.update(part)
     target = cache / f"lieconv_native_{h.hexdigest()[:16]}.so"
@@ -58,12 +76,11 @@ def _build(cache: Path, cc: str) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         out = Path(tmp) / target.name
-        cmd = [cc, *_FLAGS, *map(str, sources), "-o", str(out)]
-        done = subprocess.run(cmd + ["-fopenmp"], capture_output=True, text=True)
-        if done.returncode:  # no OpenMP: one thread per call
-            done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode:
-            raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "compiler failed")
+        error = _compile(cc, sources, out, openmp=True)
+        if error is not None:  # no OpenMP: one thread per call
+            error = _compile(cc, sources, out, openmp=False)
+        if error is not None:
+            raise RuntimeError(error)
         os.replace(out, target)  # atomic: concurrent builders never load a half-written library
     return target
 
@@ -120,3 +137,4 @@ def flat_ball_select(f: torch.Tensor, mask: torch.Tensor, qidx: torch.Tensor, qm
     inside = fn(ft.data_ptr(), mask8.data_ptr(), bs, n, d, qidx.data_ptr(), qmask8.data_ptr(), c, float(r2),
                 seed % 2**64, k, idx.data_ptr(), valid.data_ptr(), torch.get_num_threads())
     return idx, valid, int(inside)
+
