@@ -26,10 +26,10 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["available", "flat_ball_select"]
+__all__ = ["available", "flat_ball_select", "orthogonal_ball_select"]
 
 #: sources and their own flags: the ball selection must round as torch does (no fused multiply-add)
-_SOURCES = {"ball_select.c": ["-ffp-contract=off"]}
+_SOURCES = {"ball_select.c": ["-ffp-contract=off", "-fno-math-errno"]}
 _FLAGS = ["-O3", "-march=native", "-fPIC", "-std=c11"]
 _lib: ctypes.CDLL | None | bool = None  # None: not tried yet; False: unavailable
 
@@ -56,7 +56,7 @@ def _compile(cc: str, sources: list[Path], out: Path, openmp: bool) -> str | Non
         if done.returncode:
             return done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "compiler failed"
         objects.append(str(obj))
-    done = subprocess.run([cc, "-shared", *omp, *objects, "-o", str(out)], capture_output=True, text=True)
+    done = subprocess.run([cc, "-shared", *omp, *objects, "-o", str(out), "-lm"], capture_output=True, text=True)
     if done.returncode:
         return done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "linker failed"
     return None
@@ -107,6 +107,11 @@ def _load():
         fn = getattr(lib, name)
         fn.argtypes = [p, p, i64, i64, i64, p, p, i64, ctypes.c_double, ctypes.c_uint64, i64, p, p, ctypes.c_int]
         fn.restype = i64
+    for name in ("lc_orth_ball_select_f64", "lc_orth_ball_select_f32"):
+        fn = getattr(lib, name)
+        fn.argtypes = [p, p, p, p, p, p, i64, i64, p, i64, i64, p, p, i64, ctypes.c_double, ctypes.c_double,
+                       ctypes.c_uint64, i64, p, p, ctypes.c_int]
+        fn.restype = i64
     _lib = lib
     return lib
 
@@ -138,3 +143,36 @@ def flat_ball_select(f: torch.Tensor, mask: torch.Tensor, qidx: torch.Tensor, qm
                 seed % 2**64, k, idx.data_ptr(), valid.data_ptr(), torch.get_num_threads())
     return idx, valid, int(inside)
 
+
+
+#: relative band around r^2 in which the orthogonal selection evaluates the closed form in the
+#: input's precision (outside it, double-precision bounds decide): geometry._BAND_TOL's values
+_ORTH_TOL = {torch.float64: 1e-9, torch.float32: 1e-4}
+
+
+def orthogonal_ball_select(R: torch.Tensor, t: torch.Tensor | None, qs: torch.Tensor | None, mask: torch.Tensor,
+                           qidx: torch.Tensor, qmask: torch.Tensor, r2: float, seed: int,
+                           k: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """`flat_ball_select` for groups with orthogonal linear parts and one rotation plane: the
+    ball d^2 < r2 in the closed form of geometry.orthogonal_sq_norm_parts, from the linear parts
+    R (bs, N, m, m) (m = 2 or 3), translations t (bs, N, m) (None for linear groups) and scaled
+    orbit coordinates qs (bs, N, q) (sqrt(alpha) q, or None).  Double-precision bounds decide
+    most pairs in one SIMD pass; pairs within a relative band of r2 get the closed form."""
+    lib = _load()
+    fn = lib.lc_orth_ball_select_f64 if R.dtype == torch.float64 else lib.lc_orth_ball_select_f32
+    bs, n, m = R.shape[:3]
+    c = qidx.shape[1]
+    R = R.detach().reshape(bs, n, m * m).contiguous()
+    t = None if t is None else t.detach().contiguous()
+    qs = None if qs is None or qs.shape[-1] == 0 else qs.detach().contiguous()
+    # (bs, ., N) in double: the SIMD pass runs along N
+    RT, tT, qT = (None if x is None else x.transpose(1, 2).to(torch.float64).contiguous() for x in (R, t, qs))
+    mask8, qmask8 = mask.contiguous().view(torch.uint8), qmask.contiguous().view(torch.uint8)
+    qidx = qidx.contiguous()
+    idx = torch.empty(bs, c, k, dtype=torch.long)
+    valid = torch.empty(bs, c, k, dtype=torch.bool)
+    ptr = lambda x: None if x is None else x.data_ptr()  # noqa: E731
+    inside = fn(R.data_ptr(), ptr(t), ptr(qs), RT.data_ptr(), ptr(tT), ptr(qT), 0 if qs is None else qs.shape[-1], m,
+                mask8.data_ptr(), bs, n, qidx.data_ptr(), qmask8.data_ptr(), c, float(r2), _ORTH_TOL[R.dtype],
+                seed % 2**64, k, idx.data_ptr(), valid.data_ptr(), torch.get_num_threads())
+    return idx, valid, int(inside)

@@ -9,6 +9,7 @@
  * Compiled on first use with -ffp-contract=off, so that no multiply-add is fused and the
  * distances round exactly as torch's.
  */
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,7 +68,8 @@ static int64_t choose_row(const int64_t *cj, uint64_t *rk, int64_t m, int64_t k,
     return s;
 }
 
-#define SELECT_BODY(T)                                                                          \
+/* The shared row loop: DIST fills dist[0..n) for query (b, i); then the ball, keys and choice. */
+#define SELECT_BODY(T, DIST)                                                                     \
     int64_t rows = bs * c;                                                                       \
     int64_t total = 0;                                                                           \
     _Pragma("omp parallel num_threads(threads) reduction(+:total)")                              \
@@ -77,6 +79,7 @@ static int64_t choose_row(const int64_t *cj, uint64_t *rk, int64_t m, int64_t k,
         int64_t *cj = (int64_t *)malloc(sizeof(int64_t) * nn);                                   \
         uint64_t *rk = (uint64_t *)malloc(sizeof(uint64_t) * nn);                                \
         uint64_t *bucket_buf = (uint64_t *)malloc(sizeof(uint64_t) * nn);                        \
+        double *bandbuf = (double *)malloc(sizeof(double) * nn);                                 \
         uint32_t hist[256];                                                                      \
         _Pragma("omp for schedule(static)")                                                      \
         for (int64_t row = 0; row < rows; row++) {                                               \
@@ -87,18 +90,8 @@ static int64_t choose_row(const int64_t *cj, uint64_t *rk, int64_t m, int64_t k,
             for (int64_t s = 0; s < k; s++) out[s] = 0;                                          \
             if (!qmask[row]) continue;                                                           \
             int64_t i = qidx[row];                                                               \
-            const T *fb = ft + b * d * n; /* (d, n) block of this cloud */                       \
             const uint8_t *mb = mask + b * n;                                                    \
-            for (int64_t jj = 0; jj < n; jj++) dist[jj] = 0;                                     \
-            for (int64_t e = 0; e < d; e++) { /* summed in order e = 0, 1, ..., as torch does */ \
-                const T *col = fb + e * n;                                                       \
-                T fi = col[i];                                                                   \
-                for (int64_t jj = 0; jj < n; jj++) {                                             \
-                    T x = fi - col[jj];                                                          \
-                    T sq = x * x;                                                                \
-                    dist[jj] = dist[jj] + sq;                                                    \
-                }                                                                                \
-            }                                                                                    \
+            DIST                                                                                 \
             T rr = (T)r2;                                                                        \
             int64_t m = 0;                                                                       \
             for (int64_t jj = 0; jj < n; jj++) { /* branch-free compaction */                    \
@@ -111,9 +104,203 @@ static int64_t choose_row(const int64_t *cj, uint64_t *rk, int64_t m, int64_t k,
                 choose_row(cj, rk, m, k, state, hist, bucket_buf, out, ok);                      \
             }                                                                                    \
         }                                                                                        \
-        free(dist); free(cj); free(rk); free(bucket_buf);                                        \
+        free(dist); free(cj); free(rk); free(bucket_buf); free(bandbuf);                         \
     }                                                                                            \
     return total;
+
+/* Flat groups: squared differences of the features ft (bs, d, n), summed in order e = 0, 1, ... */
+#define FLAT_DIST(T)                                                                             \
+    const T *fb = ft + b * d * n;                                                                \
+    for (int64_t jj = 0; jj < n; jj++) dist[jj] = 0;                                             \
+    for (int64_t e = 0; e < d; e++) {                                                            \
+        const T *col = fb + e * n;                                                               \
+        T fi = col[i];                                                                           \
+        for (int64_t jj = 0; jj < n; jj++) {                                                     \
+            T x = fi - col[jj];                                                                  \
+            T sq = x * x;                                                                        \
+            dist[jj] = dist[jj] + sq;                                                            \
+        }                                                                                        \
+    }
+
+/* Orthogonal linear parts, one rotation plane (m = 2, 3): d^2 = |hat(log(g_i^-1 g_j))|^2 in
+ * closed form, as geometry.orthogonal_sq_norm_parts computes it: with P = R_i^T R_j, cos theta =
+ * (tr P - (m - 2)) / 2, w = vee(P - P^T) (|w| = 2 sin theta), u = R_i^T (t_j - t_i):
+ *   d^2 = 2 theta^2 + rho^2 |u|^2 + (1 - rho^2) (u.n)^2,  rho = (theta/2) / sin(theta/2),
+ * (u.n)^2 = (u.w)^2 / |w|^2 while cos theta > -0.999, else (u^T P u - cos |u|^2) / (1 - cos),
+ * plus |qs_i - qs_j|^2.  sin(theta/2) comes from sin and cos theta (no second transcendental). */
+#define ORTH_D2(T, ATAN2, SQRT)                                                                  \
+static inline T orth_d2_##T(const T *Ri, const T *Rj, const T *ti, const T *tj, int64_t m) {      \
+    T P[9];                                                                                      \
+    for (int64_t a = 0; a < m; a++)                                                              \
+        for (int64_t bb = 0; bb < m; bb++) {                                                     \
+            T acc = 0;                                                                           \
+            for (int64_t p = 0; p < m; p++) acc = acc + Ri[p * m + a] * Rj[p * m + bb];          \
+            P[a * m + bb] = acc;                                                                 \
+        }                                                                                        \
+    T tr = 0;                                                                                    \
+    for (int64_t a = 0; a < m; a++) tr = tr + P[a * m + a];                                      \
+    T cs = (tr - (T)(m - 2)) / 2, w[3] = {0, 0, 0}, a2 = 0;                                      \
+    if (m == 3) {                                                                                \
+        w[0] = P[7] - P[5]; w[1] = P[2] - P[6]; w[2] = P[3] - P[1];                              \
+        a2 = w[0] * w[0] + w[1] * w[1] + w[2] * w[2];                                            \
+    } else if (m == 2) {                                                                         \
+        w[0] = P[2] - P[1];                                                                      \
+        a2 = w[0] * w[0];                                                                        \
+    }                                                                                            \
+    T sn = SQRT(a2) / 2;                                                                         \
+    T theta = ATAN2(sn, cs);                                                                     \
+    T d2 = 2 * theta * theta;                                                                    \
+    if (!ti) return d2;                                                                          \
+    T half = theta / 2, rho;                                                                     \
+    if (half < (T)1e-3) rho = 1 + half * half / 6;                                               \
+    else {                                                                                       \
+        T sin_half = cs >= 0 ? sn / (2 * SQRT((1 + cs) / 2)) : SQRT((1 - cs) / 2);               \
+        rho = half / sin_half;                                                                   \
+    }                                                                                            \
+    T u[3] = {0, 0, 0}, uu = 0;                                                                  \
+    for (int64_t a = 0; a < m; a++) {                                                            \
+        T acc = 0;                                                                               \
+        for (int64_t p = 0; p < m; p++) acc = acc + Ri[p * m + a] * (tj[p] - ti[p]);             \
+        u[a] = acc;                                                                              \
+        uu = uu + acc * acc;                                                                     \
+    }                                                                                            \
+    T along = 0;                                                                                 \
+    if (m == 3) {                                                                                \
+        if (cs > (T)-0.999) {                                                                    \
+            T uw = u[0] * w[0] + u[1] * w[1] + u[2] * w[2];                                      \
+            along = uw * uw / (a2 > TINY_##T ? a2 : TINY_##T);                                   \
+        } else {                                                                                 \
+            T uPu = 0;                                                                           \
+            for (int64_t a = 0; a < 3; a++)                                                      \
+                for (int64_t bb = 0; bb < 3; bb++) uPu = uPu + u[a] * P[a * 3 + bb] * u[bb];     \
+            along = (uPu - cs * uu) / (1 - cs);                                                  \
+        }                                                                                        \
+    }                                                                                            \
+    T rho2 = rho * rho;                                                                          \
+    return d2 + rho2 * uu + (1 - rho2) * along;                                                  \
+}
+
+#define TINY_double 2.2250738585072014e-308
+#define TINY_float 1.17549435e-38f
+ORTH_D2(double, atan2, sqrt)
+ORTH_D2(float, atan2f, sqrtf)
+
+/* atan(z) for z in [0, 1]: z P(z^2), a degree-10 least-squares fit; measured error < 3e-10. */
+static inline double atan01(double z) {
+    double x = z * z;
+    double p = 0.0010845065052814899;
+    p = p * x - 0.0071662554369336575;
+    p = p * x + 0.02220369987432319;
+    p = p * x - 0.044274028674979045;
+    p = p * x + 0.06710145824198706;
+    p = p * x - 0.08796135031902702;
+    p = p * x + 0.11053790689944033;
+    p = p * x - 0.14279049617009948;
+    p = p * x + 0.1999959598641228;
+    p = p * x - 0.3333332367226163;
+    p = p * x + 0.9999999996155009;
+    return z * p;
+}
+
+/* theta = atan2(sn, cs) for sn >= 0 (theta in [0, pi]) to within 1e-9. */
+static inline double approx_angle(double sn, double cs) {
+    double acs = fabs(cs);
+    double hi = sn > acs ? sn : acs, lo = sn > acs ? acs : sn;
+    double phi = atan01(hi > 0 ? lo / hi : 0.0);
+    phi = sn > acs ? 1.5707963267948966 - phi : phi;
+    return cs < 0 ? 3.141592653589793 - phi : phi;
+}
+
+#define ANGLE_MARGIN 1e-8
+
+/* One query row of an orthogonal group, m = 2 or 3, in two passes.  Pass 1 (SIMD over j, in
+ * double) brackets d^2: theta from a polynomial atan2 within ANGLE_MARGIN, and d^2 increases with
+ * theta (rho >= 1 grows with theta, and (u.n)^2 <= |u|^2), so d^2(theta -/+ margin) bound it.
+ * Pairs outside r2 (1 -/+ tol) are decided (dist = -1 inside, +inf outside); the rest (a relative
+ * band of 2 tol around r2) get the closed form in T, as torch computes it (pass 2). */
+#define ORTH_DIST(T)                                                                             \
+    {                                                                                            \
+        const double *RTb = RT + b * m * m * n, *tTb = tT ? tT + b * m * n : NULL;               \
+        const double *qTb = qT ? qT + b * qd * n : NULL;                                         \
+        double Ri[9] = {0}, ti[3] = {0};                                                         \
+        for (int64_t e = 0; e < m * m; e++) Ri[e] = RTb[e * n + i];                              \
+        if (tTb) for (int64_t e = 0; e < m; e++) ti[e] = tTb[e * n + i];                         \
+        double lo_thr = r2 * (1 - tol), hi_thr = r2 * (1 + tol);                                 \
+        for (int64_t jj = 0; jj < n; jj++) band[jj] = 0;                                         \
+        if (qTb)                                                                                 \
+            for (int64_t e = 0; e < qd; e++) {                                                   \
+                const double *col = qTb + e * n;                                                 \
+                double qi = col[i];                                                              \
+                for (int64_t jj = 0; jj < n; jj++) { double x = qi - col[jj]; band[jj] += x * x; } \
+            }                                                                                    \
+        if (m == 3) ORTH_PASS1(T, 3) else ORTH_PASS1(T, 2)                                       \
+        for (int64_t jj = 0; jj < n; jj++) {                                                     \
+            if (dist[jj] == 0 && mb[jj]) { /* in the band: the closed form in T */               \
+                T d2 = orth_d2_##T(R + (b * n + i) * m * m, R + (b * n + jj) * m * m,            \
+                                   t ? t + (b * n + i) * m : NULL, t ? t + (b * n + jj) * m : NULL, m); \
+                if (qs) {                                                                        \
+                    const T *qi = qs + (b * n + i) * qd, *qj = qs + (b * n + jj) * qd;            \
+                    T acc = 0;                                                                   \
+                    for (int64_t e = 0; e < qd; e++) { T x = qi[e] - qj[e]; acc = acc + x * x; }  \
+                    d2 = d2 + acc;                                                               \
+                }                                                                                \
+                dist[jj] = d2;                                                                   \
+            }                                                                                    \
+        }                                                                                        \
+    }
+
+/* Pass 1 for linear block size M: dist[j] = -1 (inside for sure), +inf (outside) or 0 (band). */
+#define ORTH_PASS1(T, M)                                                                         \
+    {                                                                                            \
+        _Pragma("omp simd")                                                                      \
+        for (int64_t jj = 0; jj < n; jj++) {                                                     \
+            double P[M * M];                                                                     \
+            for (int a = 0; a < M; a++)                                                          \
+                for (int bb = 0; bb < M; bb++) {                                                 \
+                    double acc = 0;                                                              \
+                    for (int p = 0; p < M; p++) acc += Ri[p * M + a] * RTb[(p * M + bb) * n + jj]; \
+                    P[a * M + bb] = acc;                                                         \
+                }                                                                                \
+            double tr = 0;                                                                       \
+            for (int a = 0; a < M; a++) tr += P[a * M + a];                                      \
+            double cs = (tr - (M - 2)) / 2, w0, w1 = 0, w2 = 0;                                  \
+            if (M == 3) { w0 = P[7] - P[5]; w1 = P[2] - P[6]; w2 = P[3] - P[1]; }                \
+            else w0 = P[2] - P[1];                                                               \
+            double a2 = w0 * w0 + w1 * w1 + w2 * w2;                                             \
+            double sn = sqrt(a2) / 2;                                                            \
+            double th = approx_angle(sn, cs);                                                    \
+            double th_lo = th > ANGLE_MARGIN ? th - ANGLE_MARGIN : 0, th_hi = th + ANGLE_MARGIN;  \
+            double lo = 2 * th_lo * th_lo + band[jj], hi = 2 * th_hi * th_hi + band[jj];         \
+            if (tTb) {                                                                           \
+                double du[3] = {0, 0, 0}, u[3] = {0, 0, 0}, uu = 0;                              \
+                for (int p = 0; p < M; p++) du[p] = tTb[p * n + jj] - ti[p];             \
+                for (int a = 0; a < M; a++) {                                                    \
+                    double acc = 0;                                                              \
+                    for (int p = 0; p < M; p++) acc += Ri[p * M + a] * du[p];                    \
+                    u[a] = acc;                                                                  \
+                    uu += acc * acc;                                                             \
+                }                                                                                \
+                double along = 0;                                                                \
+                if (M == 3) {                                                                    \
+                    double uw = u[0] * w0 + u[1] * w1 + u[2] * w2;                               \
+                    double uPu = 0;                                                              \
+                    for (int a = 0; a < 3; a++)                                                  \
+                        for (int bb = 0; bb < 3; bb++) uPu += u[a] * P[a * M + bb] * u[bb];      \
+                    along = cs > -0.999 ? uw * uw / (a2 > 1e-300 ? a2 : 1e-300)                  \
+                                        : (uPu - cs * uu) / (1 - cs);                            \
+                }                                                                                \
+                double perp = uu - along > 0 ? uu - along : 0;                                   \
+                double sin_half = cs >= 0 ? sn / (2 * sqrt((1 + cs) / 2)) : sqrt((1 - cs) / 2);  \
+                double small = sin_half < 1e-3;                                                  \
+                double rho_lo = small ? 1.0 : th_lo / 2 / sin_half;                              \
+                double rho_hi = small ? 1 + th_hi * th_hi / 20 : th_hi / 2 / sin_half;           \
+                rho_lo = rho_lo > 1 ? rho_lo : 1;                                                \
+                lo += along + rho_lo * rho_lo * perp;                                            \
+                hi += along + rho_hi * rho_hi * perp;                                            \
+            }                                                                                    \
+            dist[jj] = hi < lo_thr ? (T)-1 : (lo > hi_thr ? (T)INFINITY : (T)0);                 \
+        }                                                                                        \
+    }
 
 /* ft (bs, d, n) contiguous (features transposed); mask (bs, n) and qmask (bs, c) as uint8; qidx (bs, c) int64;
  * outputs idx (bs, c, k) int64 (0 where unused) and valid (bs, c, k) uint8, chosen j ascending.
@@ -121,11 +308,25 @@ static int64_t choose_row(const int64_t *cj, uint64_t *rk, int64_t m, int64_t k,
 int64_t lc_flat_ball_select_f64(const double *ft, const uint8_t *mask, int64_t bs, int64_t n, int64_t d,
                                 const int64_t *qidx, const uint8_t *qmask, int64_t c, double r2, uint64_t seed,
                                 int64_t k, int64_t *idx, uint8_t *valid, int threads) {
-    SELECT_BODY(double)
+    SELECT_BODY(double, FLAT_DIST(double))
 }
 
 int64_t lc_flat_ball_select_f32(const float *ft, const uint8_t *mask, int64_t bs, int64_t n, int64_t d,
                                 const int64_t *qidx, const uint8_t *qmask, int64_t c, double r2, uint64_t seed,
                                 int64_t k, int64_t *idx, uint8_t *valid, int threads) {
-    SELECT_BODY(float)
+    SELECT_BODY(float, FLAT_DIST(float))
 }
+
+/* Orthogonal groups: R (bs, n, m m) linear parts, t (bs, n, m) translations or NULL (linear
+ * groups), qs (bs, n, qd) the scaled orbit coordinates sqrt(alpha) q or NULL; RT, tT, qT the
+ * same transposed to (bs, ., n), in double; m = 2 or 3; tol the relative band decided by the closed form. */
+#define ORTH_SELECT(T, SFX)                                                                      \
+int64_t lc_orth_ball_select_##SFX(const T *R, const T *t, const T *qs, const double *RT,         \
+                                  const double *tT, const double *qT, int64_t qd, int64_t m, const uint8_t *mask, int64_t bs, \
+                                  int64_t n, const int64_t *qidx, const uint8_t *qmask, int64_t c, \
+                                  double r2, double tol, uint64_t seed, int64_t k, int64_t *idx,   \
+                                  uint8_t *valid, int threads) {                                 \
+    SELECT_BODY(T, double *band = (double *)bandbuf; ORTH_DIST(T))                               \
+}
+ORTH_SELECT(double, f64)
+ORTH_SELECT(float, f32)

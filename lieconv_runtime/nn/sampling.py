@@ -16,7 +16,8 @@ from lieconv_runtime.nn.geometry import PairGeometry
 
 __all__ = ["Neighbourhoods", "farthest_point_sample", "pair_keys", "select_neighbours", "uniform"]
 
-#: flat groups on the CPU select balls with the native kernel when it builds (same pairs and keys)
+#: on the CPU, flat and (m <= 3) orthogonal groups select balls with the native kernel when it
+#: builds (the same closed-form distances and keys)
 USE_NATIVE = True
 _MIX1, _MIX2, _GOLD = -4658895280553007687, -7723592293110705685, -7046029254386353131  # splitmix64 (signed)
 
@@ -139,9 +140,13 @@ def select_neighbours(geometry: PairGeometry, qidx: torch.Tensor, qmask: torch.T
         return Neighbourhoods(idx, qmask[:, :, None] & mask[:, None, :], pairs, pairs)
     seed = int(torch.randint(0, 2**62, (1,), generator=generator)) if generator is not None else \
         int(torch.randint(0, 2**62, (1,)))
-    if (USE_NATIVE and not knn and geometry.kind == "flat" and mask.device.type == "cpu"
-            and geometry.f.dtype in (torch.float32, torch.float64) and native.available()):
-        idx, valid, inside = native.flat_ball_select(geometry.f, mask, qidx, qmask, radius * radius, seed, k)
+    if _native_ok(geometry, knn):
+        if geometry.kind == "flat":
+            idx, valid, inside = native.flat_ball_select(geometry.f, mask, qidx, qmask, radius * radius, seed, k)
+        else:
+            R = geometry.R.view(bs, n, geometry.m, geometry.m)
+            idx, valid, inside = native.orthogonal_ball_select(R, geometry.t, geometry.qs, mask, qidx, qmask,
+                                                               radius * radius, seed, k)
         return Neighbourhoods(idx, valid, float(inside), pairs)
     idx_chunks, valid_chunks, inside = [], [], 0.0
     step = geometry.chunk(m)
@@ -172,6 +177,18 @@ def select_neighbours(geometry: PairGeometry, qidx: torch.Tensor, qmask: torch.T
     if knn:
         inside = pairs
     return Neighbourhoods(torch.cat(idx_chunks, 1), torch.cat(valid_chunks, 1), inside, pairs)
+
+
+def _native_ok(geometry: PairGeometry, knn: bool) -> bool:
+    """Whether select_neighbours runs the native kernel: CPU, float32/64, ball (not kNN), a flat
+    group or orthogonal linear parts with one rotation plane (m = 2, 3), and the kernels built."""
+    if not USE_NATIVE or knn or geometry.cloud.mask.device.type != "cpu":
+        return False
+    if geometry.cloud.a.dtype not in (torch.float32, torch.float64):
+        return False
+    if not (geometry.kind == "flat" or (geometry.kind == "orthogonal" and geometry.m in (2, 3))):
+        return False
+    return native.available()
 
 
 def _choose(row, j, bs: int, c: int, k: int, keys: torch.Tensor):

@@ -1,8 +1,10 @@
-"""lieconv_runtime.native: the C ball selection chooses exactly the torch path's neighbours, and
-the library degrades to the torch paths (with one warning) when it cannot be built."""
+"""lieconv_runtime.native: the C ball selection chooses exactly the torch path's neighbours (flat
+groups; orthogonal ones, near rotation angle pi too), and the library degrades to the torch paths
+(with one warning) when it cannot be built."""
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -44,6 +46,56 @@ def test_native_selection_is_the_torch_selection(name, dtype, monkeypatch):
             assert torch.equal(nat[1], ref[1]) and nat[2] == ref[2]
             if (radius, k) == (1.5, 7):  # both regimes ran: more candidates than k, and fewer
                 assert bool((nat[1][qmask] == 7).any()) and bool((nat[1][qmask] < 7).any())
+
+
+def _near_pi_stabilizer(G, bs: int, n: int, dtype, gen):
+    """Per point K = 3 stabilizer elements: the identity, a rotation by pi - 10^-s (s uniform in
+    [0, 8]) about a random axis, and a Haar sample: many pairs of one point's elements sit near
+    angle pi, where the closed form switches formulas."""
+    h = G.sample_stabilizer((bs, n, 3), generator=gen, dtype=torch.float64)
+    r = G.rep_dim
+    h[:, :, 0] = torch.eye(r, dtype=torch.float64)
+    eps = 10 ** (-8 * torch.rand(bs, n, generator=gen, dtype=torch.float64))
+    angle = math.pi - eps
+    if G.space_dim == 3:
+        axis = torch.randn(bs, n, 3, generator=gen, dtype=torch.float64)
+        axis = axis / axis.norm(dim=-1, keepdim=True)
+        K = torch.zeros(bs, n, 3, 3, dtype=torch.float64)
+        K[..., 0, 1], K[..., 0, 2], K[..., 1, 2] = -axis[..., 2], axis[..., 1], -axis[..., 0]
+        K = K - K.transpose(-1, -2)
+        rot = torch.linalg.matrix_exp(angle[..., None, None] * K)
+    else:
+        c, s_ = torch.cos(angle), torch.sin(angle)
+        rot = torch.stack([torch.stack([c, -s_], -1), torch.stack([s_, c], -1)], -2)
+    m = rot.shape[-1]
+    h[:, :, 1] = torch.eye(r, dtype=torch.float64)
+    h[:, :, 1, :m, :m] = rot
+    return h.to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("name", ["SE3", "SE2", "SO3", "SO2"])
+def test_native_orthogonal_selection_is_the_torch_selection(name, dtype, monkeypatch):
+    G = load_group(name, alpha=0.3)
+    gen = torch.Generator().manual_seed(2)
+    bs, n = 3, 30
+    x = (1.5 * torch.randn(bs, n, G.space_dim, generator=gen, dtype=torch.float64)).to(dtype)
+    mask = torch.rand(bs, n, generator=gen) < 0.85
+    x[~mask] = float("nan")
+    h = _near_pi_stabilizer(G, bs, n, dtype, gen)
+    cloud = G.lift(x, torch.randn(bs, n, 2, generator=gen, dtype=dtype), mask, stabilizer=h)
+    N = cloud.mask.shape[1]
+    qidx = torch.randint(0, N, (bs, 50), generator=gen)
+    qmask = cloud.mask.gather(1, qidx)
+    geometry = PairGeometry(G, cloud)
+    assert geometry.kind == "orthogonal"
+    near = float(geometry.rows(qidx)[qmask][:, :1].median()) * (1 + (1e-6 if dtype == torch.float64 else 1e-3))
+    for radius in (0.5, 2.0, 4.0, 1e3, near):  # near: just above a pair's distance (beyond rounding)
+        for k in (1, 7, 25):
+            nat = _select(PairGeometry(G, cloud), qidx, qmask, k, radius, True, monkeypatch)
+            ref = _select(PairGeometry(G, cloud), qidx, qmask, k, radius, False, monkeypatch)
+            assert torch.equal(nat[0], ref[0]), f"{name} r={radius} k={k}: different neighbours"
+            assert torch.equal(nat[1], ref[1]) and nat[2] == ref[2]
 
 
 def test_native_selection_is_uniform_over_the_ball(monkeypatch):
