@@ -15,6 +15,8 @@ from typing import NamedTuple
 
 import torch
 
+from lieconv_runtime import orthogonal
+
 __all__ = ["Lifted", "LiftMixin", "haar_factor", "safe_atan2", "safe_log", "safe_sqrt"]
 
 
@@ -306,6 +308,20 @@ class LiftMixin:
             h[..., :3, 3] = (oq - L @ oq)[..., 0]
         return h
 
+    def lift_log(self, g: torch.Tensor) -> torch.Tensor:
+        """log(g) (..., r, r) -> (..., lie_dim) for lifting: for orthogonal linear parts with one
+        rotation plane (SE2, SE3, SO2, SO3, ...) the entrywise closed form of
+        `lieconv_runtime.orthogonal` (same values to roundoff, no small matrix products) unless
+        gradients must flow to g; otherwise the generated log."""
+        fast = getattr(self, "_fast_log", None)
+        if fast is None:
+            m = orthogonal.linear_block(self)
+            fast = self._fast_log = (bool((self.LIFT or {}).get("has_rotation", True)) and m in (2, 3)
+                                     and orthogonal.orthogonal_linear_parts(self))
+        if fast and not (torch.is_grad_enabled() and g.requires_grad):
+            return orthogonal.log_coordinates(self, g)
+        return self.log(g)
+
     # --- lifting ---------------------------------------------------------------------------------
     def lift(self, coords: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, nsamples: int | None = None, *,
              stabilizer: torch.Tensor | None = None, generator: torch.Generator | None = None) -> Lifted:
@@ -341,7 +357,7 @@ class LiftMixin:
         valid = mask.repeat_interleave(K, dim=1)
         eye = torch.eye(r, dtype=coords.dtype, device=coords.device)
         g = torch.where(valid[..., None, None], g.reshape(bs, N, r, r), eye)
-        a = torch.where(valid[..., None], self.log(g), torch.zeros((), dtype=g.dtype, device=g.device))
+        a = torch.where(valid[..., None], self.lift_log(g), torch.zeros((), dtype=g.dtype, device=g.device))
         zero = torch.zeros((), dtype=coords.dtype, device=coords.device)
         return Lifted(
             coords=x.repeat_interleave(K, dim=1),

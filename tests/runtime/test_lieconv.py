@@ -13,7 +13,7 @@ from lieconv_runtime.nn import (ImgLieResNet, LieConv, LieResNet, LieResNetPoten
                                 MolecLieResNet, PairGeometry, farthest_point_sample, frozen_radius, image_points,
                                 select_neighbours)
 from lieconv_runtime.nn.sampling import pair_keys
-from lieconv_runtime.nn.geometry import orthogonal_log
+from lieconv_runtime.orthogonal import orthogonal_log
 
 torch.set_num_threads(1)
 
