@@ -26,10 +26,10 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["available", "flat_ball_select", "orthogonal_ball_select"]
+__all__ = ["available", "flat_ball_select", "orthogonal_ball_select", "orthogonal_log_pairs"]
 
 #: sources and their own flags: the ball selection must round as torch does (no fused multiply-add)
-_SOURCES = {"ball_select.c": ["-ffp-contract=off", "-fno-math-errno"]}
+_SOURCES = {"ball_select.c": ["-ffp-contract=off", "-fno-math-errno"], "orth_embed.c": ["-fno-math-errno"]}
 _FLAGS = ["-O3", "-march=native", "-fPIC", "-std=c11"]
 _lib: ctypes.CDLL | None | bool = None  # None: not tried yet; False: unavailable
 
@@ -107,6 +107,9 @@ def _load():
         fn = getattr(lib, name)
         fn.argtypes = [p, p, i64, i64, i64, p, p, i64, ctypes.c_double, ctypes.c_uint64, i64, p, p, ctypes.c_int]
         fn.restype = i64
+    for name in ("lc_orth_embed_f64", "lc_orth_embed_f32"):
+        fn = getattr(lib, name)
+        fn.argtypes, fn.restype = [p, p, p, i64, i64, i64, p, i64, p, i64, p, i64, p, ctypes.c_int], None
     for name in ("lc_orth_ball_select_f64", "lc_orth_ball_select_f32"):
         fn = getattr(lib, name)
         fn.argtypes = [p, p, p, p, p, p, i64, i64, p, i64, i64, p, p, i64, ctypes.c_double, ctypes.c_double,
@@ -176,3 +179,26 @@ def orthogonal_ball_select(R: torch.Tensor, t: torch.Tensor | None, qs: torch.Te
                 mask8.data_ptr(), bs, n, qidx.data_ptr(), qmask8.data_ptr(), c, float(r2), _ORTH_TOL[R.dtype],
                 seed % 2**64, k, idx.data_ptr(), valid.data_ptr(), torch.get_num_threads())
     return idx, valid, int(inside)
+
+
+def orthogonal_log_pairs(R: torch.Tensor, t: torch.Tensor | None, mask: torch.Tensor, qidx: torch.Tensor,
+                         nb: torch.Tensor, vee_map: torch.Tensor) -> torch.Tensor:
+    """log(g_i^-1 g_j) in algebra coordinates for i = qidx (bs, c) and its neighbours j = nb
+    (bs, c, k), 0 where i or j is padding (mask (bs, N)), with the formulas of
+    orthogonal.orthogonal_log_parts: from linear parts R (bs, N, m, m) (m = 2, 3), translations t
+    (bs, N, m) (None for linear groups) and vee_map (n_omega [+ m], lie_dim), the vee maps of
+    orthogonal.vee_maps stacked.  Returns (bs, c, k, lie_dim); computed in double, no autograd."""
+    lib = _load()
+    fn = lib.lc_orth_embed_f64 if R.dtype == torch.float64 else lib.lc_orth_embed_f32
+    bs, n, m = R.shape[:3]
+    c, k = nb.shape[1:]
+    R = R.detach().reshape(bs, n, m * m).contiguous()
+    t = None if t is None else t.detach().contiguous()
+    mask8 = mask.contiguous().view(torch.uint8)
+    qidx, nb = qidx.contiguous(), nb.contiguous()
+    vee_map = vee_map.detach().to(torch.float64).contiguous()
+    L = vee_map.shape[1]
+    out = R.new_empty(bs, c, k, L)
+    fn(R.data_ptr(), None if t is None else t.data_ptr(), mask8.data_ptr(), m, bs, n, qidx.data_ptr(), c,
+       nb.data_ptr(), k, vee_map.data_ptr(), L, out.data_ptr(), torch.get_num_threads())
+    return out

@@ -37,6 +37,7 @@ import math
 
 import torch
 
+from lieconv_runtime import native
 from lieconv_runtime.lift import Lifted
 from lieconv_runtime.orthogonal import (linear_block, orthogonal_linear_parts, orthogonal_log_parts, orthogonal_sq_norm,
                                         orthogonal_sq_norm_parts, rotation_generators, vee_maps)
@@ -44,6 +45,8 @@ from lieconv_runtime.perf import chunk_scale
 
 __all__ = ["PairGeometry", "gram"]
 
+#: pair embeddings of orthogonal groups through the native kernel when it builds (same formulas)
+USE_NATIVE_EMBED = True
 PAIRS_PER_CHUNK = {"flat": 1 << 21, "orthogonal": 1 << 19, "general": 1 << 15}
 _BAND_TOL = {torch.float64: 1e-9, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 1e-2}
 
@@ -317,12 +320,18 @@ class PairGeometry:
         return d2
 
     # --- embeddings -----------------------------------------------------------------------------
+    def native_embed(self) -> bool:
+        """Whether `embed` runs the native kernel (CPU, float32/64, USE_NATIVE_EMBED, kernels built)."""
+        return (USE_NATIVE_EMBED and self.cloud.g.device.type == "cpu"
+                and self.cloud.g.dtype in (torch.float32, torch.float64) and native.available())
+
     def embed(self, i_idx: torch.Tensor, j_idx: torch.Tensor) -> torch.Tensor:
         """[log(u_i^-1 u_j), q_i, q_j] for the requested pairs: (bs, *S, lie_dim + 2 q_dim), 0 if padded.
 
         Orthogonal groups with one rotation plane use the closed-form log (`orthogonal_log_parts`,
         the same values as the group's log to roundoff) unless gradients must flow to the group
-        elements; for (bs, m, 1) queries with (bs, m, k) neighbours, one GEMM per query.
+        elements; for (bs, m, 1) queries with (bs, m, k) neighbours, one GEMM per query, or on
+        the CPU the native kernel (`native.orthogonal_log_pairs`, the same formulas in double).
         """
         cl = self.cloud
         if (self.kind != "orthogonal" or self.m > 3 or (torch.is_grad_enabled() and cl.g.requires_grad)):
@@ -333,13 +342,22 @@ class PairGeometry:
         ei = (base + i_idx).expand(shape).reshape(-1)
         ej = (base + j_idx).expand(shape).reshape(-1)
         k = shape[-1]
-        if i_idx.shape == shape[:-1] + (1,) and k > 1:  # one query, k neighbours: per-query GEMMs
-            Rij, u = self._relative_per_query(ei.view(-1, k)[:, 0], ej.view(-1, k))
-        else:
-            Rij, u = self._relative_pairs(ei, ej)
-        omega, v = orthogonal_log_parts(Rij, u)
+        per_query = i_idx.shape == shape[:-1] + (1,) and len(shape) == 3
         v_rot, v_trans = self._vee_maps()
-        a = omega @ v_rot + (0 if v is None else v @ v_trans)
+        if per_query and self.native_embed():  # one C pass per query over its k neighbours, masked
+            vmap = torch.cat([v_rot, v_trans]) if self.t is not None else v_rot
+            a = native.orthogonal_log_pairs(self.R.view(bs, n, self.m, self.m), self.t, cl.mask, i_idx[..., 0],
+                                            j_idx.expand(shape), vmap)
+            if not cl.q.shape[-1]:
+                return a
+            a = a.reshape(-1, a.shape[-1])
+        else:
+            if per_query and k > 1:  # one query, k neighbours: per-query GEMMs
+                Rij, u = self._relative_per_query(ei.view(-1, k)[:, 0], ej.view(-1, k))
+            else:
+                Rij, u = self._relative_pairs(ei, ej)
+            omega, v = orthogonal_log_parts(Rij, u)
+            a = omega @ v_rot + (0 if v is None else v @ v_trans)
         valid = cl.mask.reshape(-1).index_select(0, ei) & cl.mask.reshape(-1).index_select(0, ej)
         parts = [a]
         if cl.q.shape[-1]:

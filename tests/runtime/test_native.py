@@ -98,6 +98,40 @@ def test_native_orthogonal_selection_is_the_torch_selection(name, dtype, monkeyp
             assert torch.equal(nat[1], ref[1]) and nat[2] == ref[2]
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("name", ["SE3", "SE2", "SO3", "SO2"])
+def test_native_embeddings_are_the_torch_embeddings(name, dtype, monkeypatch):
+    """Pair embeddings log(u_i^-1 u_j) (and q) of the native kernel against the torch closed form,
+    a third of the pairs near angle pi, padding included; and exp(embedding) = u_i^-1 u_j."""
+    G = load_group(name, alpha=0.3)
+    gen = torch.Generator().manual_seed(4)
+    bs, n = 3, 30
+    x = (1.5 * torch.randn(bs, n, G.space_dim, generator=gen, dtype=torch.float64)).to(dtype)
+    mask = torch.rand(bs, n, generator=gen) < 0.85
+    h = _near_pi_stabilizer(G, bs, n, dtype, gen)
+    cloud = G.lift(x, torch.randn(bs, n, 2, generator=gen, dtype=dtype), mask, stabilizer=h)
+    N = cloud.mask.shape[1]
+    qidx = torch.randint(0, N, (bs, 40), generator=gen)
+    nb = torch.randint(0, N, (bs, 40, 9), generator=gen)
+    nb[:, :, 0] = qidx  # the pair (i, i) and
+    nb[:, :, 1] = (qidx // 3) * 3 + (qidx % 3 + 1) % 3  # pairs of one point's elements (near pi)
+    out = {}
+    for use in (True, False):
+        monkeypatch.setattr("lieconv_runtime.nn.geometry.USE_NATIVE_EMBED", use)
+        out[use] = PairGeometry(G, cloud).embed(qidx[:, :, None], nb)
+    scale = float(out[False].abs().max())
+    err = float((out[True] - out[False]).abs().max()) / scale
+    assert err < (1e-13 if dtype == torch.float64 else 2e-6), f"{name}: {err:.2e}"
+    a = out[True][..., :G.lie_dim].double()  # exp(a) = u_i^-1 u_j for the valid pairs
+    g = cloud.g.double()
+    gi, gj = g[torch.arange(bs)[:, None], qidx], g[torch.arange(bs)[:, None, None], nb]
+    rel = torch.linalg.inv(gi)[:, :, None] @ gj
+    valid = cloud.mask.gather(1, qidx)[..., None] & cloud.mask[torch.arange(bs)[:, None, None], nb]
+    diff = (G.exp(a) - rel)[valid].abs().max()
+    assert float(diff) < (1e-10 if dtype == torch.float64 else 1e-4)
+    assert float(out[True][~valid].abs().max()) == 0
+
+
 def test_native_selection_is_uniform_over_the_ball(monkeypatch):
     """Twelve points inside a ball, 4 picked per query, many seeds: each point is picked with
     probability 1/3 (chi^2 over the 12 points)."""
