@@ -67,7 +67,8 @@ def _build(cache: Path, cc: str) -> Path:
     sources = [here / s for s in _SOURCES]
     version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
     h = hashlib.sha256()
-    for part in [*(s.read_bytes() for s in sources), version.encode(), repr((_FLAGS, _SOURCES)).encode(),
+    headers = sorted(here.glob("*.h"))
+    for part in [*(s.read_bytes() for s in sources + headers), version.encode(), repr((_FLAGS, _SOURCES)).encode(),
                  _cpu_flags().encode(), platform.machine().encode()]:
         h.update(part)
     target = cache / f"lieconv_native_{h.hexdigest()[:16]}.so"

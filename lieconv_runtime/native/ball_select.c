@@ -10,6 +10,7 @@
  * distances round exactly as torch's.
  */
 #include <math.h>
+#include "angle.h"
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -185,37 +186,12 @@ static inline T orth_d2_##T(const T *Ri, const T *Rj, const T *ti, const T *tj, 
 ORTH_D2(double, atan2, sqrt)
 ORTH_D2(float, atan2f, sqrtf)
 
-/* atan(z) for z in [0, 1]: z P(z^2), a degree-10 least-squares fit; measured error < 3e-10. */
-static inline double atan01(double z) {
-    double x = z * z;
-    double p = 0.0010845065052814899;
-    p = p * x - 0.0071662554369336575;
-    p = p * x + 0.02220369987432319;
-    p = p * x - 0.044274028674979045;
-    p = p * x + 0.06710145824198706;
-    p = p * x - 0.08796135031902702;
-    p = p * x + 0.11053790689944033;
-    p = p * x - 0.14279049617009948;
-    p = p * x + 0.1999959598641228;
-    p = p * x - 0.3333332367226163;
-    p = p * x + 0.9999999996155009;
-    return z * p;
-}
-
-/* theta = atan2(sn, cs) for sn >= 0 (theta in [0, pi]) to within 1e-9. */
-static inline double approx_angle(double sn, double cs) {
-    double acs = fabs(cs);
-    double hi = sn > acs ? sn : acs, lo = sn > acs ? acs : sn;
-    double phi = atan01(hi > 0 ? lo / hi : 0.0);
-    phi = sn > acs ? 1.5707963267948966 - phi : phi;
-    return cs < 0 ? 3.141592653589793 - phi : phi;
-}
-
 #define ANGLE_MARGIN 1e-8
 
 /* One query row of an orthogonal group, m = 2 or 3, in two passes.  Pass 1 (SIMD over j, in
- * double) brackets d^2: theta from a polynomial atan2 within ANGLE_MARGIN, and d^2 increases with
- * theta (rho >= 1 grows with theta, and (u.n)^2 <= |u|^2), so d^2(theta -/+ margin) bound it.
+ * double) brackets d^2: theta from the polynomial atan2 of angle.h, widened by ANGLE_MARGIN,
+ * and d^2 increases with theta (rho >= 1 grows with theta, and (u.n)^2 <= |u|^2), so
+ * d^2(theta -/+ margin) bound it.
  * Pairs outside r2 (1 -/+ tol) are decided (dist = -1 inside, +inf outside); the rest (a relative
  * band of 2 tol around r2) get the closed form in T, as torch computes it (pass 2). */
 #define ORTH_DIST(T)                                                                             \
@@ -268,7 +244,7 @@ static inline double approx_angle(double sn, double cs) {
             else w0 = P[2] - P[1];                                                               \
             double a2 = w0 * w0 + w1 * w1 + w2 * w2;                                             \
             double sn = sqrt(a2) / 2;                                                            \
-            double th = approx_angle(sn, cs);                                                    \
+            double th = angle(sn, cs);                                                    \
             double th_lo = th > ANGLE_MARGIN ? th - ANGLE_MARGIN : 0, th_hi = th + ANGLE_MARGIN;  \
             double lo = 2 * th_lo * th_lo + band[jj], hi = 2 * th_hi * th_hi + band[jj];         \
             if (tTb) {                                                                           \

@@ -16,37 +16,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#define PI 3.14159265358979323846
-#define TAN_PI_12 0.26794919243112270647
-#define SQRT3 1.73205080756887729353
-
-/* atan(z) for |z| <= tan(pi/12): z P(z^2). */
-static inline double atan_small(double z) {
-    double x = z * z;
-    double p = 0.044386717964435885998;
-    p = p * x - 0.064831131187869593146;
-    p = p * x + 0.076793593054984274907;
-    p = p * x - 0.09090370571330197105;
-    p = p * x + 0.11111097878831366678;
-    p = p * x - 0.14285714102473918225;
-    p = p * x + 0.19999999998726288019;
-    p = p * x - 0.33333333333329920051;
-    p = p * x + 1.0;
-    return z * p;
-}
-
-/* atan2(sn, cs) for sn >= 0, branch-free. */
-static inline double angle(double sn, double cs) {
-    double ax = fabs(cs);
-    int swap = sn > ax;
-    double num = swap ? ax : sn, den = swap ? sn : ax;
-    double z = den > 0 ? num / den : 0.0;
-    int red = z > TAN_PI_12; /* atan(z) = pi/6 + atan((z sqrt3 - 1) / (z + sqrt3)) */
-    double zr = red ? (z * SQRT3 - 1) / (z + SQRT3) : z;
-    double phi = (red ? PI / 6 : 0.0) + atan_small(zr);
-    phi = swap ? PI / 2 - phi : phi;
-    return cs < 0 ? PI - phi : phi;
-}
+#include "angle.h"
 
 /* (omega, v) of one pair, scalar, with libm (the reference formulas; used beyond cos = -0.999). */
 static void log_pair(const double *P, const double *u, int64_t m, int affine, double *out) {
