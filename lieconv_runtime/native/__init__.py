@@ -108,9 +108,8 @@ def _load():
         fn = getattr(lib, name)
         fn.argtypes = [p, p, i64, i64, i64, p, p, i64, ctypes.c_double, ctypes.c_uint64, i64, p, p, ctypes.c_int]
         fn.restype = i64
-    for name in ("lc_orth_embed_f64", "lc_orth_embed_f32"):
-        fn = getattr(lib, name)
-        fn.argtypes, fn.restype = [p, p, p, i64, i64, i64, p, i64, p, i64, p, i64, p, ctypes.c_int], None
+    fn = lib.lc_orth_embed_f64
+    fn.argtypes, fn.restype = [p, p, p, i64, i64, i64, p, i64, p, i64, p, i64, p, ctypes.c_int], None
     for name in ("lc_orth_ball_select_f64", "lc_orth_ball_select_f32"):
         fn = getattr(lib, name)
         fn.argtypes = [p, p, p, p, p, p, i64, i64, p, i64, i64, p, p, i64, ctypes.c_double, ctypes.c_double,
@@ -190,16 +189,17 @@ def orthogonal_log_pairs(R: torch.Tensor, t: torch.Tensor | None, mask: torch.Te
     (bs, N, m) (None for linear groups) and vee_map (n_omega [+ m], lie_dim), the vee maps of
     orthogonal.vee_maps stacked.  Returns (bs, c, k, lie_dim); computed in double, no autograd."""
     lib = _load()
-    fn = lib.lc_orth_embed_f64 if R.dtype == torch.float64 else lib.lc_orth_embed_f32
     bs, n, m = R.shape[:3]
     c, k = nb.shape[1:]
-    R = R.detach().reshape(bs, n, m * m).contiguous()
-    t = None if t is None else t.detach().contiguous()
+    dtype = R.dtype
+    R = R.detach().reshape(bs, n, m * m).to(torch.float64).contiguous()
+    t = None if t is None else t.detach().to(torch.float64).contiguous()
     mask8 = mask.contiguous().view(torch.uint8)
     qidx, nb = qidx.contiguous(), nb.contiguous()
     vee_map = vee_map.detach().to(torch.float64).contiguous()
     L = vee_map.shape[1]
     out = R.new_empty(bs, c, k, L)
-    fn(R.data_ptr(), None if t is None else t.data_ptr(), mask8.data_ptr(), m, bs, n, qidx.data_ptr(), c,
-       nb.data_ptr(), k, vee_map.data_ptr(), L, out.data_ptr(), torch.get_num_threads())
-    return out
+    lib.lc_orth_embed_f64(R.data_ptr(), None if t is None else t.data_ptr(), mask8.data_ptr(), m, bs, n,
+                          qidx.data_ptr(), c, nb.data_ptr(), k, vee_map.data_ptr(), L, out.data_ptr(),
+                          torch.get_num_threads())
+    return out.to(dtype)

@@ -6,7 +6,7 @@
  *   the symmetric part (sign from w);  v = u - B u / 2 + c(theta) B^2 u,
  *   c = (1 - (theta/2) cot(theta/2)) / theta^2  (series below theta = 1e-2);
  *   a = omega @ V_rot + v @ V_trans (the group's vee maps), 0 where i or j is padding.
- * Computed in double for either input precision.  The k neighbours of a query run as one SIMD
+ * Computed in double (float32 callers convert; the cost is in the pairs, not the elements).  The k neighbours of a query run as one SIMD
  * loop: theta from an atan2 built on a degree-8 fit of atan on [0, tan(pi/12)] (error within
  * 1 ulp there, measured against mpmath; 2-3 ulp after the reductions), cot(theta/2) from
  * sin and cos theta (no second transcendental).  Pairs beyond cos theta = -0.999 are redone in a
@@ -188,4 +188,3 @@ void lc_orth_embed_##SFX(const T *R, const T *t, const uint8_t *mask, int64_t m,
     }                                                                                            \
 }
 ORTH_EMBED(double, f64)
-ORTH_EMBED(float, f32)
