@@ -30,6 +30,9 @@ from lieconv_runtime.perf import chunk_scale
 __all__ = ["bn_silu_linear", "silu_contract", "silu_contract_dense", "silu_linear"]
 
 _CHUNK_ROWS = 16384  # pairs per chunk of the contraction: a few MB of temporaries
+#: the contraction keeps its (Q, w, c) result for the weight's gradient up to this size (else
+#: recomputed chunk by chunk in backward): a few MB for the benchmark layers, saves one batched GEMM
+KEEP_CONTRACTED_BYTES = 32 << 20
 _MLP_ROWS = 16384  # rows per chunk of the fused swish / batch-norm functions: about 2 MB per temporary
 
 
@@ -159,16 +162,19 @@ class _SiluContract(Function):
         q, k, w = y.shape
         c = values.shape[1]
         out = y.new_empty(q, weight.shape[0])
+        keep = weight.requires_grad and q * w * c * y.element_size() <= KEEP_CONTRACTED_BYTES
+        kept = y.new_empty(q, w, c) if keep else None  # the contracted (q, w, c), for the weight's gradient
         for q0, q1 in _chunks(q, max(1, _CHUNK_ROWS // k), like=y):
             nbr = values.index_select(0, rows[q0:q1].reshape(-1)).view(q1 - q0, k, c)
-            partial = torch.bmm(F.silu(y[q0:q1]).transpose(1, 2), nbr)  # (chunk, w, c)
+            kern_t = F.silu(y[q0:q1]).transpose(1, 2)
+            partial = torch.bmm(kern_t, nbr, out=kept[q0:q1]) if keep else torch.bmm(kern_t, nbr)  # (chunk, w, c)
             torch.mm(partial.view(q1 - q0, w * c), weight.t(), out=out[q0:q1])
-        ctx.save_for_backward(y, values, rows, weight)
+        ctx.save_for_backward(y, values, rows, weight, kept)
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        y, values, rows, weight = ctx.saved_tensors
+        y, values, rows, weight, kept = ctx.saved_tensors
         q, k, w = y.shape
         c = values.shape[1]
         need_y, need_v, _, need_w = ctx.needs_input_grad
@@ -176,6 +182,9 @@ class _SiluContract(Function):
         gy = [] if graph else (torch.empty_like(y) if need_y else None)
         gv = torch.zeros_like(values) if need_v else None
         gw = torch.zeros_like(weight) if need_w else None
+        if need_w and kept is not None and not graph:  # the forward's contraction, kept: one GEMM
+            gw = grad.t() @ kept.view(q, w * c)
+            need_w = False
         for q0, q1 in _chunks(q, max(1, _CHUNK_ROWS // k), like=y):
             yc, gc, rc = y[q0:q1], grad[q0:q1], rows[q0:q1].reshape(-1)
             nbr = values.index_select(0, rc).view(q1 - q0, k, c)
@@ -194,7 +203,7 @@ class _SiluContract(Function):
                 gv = gv.index_add(0, rc, gnbr) if graph else gv.index_add_(0, rc, gnbr)
         if graph and need_y:
             gy = torch.cat(gy)
-        return (gy if need_y else None), gv, None, gw
+        return (gy if need_y else None), gv, None, (gw if ctx.needs_input_grad[3] else None)
 
 
 def silu_contract(y: torch.Tensor, values: torch.Tensor, rows: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
