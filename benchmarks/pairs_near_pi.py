@@ -95,6 +95,8 @@ def measure(name: str, dtype, n_pairs: int, seed: int = 0) -> list[dict]:
     tol = 1e-3 if dtype == torch.float32 else 1e-9
     rows = []
     paths = {"geometry": lambda: PairGeometry(G, cloud).embed(i, j),
+             # (query, neighbours) form, as LieConv calls it: the native kernel on the CPU when it builds
+             "geometry_per_query": lambda: PairGeometry(G, cloud).embed(i[..., None], j[..., None])[:, :, 0],
              "group": lambda: G.pair_embedding(cloud, i, j),
              "textbook": lambda: textbook_log(G, cloud.g_inv[:, 0::2] @ cloud.g[:, 1::2])}
     for path, fn in paths.items():

@@ -2,14 +2,17 @@
 
     from lieconv_runtime import native
     native.available()          # True once the library is built and loaded
-    native.flat_ball_select(f, mask, qidx, qmask, r2, seed, k)
+    native.flat_ball_select(f, mask, qidx, qmask, r2, seed, k)            # T2, T3, Trivial, ...
+    native.orthogonal_ball_select(R, t, qs, mask, qidx, qmask, r2, seed, k)  # SE2, SE3, SO2, SO3
+    native.orthogonal_log_pairs(R, t, mask, qidx, nb, vee_map)             # their pair embeddings
 
-The C sources next to this file are compiled with `cc -O3 -march=native -fopenmp
--ffp-contract=off` into a cache folder (LIECONV_NATIVE_CACHE, default ~/.cache/lieconv/native),
-named by a hash of the sources, the compiler, the flags and the CPU's feature flags, written
-atomically, and loaded with ctypes (no torch headers: a build takes about a second).  Without a
-compiler, or with LIECONV_NATIVE=0, `available()` is False and callers use their torch paths,
-which compute the same results.
+The C sources next to this file (ball_select.c, orth_embed.c, angle.h) are compiled in parallel
+with `cc -O3 -march=native -fopenmp` and per-source flags (`_SOURCES`: the selection keeps
+-ffp-contract=off so its distances round as torch's) into a cache folder (LIECONV_NATIVE_CACHE,
+default ~/.cache/lieconv/native), named by a hash of the sources, the compiler, the flags and the
+CPU's feature flags, written atomically, and loaded with ctypes (no torch headers: a build takes
+5-10 s once).  Without a compiler, or with LIECONV_NATIVE=0, `available()` is False and callers
+use their torch paths, which compute the same results.
 """
 
 from __future__ import annotations
@@ -46,16 +49,16 @@ def _cpu_flags() -> str:
 
 
 def _compile(cc: str, sources: list[Path], out: Path, openmp: bool) -> str | None:
-    """Compile each source with its flags and link them into `out`; the error line or None."""
+    """Compile each source with its flags (in parallel) and link them into `out`; the error line or None."""
     omp = ["-fopenmp"] if openmp else []
-    objects = []
-    for src in sources:
-        obj = out.with_name(src.stem + ".o")
-        done = subprocess.run([cc, *_FLAGS, *_SOURCES[src.name], *omp, "-c", str(src), "-o", str(obj)],
-                              capture_output=True, text=True)
-        if done.returncode:
-            return done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "compiler failed"
-        objects.append(str(obj))
+    objects = [str(out.with_name(src.stem + ".o")) for src in sources]
+    jobs = [subprocess.Popen([cc, *_FLAGS, *_SOURCES[src.name], *omp, "-c", str(src), "-o", obj],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for src, obj in zip(sources, objects)]
+    results = [(job.returncode, err) for job in jobs for _, err in [job.communicate()]]
+    for code, err in results:
+        if code:
+            return err.strip().splitlines()[-1] if err.strip() else "compiler failed"
     done = subprocess.run([cc, "-shared", *omp, *objects, "-o", str(out), "-lm"], capture_output=True, text=True)
     if done.returncode:
         return done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "linker failed"
