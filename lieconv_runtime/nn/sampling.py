@@ -135,6 +135,9 @@ def select_neighbours(geometry: PairGeometry, qidx: torch.Tensor, qmask: torch.T
     m = qidx.shape[1]
     k = min(k, n)
     pairs = float((qmask.sum(1) * mask.sum(1)).sum())
+    if m == 0:  # no queries (e.g. every cloud empty)
+        return Neighbourhoods(torch.zeros(bs, 0, k, dtype=torch.long, device=mask.device),
+                              torch.zeros(bs, 0, k, dtype=torch.bool, device=mask.device), 0.0, pairs)
     if not knn and math.isinf(radius) and k == n:  # everything, no distances needed
         idx = torch.arange(n, device=mask.device).expand(bs, m, n)
         return Neighbourhoods(idx, qmask[:, :, None] & mask[:, None, :], pairs, pairs)

@@ -164,3 +164,23 @@ def test_disabled_or_unbuildable_native_falls_back(tmp_path):
     assert ok == "False" and "building the C kernels failed" in err and "Traceback" not in err
     assert _probe({"LIECONV_NATIVE_CACHE": str(tmp_path)})[0] == "True"
     assert [p.suffix for p in tmp_path.iterdir()] == [".so"]  # only the finished library is left
+
+
+@pytest.mark.parametrize("use_native", [True, False], ids=["native", "torch"])
+@pytest.mark.parametrize("name", ["T2", "SE3"])
+def test_selection_edge_cases(name, use_native, monkeypatch):
+    """No queries, a cloud that is all padding, one point: both paths agree and return the shapes."""
+    G = load_group(name, lift_samples=2)
+    x = torch.randn(3, 5, G.space_dim, dtype=torch.float64)
+    mask = torch.ones(3, 5, dtype=torch.bool)
+    mask[0] = False
+    mask[1, 1:] = False
+    cloud = G.lift(x, torch.randn(3, 5, 1, dtype=torch.float64), mask)
+    geometry = PairGeometry(G, cloud)
+    none = torch.zeros(3, 0, dtype=torch.long)
+    chosen, counts, inside = _select(geometry, none, none.bool(), 4, 1.5, use_native, monkeypatch)
+    assert chosen.shape == (3, 0, 4) and inside == 0
+    N = cloud.mask.shape[1]
+    qidx = torch.arange(N).expand(3, N)
+    chosen, counts, inside = _select(PairGeometry(G, cloud), qidx, cloud.mask, 4, 1.5, use_native, monkeypatch)
+    assert int(counts[0].sum()) == 0 and int(counts[1].max()) <= int(cloud.mask[1].sum())
