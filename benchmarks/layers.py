@@ -188,6 +188,17 @@ def run_config(name: str, threads: int = 2, device: str = "cpu") -> dict:
     return row
 
 
+def device_measured(fn, repeats: int, warmup: int, device: str):
+    """(median ms, min ms, peak device memory above the memory held before, MB) of fn() on an accelerator."""
+    import torch
+
+    _sync()
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    (med, low), _ = timed(fn, repeats, warmup)
+    return med, low, round((torch.cuda.max_memory_allocated(device) - base) / 2**20, 1)
+
+
 def run_config_accelerator(name: str, device: str, row: dict) -> dict:
     """The same phases on an accelerator: synchronised wall times, and the allocator's peak of
     device memory above the memory held before the phase (peak_dev_*_above_base_mb)."""
@@ -197,22 +208,16 @@ def run_config_accelerator(name: str, device: str, row: dict) -> dict:
     lift, fwd, loss, module = setup(name, device)
     cloud = lift()
 
-    def measured(fn, repeats):
-        _sync()
-        base = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        (med, low), _ = timed(fn, repeats)
-        return med, low, round((torch.cuda.max_memory_allocated(device) - base) / 2**20, 1)
-
-    row["lift_ms"], row["lift_min_ms"], row["peak_dev_lift_above_base_mb"] = measured(lift, 20)
+    row["lift_ms"], row["lift_min_ms"], row["peak_dev_lift_above_base_mb"] = device_measured(lift, 20, 2, device)
     if not name.startswith("lift_pairs"):
-        row["fwd_train_ms"], row["fwd_train_min_ms"], _ = measured(lambda: fwd(cloud), 15)
+        row["fwd_train_ms"], row["fwd_train_min_ms"], _ = device_measured(lambda: fwd(cloud), 15, 2, device)
 
         def step():
             module.zero_grad(set_to_none=True)
             loss(fwd(cloud)).backward()
 
-        row["fwdbwd_train_ms"], row["fwdbwd_train_min_ms"], row["peak_dev_fwdbwd_above_base_mb"] = measured(step, 15)
+        row["fwdbwd_train_ms"], row["fwdbwd_train_min_ms"], row["peak_dev_fwdbwd_above_base_mb"] = \
+            device_measured(step, 15, 2, device)
         row["total_ms"] = row["lift_ms"] + row["fwdbwd_train_ms"]
     return {k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()}
 

@@ -34,7 +34,7 @@ import sys
 import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from layers import _sync, disc_points, live_peak_mb, matmul_gflops, rss_mb, timed  # noqa: E402
+from layers import device_measured, disc_points, live_peak_mb, matmul_gflops, rss_mb, timed  # noqa: E402
 
 CONFIGS = ["img_layer", "img_layer_se2", "molec_layer", "molec_layer_se3", "img_resnet"]
 CODE = "original mfinzi/LieConv"
@@ -169,17 +169,6 @@ def resnet_row(row: dict, lc, lg, repeats: int, warmup: int, device: str = "cpu"
     row["peak_live_fwdbwd_mb"] = round(live_peak_mb(step), 1)
     row["total_ms"] = row["fwdbwd_train_ms"]
     row["cached"] = "lift and FPS indices of the first call (ImgLieResnet, cache=True)"
-
-
-def device_measured(fn, repeats: int, warmup: int, device: str):
-    """(median ms, min ms, peak device memory above the memory held before, MB) on an accelerator."""
-    import torch
-
-    _sync()
-    base = torch.cuda.memory_allocated(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    (med, low), _ = timed(fn, repeats, warmup)
-    return med, low, round((torch.cuda.max_memory_allocated(device) - base) / 2**20, 1)
 
 
 def run_config(name: str, root: str, threads: int = 2, repeats: int = 5, warmup: int = 2,

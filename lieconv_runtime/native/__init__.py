@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["available", "flat_ball_select", "orthogonal_ball_select", "orthogonal_log_pairs"]
+__all__ = ["available", "flat_ball_select", "orthogonal_ball_select", "orthogonal_log_pairs", "usable"]
 
 #: sources and their own flags: the ball selection must round as torch does (no fused multiply-add)
 _SOURCES = {"ball_select.c": ["-ffp-contract=off", "-fno-math-errno"], "orth_embed.c": ["-fno-math-errno"]}
@@ -55,9 +55,9 @@ def _compile(cc: str, sources: list[Path], out: Path, openmp: bool) -> str | Non
     jobs = [subprocess.Popen([cc, *_FLAGS, *_SOURCES[src.name], *omp, "-c", str(src), "-o", obj],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for src, obj in zip(sources, objects)]
-    results = [(job.returncode, err) for job in jobs for _, err in [job.communicate()]]
-    for code, err in results:
-        if code:
+    errors = [job.communicate()[1] for job in jobs]  # waits; sets returncode
+    for job, err in zip(jobs, errors):
+        if job.returncode:
             return err.strip().splitlines()[-1] if err.strip() else "compiler failed"
     done = subprocess.run([cc, "-shared", *omp, *objects, "-o", str(out), "-lm"], capture_output=True, text=True)
     if done.returncode:
@@ -127,6 +127,20 @@ def available() -> bool:
     return _load() is not None
 
 
+def usable(t: torch.Tensor) -> bool:
+    """Whether the kernels can take t's data: a float32/float64 tensor on the CPU, kernels built."""
+    return t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64) and available()
+
+
+def _ptr(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def _u8(mask: torch.Tensor) -> torch.Tensor:
+    """A bool mask as contiguous uint8 (keep the result alive while C reads it)."""
+    return mask.contiguous().view(torch.uint8)
+
+
 def flat_ball_select(f: torch.Tensor, mask: torch.Tensor, qidx: torch.Tensor, qmask: torch.Tensor, r2: float,
                      seed: int, k: int) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Up to k random neighbours inside the ball |f_i - f_j|^2 < r2 of each query, on the CPU.
@@ -140,9 +154,7 @@ def flat_ball_select(f: torch.Tensor, mask: torch.Tensor, qidx: torch.Tensor, qm
     bs, n, d = f.shape
     c = qidx.shape[1]
     ft = f.detach().transpose(1, 2).contiguous()  # (bs, D, N): the distance loop runs along N
-    mask8 = mask.contiguous().view(torch.uint8)
-    qmask8 = qmask.contiguous().view(torch.uint8)
-    qidx = qidx.contiguous()
+    mask8, qmask8, qidx = _u8(mask), _u8(qmask), qidx.contiguous()  # held: the C call reads their memory
     idx = torch.empty(bs, c, k, dtype=torch.long)
     valid = torch.empty(bs, c, k, dtype=torch.bool)
     inside = fn(ft.data_ptr(), mask8.data_ptr(), bs, n, d, qidx.data_ptr(), qmask8.data_ptr(), c, float(r2),
@@ -150,20 +162,15 @@ def flat_ball_select(f: torch.Tensor, mask: torch.Tensor, qidx: torch.Tensor, qm
     return idx, valid, int(inside)
 
 
-
-#: relative band around r^2 in which the orthogonal selection evaluates the closed form in the
-#: input's precision (outside it, double-precision bounds decide): geometry._BAND_TOL's values
-_ORTH_TOL = {torch.float64: 1e-9, torch.float32: 1e-4}
-
-
 def orthogonal_ball_select(R: torch.Tensor, t: torch.Tensor | None, qs: torch.Tensor | None, mask: torch.Tensor,
-                           qidx: torch.Tensor, qmask: torch.Tensor, r2: float, seed: int,
-                           k: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+                           qidx: torch.Tensor, qmask: torch.Tensor, r2: float, seed: int, k: int,
+                           tol: float) -> tuple[torch.Tensor, torch.Tensor, int]:
     """`flat_ball_select` for groups with orthogonal linear parts and one rotation plane: the
     ball d^2 < r2 in the closed form of geometry.orthogonal_sq_norm_parts, from the linear parts
     R (bs, N, m, m) (m = 2 or 3), translations t (bs, N, m) (None for linear groups) and scaled
     orbit coordinates qs (bs, N, q) (sqrt(alpha) q, or None).  Double-precision bounds decide
-    most pairs in one SIMD pass; pairs within a relative band of r2 get the closed form."""
+    most pairs in one SIMD pass; pairs within the relative band tol of r2 get the closed form in
+    R's precision."""
     lib = _load()
     fn = lib.lc_orth_ball_select_f64 if R.dtype == torch.float64 else lib.lc_orth_ball_select_f32
     bs, n, m = R.shape[:3]
@@ -173,13 +180,11 @@ def orthogonal_ball_select(R: torch.Tensor, t: torch.Tensor | None, qs: torch.Te
     qs = None if qs is None or qs.shape[-1] == 0 else qs.detach().contiguous()
     # (bs, ., N) in double: the SIMD pass runs along N
     RT, tT, qT = (None if x is None else x.transpose(1, 2).to(torch.float64).contiguous() for x in (R, t, qs))
-    mask8, qmask8 = mask.contiguous().view(torch.uint8), qmask.contiguous().view(torch.uint8)
-    qidx = qidx.contiguous()
+    mask8, qmask8, qidx = _u8(mask), _u8(qmask), qidx.contiguous()  # held: the C call reads their memory
     idx = torch.empty(bs, c, k, dtype=torch.long)
     valid = torch.empty(bs, c, k, dtype=torch.bool)
-    ptr = lambda x: None if x is None else x.data_ptr()  # noqa: E731
-    inside = fn(R.data_ptr(), ptr(t), ptr(qs), RT.data_ptr(), ptr(tT), ptr(qT), 0 if qs is None else qs.shape[-1], m,
-                mask8.data_ptr(), bs, n, qidx.data_ptr(), qmask8.data_ptr(), c, float(r2), _ORTH_TOL[R.dtype],
+    inside = fn(R.data_ptr(), _ptr(t), _ptr(qs), RT.data_ptr(), _ptr(tT), _ptr(qT), 0 if qs is None else qs.shape[-1],
+                m, mask8.data_ptr(), bs, n, qidx.data_ptr(), qmask8.data_ptr(), c, float(r2), tol,
                 seed % 2**64, k, idx.data_ptr(), valid.data_ptr(), torch.get_num_threads())
     return idx, valid, int(inside)
 
@@ -197,12 +202,10 @@ def orthogonal_log_pairs(R: torch.Tensor, t: torch.Tensor | None, mask: torch.Te
     dtype = R.dtype
     R = R.detach().reshape(bs, n, m * m).to(torch.float64).contiguous()
     t = None if t is None else t.detach().to(torch.float64).contiguous()
-    mask8 = mask.contiguous().view(torch.uint8)
-    qidx, nb = qidx.contiguous(), nb.contiguous()
     vee_map = vee_map.detach().to(torch.float64).contiguous()
+    mask8, qidx, nb = _u8(mask), qidx.contiguous(), nb.contiguous()  # held: the C call reads their memory
     L = vee_map.shape[1]
     out = R.new_empty(bs, c, k, L)
-    lib.lc_orth_embed_f64(R.data_ptr(), None if t is None else t.data_ptr(), mask8.data_ptr(), m, bs, n,
-                          qidx.data_ptr(), c, nb.data_ptr(), k, vee_map.data_ptr(), L, out.data_ptr(),
-                          torch.get_num_threads())
+    lib.lc_orth_embed_f64(R.data_ptr(), _ptr(t), mask8.data_ptr(), m, bs, n, qidx.data_ptr(), c, nb.data_ptr(), k,
+                          vee_map.data_ptr(), L, out.data_ptr(), torch.get_num_threads())
     return out.to(dtype)

@@ -51,6 +51,11 @@ PAIRS_PER_CHUNK = {"flat": 1 << 21, "orthogonal": 1 << 19, "general": 1 << 15}
 _BAND_TOL = {torch.float64: 1e-9, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 1e-2}
 
 
+def band_tol(dtype: torch.dtype) -> float:
+    """Relative width of the band around r^2 where ball decisions re-check the exact distance."""
+    return _BAND_TOL.get(dtype, 1e-4)
+
+
 def gram(group, ref: torch.Tensor) -> torch.Tensor:
     """Gram matrix tr(G_k^T G_l) of the generators: (lie_dim, lie_dim); |hat(a)|_F^2 = a^T Gram a."""
     G = group.generators(ref)
@@ -187,7 +192,7 @@ class PairGeometry:
         if self.kind == "general" or math.isinf(radius):
             return (self.rows(qidx) < radius).view(-1).nonzero()[:, 0]
         r2 = radius * radius
-        tol = _BAND_TOL.get(self.f.dtype, 1e-4)
+        tol = band_tol(self.f.dtype)
         hi = (r2 + tol) / (1 - tol)  # beyond: outside for sure
         c, n = qidx.shape[1], self.n
         lb2 = _gather_rows(self.fq, qidx) @ self.fk  # |f_i|^2 + |f_j|^2 - 2 f_i.f_j: lower bound (flat: d^2) +- margin
@@ -321,9 +326,8 @@ class PairGeometry:
 
     # --- embeddings -----------------------------------------------------------------------------
     def native_embed(self) -> bool:
-        """Whether `embed` runs the native kernel (CPU, float32/64, USE_NATIVE_EMBED, kernels built)."""
-        return (USE_NATIVE_EMBED and self.cloud.g.device.type == "cpu"
-                and self.cloud.g.dtype in (torch.float32, torch.float64) and native.available())
+        """Whether `embed` runs the native kernel (USE_NATIVE_EMBED, data the kernels take)."""
+        return USE_NATIVE_EMBED and native.usable(self.cloud.g)
 
     def embed(self, i_idx: torch.Tensor, j_idx: torch.Tensor) -> torch.Tensor:
         """[log(u_i^-1 u_j), q_i, q_j] for the requested pairs: (bs, *S, lie_dim + 2 q_dim), 0 if padded.
@@ -338,19 +342,21 @@ class PairGeometry:
             return self.group.pair_embedding(cl, i_idx, j_idx)
         bs, n = self.bs, self.n
         shape = torch.broadcast_shapes(i_idx.shape, j_idx.shape)
-        base = n * torch.arange(bs, device=i_idx.device).reshape((bs,) + (1,) * (len(shape) - 1))
-        ei = (base + i_idx).expand(shape).reshape(-1)
-        ej = (base + j_idx).expand(shape).reshape(-1)
         k = shape[-1]
         per_query = i_idx.shape == shape[:-1] + (1,) and len(shape) == 3
         v_rot, v_trans = self._vee_maps()
+        native_a = None
         if per_query and self.native_embed():  # one C pass per query over its k neighbours, masked
             vmap = torch.cat([v_rot, v_trans]) if self.t is not None else v_rot
-            a = native.orthogonal_log_pairs(self.R.view(bs, n, self.m, self.m), self.t, cl.mask, i_idx[..., 0],
-                                            j_idx.expand(shape), vmap)
+            native_a = native.orthogonal_log_pairs(self.R.view(bs, n, self.m, self.m), self.t, cl.mask, i_idx[..., 0],
+                                                   j_idx.expand(shape), vmap)
             if not cl.q.shape[-1]:
-                return a
-            a = a.reshape(-1, a.shape[-1])
+                return native_a
+        base = n * torch.arange(bs, device=i_idx.device).reshape((bs,) + (1,) * (len(shape) - 1))
+        ei = (base + i_idx).expand(shape).reshape(-1)
+        ej = (base + j_idx).expand(shape).reshape(-1)
+        if native_a is not None:
+            a = native_a.reshape(-1, native_a.shape[-1])
         else:
             if per_query and k > 1:  # one query, k neighbours: per-query GEMMs
                 Rij, u = self._relative_per_query(ei.view(-1, k)[:, 0], ej.view(-1, k))

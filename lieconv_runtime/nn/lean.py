@@ -181,15 +181,13 @@ class _SiluContract(Function):
         graph = torch.is_grad_enabled()  # create_graph: out-of-place ops only
         gy = [] if graph else (torch.empty_like(y) if need_y else None)
         gv = torch.zeros_like(values) if need_v else None
-        gw = torch.zeros_like(weight) if need_w else None
-        if need_w and kept is not None and not graph:  # the forward's contraction, kept: one GEMM
-            gw = grad.t() @ kept.view(q, w * c)
-            need_w = False
+        recompute_w = need_w and (kept is None or graph)  # else the forward's contraction was kept: one GEMM
+        gw = torch.zeros_like(weight) if recompute_w else (grad.t() @ kept.view(q, w * c) if need_w else None)
         for q0, q1 in _chunks(q, max(1, _CHUNK_ROWS // k), like=y):
             yc, gc, rc = y[q0:q1], grad[q0:q1], rows[q0:q1].reshape(-1)
             nbr = values.index_select(0, rc).view(q1 - q0, k, c)
-            kern = F.silu(yc) if need_w or need_v else None
-            if need_w:
+            kern = F.silu(yc) if recompute_w or need_v else None
+            if recompute_w:
                 partial = torch.bmm(kern.transpose(1, 2), nbr).view(q1 - q0, w * c)
                 gw = gw + gc.t() @ partial if graph else gw.addmm_(gc.t(), partial)
             if not (need_y or need_v):
@@ -203,15 +201,16 @@ class _SiluContract(Function):
                 gv = gv.index_add(0, rc, gnbr) if graph else gv.index_add_(0, rc, gnbr)
         if graph and need_y:
             gy = torch.cat(gy)
-        return (gy if need_y else None), gv, None, (gw if ctx.needs_input_grad[3] else None)
+        return (gy if need_y else None), gv, None, gw
 
 
 def silu_contract(y: torch.Tensor, values: torch.Tensor, rows: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """The PointConv contraction and the linear map after it: out[q] = weight @ vec(sum_k
     silu(y[q, k, :]) values[rows[q, k], :]^T) for y (Q, k, w), values (R, c), rows (Q, k) long,
     weight (c_out, w c) -> (Q, c_out).  Rows with y = 0 contribute nothing (silu(0) = 0), so
-    padding slots need y = 0 and any valid row index.  Saves y only; runs in chunks of queries, so
-    neither the gathered values (Q k, c) nor the contracted (Q, w c) exist beyond one chunk."""
+    padding slots need y = 0 and any valid row index.  Runs in chunks of queries, so the gathered
+    values (Q k, c) never exist beyond one chunk; saves y, and the contracted (Q, w c) when it is
+    at most KEEP_CONTRACTED_BYTES (else recomputed chunk by chunk for the weight's gradient)."""
     return _SiluContract.apply(y, values, rows, weight)
 
 

@@ -12,7 +12,7 @@ from typing import NamedTuple
 import torch
 
 from lieconv_runtime import native
-from lieconv_runtime.nn.geometry import PairGeometry
+from lieconv_runtime.nn.geometry import PairGeometry, band_tol
 
 __all__ = ["Neighbourhoods", "farthest_point_sample", "pair_keys", "select_neighbours", "uniform"]
 
@@ -149,7 +149,7 @@ def select_neighbours(geometry: PairGeometry, qidx: torch.Tensor, qmask: torch.T
         else:
             R = geometry.R.view(bs, n, geometry.m, geometry.m)
             idx, valid, inside = native.orthogonal_ball_select(R, geometry.t, geometry.qs, mask, qidx, qmask,
-                                                               radius * radius, seed, k)
+                                                               radius * radius, seed, k, band_tol(R.dtype))
         return Neighbourhoods(idx, valid, float(inside), pairs)
     idx_chunks, valid_chunks, inside = [], [], 0.0
     step = geometry.chunk(m)
@@ -183,15 +183,13 @@ def select_neighbours(geometry: PairGeometry, qidx: torch.Tensor, qmask: torch.T
 
 
 def _native_ok(geometry: PairGeometry, knn: bool) -> bool:
-    """Whether select_neighbours runs the native kernel: CPU, float32/64, ball (not kNN), a flat
-    group or orthogonal linear parts with one rotation plane (m = 2, 3), and the kernels built."""
-    if not USE_NATIVE or knn or geometry.cloud.mask.device.type != "cpu":
-        return False
-    if geometry.cloud.a.dtype not in (torch.float32, torch.float64):
+    """Whether select_neighbours runs the native kernel: a ball (not kNN) of a flat group or of
+    orthogonal linear parts with one rotation plane (m = 2, 3), on data the kernels take."""
+    if not USE_NATIVE or knn:
         return False
     if not (geometry.kind == "flat" or (geometry.kind == "orthogonal" and geometry.m in (2, 3))):
         return False
-    return native.available()
+    return native.usable(geometry.cloud.a)
 
 
 def _choose(row, j, bs: int, c: int, k: int, keys: torch.Tensor):
