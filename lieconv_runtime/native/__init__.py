@@ -29,10 +29,11 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["available", "flat_ball_select", "orthogonal_ball_select", "orthogonal_log_pairs", "usable"]
+__all__ = ["available", "bn_act_backward", "bn_act_forward", "flat_ball_select", "orthogonal_ball_select", "orthogonal_log_pairs", "usable"]
 
 #: sources and their own flags: the ball selection must round as torch does (no fused multiply-add)
-_SOURCES = {"ball_select.c": ["-ffp-contract=off", "-fno-math-errno"], "orth_embed.c": ["-fno-math-errno"]}
+_SOURCES = {"ball_select.c": ["-ffp-contract=off", "-fno-math-errno"], "orth_embed.c": ["-fno-math-errno"],
+            "bn_act.c": ["-fno-math-errno"]}
 _FLAGS = ["-O3", "-march=native", "-fPIC", "-std=c11"]
 _lib: ctypes.CDLL | None | bool = None  # None: not tried yet; False: unavailable
 
@@ -118,6 +119,11 @@ def _load():
         fn.argtypes = [p, p, p, p, p, p, i64, i64, p, i64, i64, p, p, i64, ctypes.c_double, ctypes.c_double,
                        ctypes.c_uint64, i64, p, p, ctypes.c_int]
         fn.restype = i64
+    for sfx in ("f32", "f64"):
+        fn = getattr(lib, f"lc_bn_act_fwd_{sfx}")
+        fn.argtypes, fn.restype = [p, i64, i64, p, p, ctypes.c_double, ctypes.c_int, p, p, p, ctypes.c_int], None
+        fn = getattr(lib, f"lc_bn_act_bwd_{sfx}")
+        fn.argtypes, fn.restype = [p, p, i64, i64, p, p, p, p, ctypes.c_int, p, p, p, ctypes.c_int], None
     _lib = lib
     return lib
 
@@ -209,3 +215,45 @@ def orthogonal_log_pairs(R: torch.Tensor, t: torch.Tensor | None, mask: torch.Te
     lib.lc_orth_embed_f64(R.data_ptr(), _ptr(t), mask8.data_ptr(), m, bs, n, qidx.data_ptr(), c, nb.data_ptr(), k,
                           vee_map.data_ptr(), L, out.data_ptr(), torch.get_num_threads())
     return out.to(dtype)
+
+
+def _sfx(t: torch.Tensor) -> str:
+    return "f64" if t.dtype == torch.float64 else "f32"
+
+
+def bn_act_forward(z: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float,
+                   act: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Training-mode batch norm of z (P, C) with batch statistics, then swish if `act`: returns
+    (out (P, C), mean (C,), biased var (C,)), the statistics in float64.  No autograd."""
+    lib = _load()
+    P, C = z.shape
+    z, gamma, beta = z.detach().contiguous(), gamma.detach().contiguous(), beta.detach().contiguous()
+    out = torch.empty_like(z)
+    mean = torch.empty(C, dtype=torch.float64)
+    var = torch.empty(C, dtype=torch.float64)
+    getattr(lib, f"lc_bn_act_fwd_{_sfx(z)}")(z.data_ptr(), P, C, gamma.data_ptr(), beta.data_ptr(), float(eps),
+                                             int(act), out.data_ptr(), mean.data_ptr(), var.data_ptr(),
+                                             torch.get_num_threads())
+    return out, mean, var
+
+
+def bn_act_backward(z: torch.Tensor, grad: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor,
+                    mean: torch.Tensor, invstd: torch.Tensor, act: bool,
+                    out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients of `bn_act_forward` from grad = d/dout (P, C): (d/dz (P, C), d/dgamma (C,),
+    d/dbeta (C,)), the last two in float64; mean and invstd (C,) float64 from the forward.
+    d/dz is written into `out` (contiguous, z's shape and dtype; may be grad itself) if given."""
+    lib = _load()
+    P, C = z.shape
+    z, grad = z.detach().contiguous(), grad.detach().contiguous()
+    gamma, beta = gamma.detach().contiguous(), beta.detach().contiguous()
+    mean, invstd = mean.contiguous(), invstd.contiguous()
+    gz = torch.empty_like(z) if out is None else out
+    if not (gz.is_contiguous() and gz.shape == z.shape and gz.dtype == z.dtype):
+        raise ValueError(f"bn_act_backward: out must be a contiguous {tuple(z.shape)} {z.dtype} tensor")
+    dgamma = torch.empty(C, dtype=torch.float64)
+    dbeta = torch.empty(C, dtype=torch.float64)
+    getattr(lib, f"lc_bn_act_bwd_{_sfx(z)}")(z.data_ptr(), grad.data_ptr(), P, C, gamma.data_ptr(), beta.data_ptr(),
+                                             mean.data_ptr(), invstd.data_ptr(), int(act), gz.data_ptr(),
+                                             dgamma.data_ptr(), dbeta.data_ptr(), torch.get_num_threads())
+    return gz, dgamma, dbeta

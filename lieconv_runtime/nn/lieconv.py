@@ -29,6 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from lieconv_runtime.lift import Lifted
+from lieconv_runtime.nn.fused import bn_act, fused_available
 from lieconv_runtime.nn.geometry import PairGeometry
 from lieconv_runtime.nn.lean import bn_silu_linear, silu_contract, silu_contract_dense, silu_linear
 from lieconv_runtime.nn.norm import MaskedBatchNorm
@@ -75,17 +76,18 @@ class KernelMLP(nn.Module):
         self.norms = nn.ModuleList(MaskedBatchNorm(b) for b in dims[1:]) if bn else None
         self.out = out
 
-    def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
-        """x (P, d_in) -> (P, out): the input of the last swish.
+    def pre_activation(self, x: torch.Tensor, activate: bool = False) -> torch.Tensor:
+        """x (P, d_in) -> (P, out): the input of the last swish (activate: its output).
 
         In training mode the first batch norm is folded into the first linear map
         (`_first_layer_folded`).  From LEAN_MIN_ROWS rows on, the rest is memory-lean
         (lieconv_runtime.nn.lean): each swish and the linear map after it run as one function that
         saves only the swish input, with the hidden batch norm fused in (training mode), so
         autograd keeps one (P, hidden) tensor per layer instead of three.  Below it, where memory
-        is small and per-op overhead is not, plain modules (same values and gradients), except the
-        first swish -> linear, which stays lean (one (P, hidden) tensor less for about 4 % more time
-        on molec_layer).  LEAN_MIN_ROWS = math.inf: plain modules throughout."""
+        is small and per-op overhead is not, the first swish -> linear stays lean and the later
+        batch norms run fused with their swish on the native kernels (lieconv_runtime.nn.fused:
+        two passes each way, only the input saved) in training mode, else plain modules (same
+        values and gradients).  LEAN_MIN_ROWS = math.inf: no lean functions."""
         train_bn = self.norms is not None and self.training and x.shape[0] > 1
         if train_bn:
             h = self._first_layer_folded(x)
@@ -94,11 +96,18 @@ class KernelMLP(nn.Module):
             h = h if self.norms is None else self.norms[0](h)
         norms = list(self.norms) if self.norms is not None else [None] * len(self.linears)
         if x.shape[0] < LEAN_MIN_ROWS:
+            fused = train_bn and fused_available(x)
+            last = len(self.linears) - 2
             for i, (lin, norm) in enumerate(zip(self.linears[1:], norms[1:])):
-                lean = i == 0 and math.isfinite(LEAN_MIN_ROWS)  # the first swish -> linear stays lean
-                h = silu_linear(h, lin.weight, lin.bias) if lean else lin(F.silu(h))
+                if fused:  # the bias cancels in the batch norm (bn_act); after the first layer h is activated
+                    h = bn_act(F.linear(h if i > 0 else F.silu(h), lin.weight), norm, i < last or activate, lin.bias)
+                    continue
+                if i == 0 and math.isfinite(LEAN_MIN_ROWS):
+                    h = silu_linear(h, lin.weight, lin.bias)
+                else:
+                    h = lin(F.silu(h))
                 h = h if norm is None else norm(h)
-            return h
+            return h if fused or not activate else F.silu(h)
         pending = None  # a training-mode batch norm still to apply to h
         for lin, norm in zip(self.linears[1:], norms[1:]):
             h = silu_linear(h, lin.weight, lin.bias) if pending is None else bn_silu_linear(h, pending, lin.weight,
@@ -107,11 +116,13 @@ class KernelMLP(nn.Module):
                 pending = norm
             elif norm is not None:
                 h = norm(h)
-        return h if pending is None else pending(h)
+        if pending is None:
+            return F.silu(h) if activate else h
+        return bn_act(h, pending, activate)
 
     def mlp(self, x: torch.Tensor) -> torch.Tensor:
         """x (P, d_in) -> (P, out)."""
-        return F.silu(self.pre_activation(x))
+        return self.pre_activation(x, activate=True)
 
     def _first_layer_folded(self, x: torch.Tensor) -> torch.Tensor:
         """batch_norm(W x + b) with batch statistics, from the statistics of the d_in-dimensional
@@ -134,13 +145,12 @@ class KernelMLP(nn.Module):
         swish's input instead (also 0 where invalid, and silu(0) = 0)."""
         flat = x.reshape(-1, x.shape[-1])
         if bool(valid.all()):
-            y = self.pre_activation(flat)
+            y = self.pre_activation(flat, activate)
         else:
             sel = valid.reshape(-1).nonzero()[:, 0]
-            packed = self.pre_activation(flat.index_select(0, sel))
+            packed = self.pre_activation(flat.index_select(0, sel), activate)
             y = packed.new_zeros(flat.shape[0], self.out).index_copy_(0, sel, packed)  # in place: no copy of the zeros
-        y = y.reshape(valid.shape + (self.out,))
-        return F.silu(y) if activate else y
+        return y.reshape(valid.shape + (self.out,))
 
 
 class LieConv(nn.Module):
@@ -260,12 +270,14 @@ class LieConv(nn.Module):
             emb = geometry.embed(qidx[:, :, None], idx)  # (bs, m, k, D)
             if shared:
                 cache["dense"] = (geometry.cloud.g, emb)
-        pre = self.kernel(emb, valid, activate=False)  # (bs, m, k, kc): the kernel is silu(pre), 0 where invalid
+        small_dense = all_neighbours and bs * m * k < LEAN_MIN_ROWS  # plain ops are faster
+        # (bs, m, k, kc), 0 where invalid: the kernel (small_dense), else its pre-activation (silu(0) = 0)
+        pre = self.kernel(emb, valid, activate=small_dense)
         if all_neighbours:  # every element is a neighbour (idx = arange): contract without gathering
-            if pre.numel() // pre.shape[-1] >= LEAN_MIN_ROWS:
+            if small_dense:
+                partial = pre.transpose(2, 3).reshape(bs, -1, k) @ values
+            else:
                 partial = silu_contract_dense(pre, values)
-            else:  # small: plain ops are faster (silu on the contiguous copy: a strided silu backward is slow)
-                partial = F.silu(pre.transpose(2, 3).reshape(bs, -1, k)) @ values
             out = F.linear(partial.reshape(bs, m, -1), self.linear.weight)
         else:
             n = values.shape[1]
