@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from lieconv_runtime.lift import Lifted
+from lieconv_runtime.nn.fused import bn_act, fused_available
 from lieconv_runtime.nn.lieconv import LieConv, gather_points, stream_seed
 from lieconv_runtime.nn.norm import MaskedBatchNorm, Swish, masked_mean, masked_sum
 
@@ -33,8 +34,15 @@ class PointwiseNorm(nn.Module):
         self.act = Swish()
 
     def forward(self, cloud: Lifted) -> Lifted:
-        x = cloud.values if self.norm is None else self.norm(cloud.values, cloud.mask)
-        return cloud._replace(values=self.act(x))
+        """Training mode with every entry valid: batch norm and swish in one native function
+        (lieconv_runtime.nn.fused; autograd keeps only the input)."""
+        x = cloud.values
+        if self.norm is None:
+            return cloud._replace(values=self.act(x))
+        flat = x.reshape(-1, x.shape[-1])
+        if self.norm.training and flat.shape[0] > 1 and fused_available(flat) and bool(cloud.mask.all()):
+            return cloud._replace(values=bn_act(flat, self.norm, True).reshape(x.shape))
+        return cloud._replace(values=self.act(self.norm(x, cloud.mask)))
 
 
 class BottleBlock(nn.Module):

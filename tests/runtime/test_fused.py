@@ -151,3 +151,34 @@ def test_without_native_kernels_bn_act_is_the_plain_modules(monkeypatch):
     bias = torch.randn(7, dtype=torch.float64)
     assert not fused.fused_available(z)
     torch.testing.assert_close(bn_act(z, ours, True, bias), F.silu(plain(z + bias)), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=tag)
+@pytest.mark.parametrize("padded", [False, True], ids=["all_valid", "padded"])
+def test_pointwise_norm_fused_is_masked_batch_norm_and_swish(dtype, padded, monkeypatch):
+    """A BottleBlock's batch norm + swish (PointwiseNorm): fused when every entry is valid (training
+    mode), the masked path otherwise; values, gradients and running statistics as the plain modules."""
+    from lieconv_runtime.lift import Lifted
+    from lieconv_runtime.nn.resnet import PointwiseNorm
+
+    bs, n, c = 3, 40, 32
+    values = _input(bs * n, c, dtype).detach().reshape(bs, n, c).requires_grad_()
+    mask = torch.ones(bs, n, dtype=torch.bool)
+    if padded:
+        mask[1, 30:] = False
+    empty = torch.zeros(bs, n, 0, dtype=dtype)
+    cloud = Lifted(empty, empty, empty, empty, empty, values, mask, 1)
+    ours, plain = PointwiseNorm(c).to(dtype).train(), PointwiseNorm(c).to(dtype).train()
+    plain.load_state_dict(ours.state_dict())
+    out = ours(cloud).values
+    monkeypatch.setattr(fused, "USE_FUSED", False)
+    ref = plain(cloud).values
+    tol = 1e-12 if dtype == torch.float64 else 2e-5
+    assert (out - ref).abs().max() <= tol * (1 + ref.abs().max())
+    g = torch.randn_like(ref)
+    got = torch.autograd.grad(out, [values, ours.norm.weight, ours.norm.bias], g)
+    want = torch.autograd.grad(ref, [values, plain.norm.weight, plain.norm.bias], g)
+    for a, b in zip(got, want):
+        assert (a - b).abs().max() <= 20 * tol * (1 + b.abs().max())
+    for a, b in zip(ours.buffers(), plain.buffers()):
+        torch.testing.assert_close(a, b, rtol=10 * tol, atol=10 * tol)
