@@ -256,6 +256,14 @@ class LieConv(nn.Module):
         out = torch.where(out_cloud.mask[..., None], out, torch.zeros((), dtype=out.dtype, device=out.device))
         return out_cloud._replace(values=out)
 
+    def _weighted_values(self, values: torch.Tensor) -> torch.Tensor:
+        """values (bs, n, c_in) -> (bs, n kc, c_out): the output map applied to each neighbour's
+        values per kernel channel, V[b, j kc + w, o] = sum_c W[o, w c_in + c] values[b, j, c]."""
+        bs, n, c_in = values.shape
+        kc = self.linear.weight.shape[1] // c_in
+        w = self.linear.weight.view(self.c_out, kc, c_in).permute(2, 1, 0).reshape(c_in, kc * self.c_out)
+        return (values.reshape(bs * n, c_in) @ w).view(bs, n * kc, self.c_out)
+
     def convolve(self, geometry: PairGeometry, values: torch.Tensor, qidx: torch.Tensor, idx: torch.Tensor,
                  valid: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
         """(1/n_i) sum_j k(a_ij) f_j for neighbours idx (bs, m, k): values (bs, N, c_in) -> (bs, m, c_out)."""
@@ -274,11 +282,10 @@ class LieConv(nn.Module):
         # (bs, m, k, kc), 0 where invalid: the kernel (small_dense), else its pre-activation (silu(0) = 0)
         pre = self.kernel(emb, valid, activate=small_dense)
         if all_neighbours:  # every element is a neighbour (idx = arange): contract without gathering
-            if small_dense:
-                partial = pre.transpose(2, 3).reshape(bs, -1, k) @ values
+            if small_dense:  # the output map first: no transposed copy of the kernel, each way
+                out = pre.reshape(bs, m, -1) @ self._weighted_values(values)
             else:
-                partial = silu_contract_dense(pre, values)
-            out = F.linear(partial.reshape(bs, m, -1), self.linear.weight)
+                out = F.linear(silu_contract_dense(pre, values).reshape(bs, m, -1), self.linear.weight)
         else:
             n = values.shape[1]
             rows = (idx + n * torch.arange(bs, device=idx.device)[:, None, None]).reshape(bs * m, k)

@@ -413,3 +413,44 @@ def test_kernel_mlp_folded_first_batch_norm_equals_plain_modules(dtype, lean, us
     y = torch.randn(100, 3, dtype=dtype)
     torch.testing.assert_close(mlp(y, torch.ones(100, dtype=torch.bool)),
                                plain(y, torch.ones(100, dtype=torch.bool)), rtol=10 * tol, atol=10 * tol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=tag)
+@pytest.mark.parametrize("padded", [False, True], ids=["all_valid", "padded"])
+def test_dense_convolution_is_the_paper_formula(dtype, padded, monkeypatch):
+    """Every element a neighbour (fill 1, no nbhd limit): h_i = W vec((1/n_i) sum_j k(a_ij) f_j^T) + b
+    with a_ij = x_j - x_i (T3), computed by einsum from the layer's own kernel (eval mode), for the
+    small path (output map first) and the memory-lean one; and in training mode the two paths
+    agree in values and gradients (batch statistics, fused native batch norm on the small path)."""
+    G, cl = cloud("T3", bs=2, n=11, dtype=dtype, pad_from=7 if padded else None)
+    values = torch.randn(2, 11, 5, dtype=dtype)
+    cl = cl._replace(values=torch.where(cl.mask[..., None], values, torch.zeros((), dtype=dtype)))
+    layer = LieConv(5, 7, G, nbhd=None, fill=1.0).to(dtype)
+    layer.train()(cl)  # one step: running statistics away from (0, 1)
+    layer.eval()
+    x = torch.where(cl.mask[..., None], cl.coords, torch.zeros((), dtype=dtype))
+    emb = x[:, None, :, :] - x[:, :, None, :]  # (bs, i, j, 3): log(u_i^-1 u_j) = x_j - x_i
+    kern = layer.kernel.mlp(emb.reshape(-1, 3)).reshape(2, 11, 11, -1)
+    pair = cl.mask[:, :, None] & cl.mask[:, None, :]
+    kern = kern * pair[..., None]
+    partial = torch.einsum("bijw,bjc->biwc", kern, cl.values) / pair.sum(-1).clamp_min(1)[..., None, None]
+    want = partial.reshape(2, 11, -1) @ layer.linear.weight.t() + layer.linear.bias
+    tol = 1e-12 if dtype == torch.float64 else 2e-5
+    outs = {}
+    for lean in (False, True):
+        monkeypatch.setattr("lieconv_runtime.nn.lieconv.LEAN_MIN_ROWS", 0 if lean else 10**9)
+        got = layer(cl).values
+        assert (got - want)[cl.mask].abs().max() <= tol * (1 + want.abs().max()), f"lean={lean}"
+        layer.train()
+        for m in layer.modules():
+            if isinstance(m, MaskedBatchNorm):
+                m.num_batches_tracked.zero_()
+        vals = cl.values.clone().requires_grad_()
+        out = layer(cl._replace(values=vals)).values
+        outs[lean] = (out, *torch.autograd.grad(out.pow(2).sum(), [vals, *layer.parameters()], allow_unused=True))
+        layer.eval()
+    for a, b in zip(outs[False], outs[True]):
+        if a is None or b is None:  # biases that a batch norm cancels: None (or 0, or rounding noise)
+            assert a is None and b is None or float((a if a is not None else b).abs().max()) <= 1e3 * tol
+            continue
+        assert (a - b).abs().max() <= 50 * tol * (1 + b.abs().max())
