@@ -5,9 +5,10 @@
     native.flat_ball_select(f, mask, qidx, qmask, r2, seed, k)            # T2, T3, Trivial, ...
     native.orthogonal_ball_select(R, t, qs, mask, qidx, qmask, r2, seed, k)  # SE2, SE3, SO2, SO3
     native.orthogonal_log_pairs(R, t, mask, qidx, nb, vee_map)             # their pair embeddings
+    native.bn_act_forward(z, gamma, beta, eps, act)              # training batch norm (+ swish)
 
-The C sources next to this file (ball_select.c, orth_embed.c, angle.h) are compiled in parallel
-with `cc -O3 -march=native -fopenmp` and per-source flags (`_SOURCES`: the selection keeps
+The C sources next to this file (ball_select.c, orth_embed.c, bn_act.c, angle.h) are compiled in
+parallel with `cc -O3 -march=native -fopenmp` and per-source flags (`_SOURCES`: the selection keeps
 -ffp-contract=off so its distances round as torch's) into a cache folder (LIECONV_NATIVE_CACHE,
 default ~/.cache/lieconv/native), named by a hash of the sources, the compiler, the flags and the
 CPU's feature flags, written atomically, and loaded with ctypes (no torch headers: a build takes
@@ -29,7 +30,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["available", "bn_act_backward", "bn_act_forward", "flat_ball_select", "orthogonal_ball_select", "orthogonal_log_pairs", "usable"]
+__all__ = ["available", "bn_act_backward", "bn_act_forward", "flat_ball_select", "orthogonal_ball_select",
+           "orthogonal_log_pairs", "usable"]
 
 #: sources and their own flags: the ball selection must round as torch does (no fused multiply-add)
 _SOURCES = {"ball_select.c": ["-ffp-contract=off", "-fno-math-errno"], "orth_embed.c": ["-fno-math-errno"],

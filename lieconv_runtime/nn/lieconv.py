@@ -84,10 +84,11 @@ class KernelMLP(nn.Module):
         (lieconv_runtime.nn.lean): each swish and the linear map after it run as one function that
         saves only the swish input, with the hidden batch norm fused in (training mode), so
         autograd keeps one (P, hidden) tensor per layer instead of three.  Below it, where memory
-        is small and per-op overhead is not, the first swish -> linear stays lean and the later
-        batch norms run fused with their swish on the native kernels (lieconv_runtime.nn.fused:
-        two passes each way, only the input saved) in training mode, else plain modules (same
-        values and gradients).  LEAN_MIN_ROWS = math.inf: no lean functions."""
+        is small and per-op overhead is not: in training mode with the native kernels, each later
+        batch norm runs fused with its swish (lieconv_runtime.nn.fused: two passes each way, only
+        its input saved) and the linear map before it without its bias (which the batch norm
+        cancels); otherwise plain modules, except the first swish -> linear, which stays lean.
+        Same values and gradients throughout.  LEAN_MIN_ROWS = math.inf: no lean functions."""
         train_bn = self.norms is not None and self.training and x.shape[0] > 1
         if train_bn:
             h = self._first_layer_folded(x)
