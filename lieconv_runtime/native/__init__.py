@@ -144,6 +144,11 @@ def _ptr(t: torch.Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
+def _sfx(t: torch.Tensor) -> str:
+    """The C entry point's suffix for t's dtype (float64 or float32)."""
+    return "f64" if t.dtype == torch.float64 else "f32"
+
+
 def _u8(mask: torch.Tensor) -> torch.Tensor:
     """A bool mask as contiguous uint8 (keep the result alive while C reads it)."""
     return mask.contiguous().view(torch.uint8)
@@ -158,7 +163,7 @@ def flat_ball_select(f: torch.Tensor, mask: torch.Tensor, qidx: torch.Tensor, qm
     the number of valid pairs inside the ball: the pairs and keys of sampling.select_neighbours.
     """
     lib = _load()
-    fn = lib.lc_flat_ball_select_f64 if f.dtype == torch.float64 else lib.lc_flat_ball_select_f32
+    fn = getattr(lib, f"lc_flat_ball_select_{_sfx(f)}")
     bs, n, d = f.shape
     c = qidx.shape[1]
     ft = f.detach().transpose(1, 2).contiguous()  # (bs, D, N): the distance loop runs along N
@@ -180,7 +185,7 @@ def orthogonal_ball_select(R: torch.Tensor, t: torch.Tensor | None, qs: torch.Te
     most pairs in one SIMD pass; pairs within the relative band tol of r2 get the closed form in
     R's precision."""
     lib = _load()
-    fn = lib.lc_orth_ball_select_f64 if R.dtype == torch.float64 else lib.lc_orth_ball_select_f32
+    fn = getattr(lib, f"lc_orth_ball_select_{_sfx(R)}")
     bs, n, m = R.shape[:3]
     c = qidx.shape[1]
     R = R.detach().reshape(bs, n, m * m).contiguous()
@@ -218,9 +223,6 @@ def orthogonal_log_pairs(R: torch.Tensor, t: torch.Tensor | None, mask: torch.Te
                           vee_map.data_ptr(), L, out.data_ptr(), torch.get_num_threads())
     return out.to(dtype)
 
-
-def _sfx(t: torch.Tensor) -> str:
-    return "f64" if t.dtype == torch.float64 else "f32"
 
 
 def bn_act_forward(z: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float,

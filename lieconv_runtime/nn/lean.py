@@ -111,17 +111,16 @@ def silu_linear(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> to
 
 class _BatchNormSiluLinear(Function):
     @staticmethod
-    def forward(ctx, z, gamma, beta, weight, bias, running_mean, running_var, momentum, eps):
+    def forward(ctx, z, gamma, beta, weight, bias, norm, momentum):
+        eps = norm.eps
         ctx.native = fused_available(z)
         if ctx.native:  # statistics in float64, batch norm and swish in one pass (lieconv_runtime.nn.fused)
             y, mean, var = native.bn_act_forward(z, gamma, beta, eps, True)
             invstd = torch.rsqrt(var + eps)
-            n = z.shape[0]
-            running_mean.mul_(1 - momentum).add_(mean.to(running_mean.dtype), alpha=momentum)
-            running_var.mul_(1 - momentum).add_(var.to(running_var.dtype), alpha=momentum * n / max(n - 1, 1))
+            norm.update_running(mean, var, torch.tensor(float(z.shape[0]), dtype=torch.float64), momentum)
         else:  # torch's kernel: statistics, running statistics and the normalised output in one pass
-            y, mean, invstd = torch.ops.aten.native_batch_norm(z, gamma, beta, running_mean, running_var, True,
-                                                               momentum, eps)
+            y, mean, invstd = torch.ops.aten.native_batch_norm(z, gamma, beta, norm.running_mean, norm.running_var,
+                                                               True, momentum, eps)
             F.silu(y, inplace=True)
         out = F.linear(y, weight, bias)
         ctx.save_for_backward(z, gamma, beta, weight, bias, mean, invstd)
@@ -136,7 +135,7 @@ class _BatchNormSiluLinear(Function):
             wrt = [t for t, need in zip(inputs, ctx.needs_input_grad) if need]
             out = F.linear(F.silu(F.batch_norm(z, None, None, gamma, beta, True, 0.0, ctx.eps)), weight, bias)
             grads = iter(torch.autograd.grad(out, wrt, grad, create_graph=True))
-            return (*[next(grads) if need else None for need in ctx.needs_input_grad[:5]], None, None, None, None)
+            return (*[next(grads) if need else None for need in ctx.needs_input_grad[:5]], None, None)
         n = z.shape[0]
         need_z = any(ctx.needs_input_grad[:3])
         if ctx.native:
@@ -157,7 +156,7 @@ class _BatchNormSiluLinear(Function):
             for a, b in _chunks(n, like=z):
                 gz[a:b].mul_(scale).addcmul_(z[a:b], neg_k).add_(neg_offset)
         return (gz if ctx.needs_input_grad[0] else None, ggamma if ctx.needs_input_grad[1] else None,
-                gbeta if ctx.needs_input_grad[2] else None, gw, gb, None, None, None, None)
+                gbeta if ctx.needs_input_grad[2] else None, gw, gb, None, None)
 
     @staticmethod
     def native_backward(ctx, grad, need_z):
@@ -165,13 +164,9 @@ class _BatchNormSiluLinear(Function):
         two native passes over grad @ weight, in place."""
         z, gamma, beta, weight, bias, mean, invstd = ctx.saved_tensors
         need_w, need_b = ctx.needs_input_grad[3:5]
-        gw = None
-        if need_w:
-            scale = (gamma.double() * invstd).to(z.dtype)
-            shift = (beta.double() - mean * gamma.double() * invstd).to(z.dtype)
-            gw = weight.new_zeros(weight.shape)
-            for a, b in _chunks(z.shape[0], like=z):
-                gw.addmm_(grad[a:b].t(), F.silu(torch.addcmul(shift, z[a:b], scale)))
+        scale = gamma.double() * invstd
+        _, gw = _swish_linear_backward_rows(grad, z, weight, False, need_w, scale.to(z.dtype),
+                                            (beta.double() - mean * scale).to(z.dtype))
         gz = dgamma = dbeta = None
         if need_z:
             g = grad @ weight
@@ -179,15 +174,14 @@ class _BatchNormSiluLinear(Function):
         need = ctx.needs_input_grad
         return (gz if need[0] else None, dgamma.to(gamma.dtype) if need[1] else None,
                 dbeta.to(beta.dtype) if need[2] else None, gw, grad.sum(0) if need_b else None,
-                None, None, None, None)
+                None, None)
 
 
 def bn_silu_linear(z: torch.Tensor, norm, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """F.linear(silu(norm(z)), weight, bias) for z (P, h) in training mode, where `norm` is a
     MaskedBatchNorm (batch statistics, running statistics updated as it does); saves z and the
     (h,) statistics only."""
-    return _BatchNormSiluLinear.apply(z, norm.weight, norm.bias, weight, bias, norm.running_mean, norm.running_var,
-                                      norm.step_momentum(), norm.eps)
+    return _BatchNormSiluLinear.apply(z, norm.weight, norm.bias, weight, bias, norm, norm.step_momentum())
 
 
 class _SiluContract(Function):

@@ -48,9 +48,11 @@ class MaskedBatchNorm(nn.Module):
             self.num_batches_tracked += 1
         return mom
 
-    def update_running(self, mean: torch.Tensor, var: torch.Tensor, count: torch.Tensor) -> None:
-        """Fold batch statistics (biased var over `count` entries) into the running ones."""
-        mom = self.step_momentum()
+    def update_running(self, mean: torch.Tensor, var: torch.Tensor, count: torch.Tensor,
+                       momentum: float | None = None) -> None:
+        """Fold batch statistics (biased var over `count` entries) into the running ones, with this
+        step's momentum (counting the step) unless `momentum` (already stepped) is given."""
+        mom = self.step_momentum() if momentum is None else momentum
         with torch.no_grad():
             unbiased = var * (count / (count - 1).clamp_min(1.0))
             self.running_mean.mul_(1 - mom).add_(mom * mean.detach().to(self.running_mean.dtype))
