@@ -22,7 +22,6 @@ log: mu = log(det)/size, Y = e^-mu h, C = (Y + Y^-1)/2, S = (Y - Y^-1)/2 and X =
 import torch
 
 from lieconv_runtime.group_base import GeneratedGroup, complex_structure, const, det, eye, hermite_matrix, mat, piecewise, trace
-
 TAU = 0.25
 GENERATORS = [[[0.0, 1.0], [1.0, 0.0]]]
 DUAL = [[0.0, 0.5, 0.5, 0.0]]
@@ -154,6 +153,16 @@ def log(g):
     return torch.einsum("ij,...j->...i", const(DUAL, X), X.flatten(-2))
 
 
+def spectrum(a):
+    """a (..., 1) -> (rotation, growth), each (...): the largest |Im| and |Re| over the eigenvalues
+    of the linear part of hat(a).  Closed form: block i has the eigenvalues mu_i and mu_i +- sqrt(delta_i)."""
+    a0 = a[..., 0]
+    zero = a.new_zeros(a.shape[:-1])
+    rotation = zero
+    growth = torch.stack([torch.abs(a0) + zero, torch.abs(-a0) + zero], -1).amax(-1)
+    return rotation, growth
+
+
 
 # ---------------------------------------------------------------------------------------------
 # Lifting (derived by groupgen.lift; paper §4.1, §4.5, Algorithm 1).  Kind: declared.
@@ -166,11 +175,6 @@ def log(g):
 # ---------------------------------------------------------------------------------------------
 
 from lieconv_runtime.lift import safe_atan2, safe_log, safe_sqrt  # noqa: E402,F401
-
-
-def _lift_extent(a):
-    """a (..., 1) -> largest |imaginary part| of an eigenvalue of hat(a) (rotation angle)."""
-    return a.new_zeros(a.shape[:-1])
 
 
 # Haar sampler on the stabilizer span{}
@@ -227,7 +231,6 @@ LIFT = {
     "stabilizer": STABILIZER,
     "haar": None,
     "haar_reason": 'Boost is not compact (no invariant positive-definite form, or it moves every point), so it has no Haar probability measure; sample_stabilizer() samples the stabilizer',
-    "extent": _lift_extent,
     "has_rotation": False,
     "test_points": [[1.0, 1.0], [1.0, -1.0], [-2.0, 2.0], [-1.0, -1.0], [1.0, 0.999999]],
     "verified": {'orbit': 'proved symbolically (dq . G x = 0 for every generator)', 'section': 'checked numerically (groupgen check)', 'stabilizer': 'exact nullspace at three random orbits'},
@@ -253,6 +256,7 @@ class Boost(GeneratedGroup):
     _exp = staticmethod(exp)
     _log = staticmethod(log)
     _inv = staticmethod(inv)
+    _spectrum = staticmethod(spectrum)
     LIFT = LIFT
 
 

@@ -24,7 +24,6 @@ log: mu = log(det)/size, Y = e^-mu h, C = (Y + Y^-1)/2, S = (Y - Y^-1)/2 and X =
 import torch
 
 from lieconv_runtime.group_base import GeneratedGroup, complex_structure, const, det, eye, hermite_matrix, mat, piecewise, trace
-
 TAU = 0.25
 GENERATORS = [[[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]], [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]], [[0.0, 0.0, 1.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]], [[0.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]]]
 DUAL = [[0.0, -0.5, 0.0, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0], [0.5, 0.0, 0.0, 0.0, 0.5, 0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0]]
@@ -275,6 +274,17 @@ def log(g):
     return torch.einsum("ij,...j->...i", const(DUAL, X), X.flatten(-2))
 
 
+def spectrum(a):
+    """a (..., 4) -> (rotation, growth), each (...): the largest |Im| and |Re| over the eigenvalues
+    of the linear part of hat(a).  Closed form: block i has the eigenvalues mu_i and mu_i +- sqrt(delta_i)."""
+    a0 = a[..., 0]
+    a1 = a[..., 1]
+    zero = a.new_zeros(a.shape[:-1])
+    rotation = torch.stack([torch.sqrt(torch.clamp(a0**2, min=0.0)) + zero], -1).amax(-1)
+    growth = torch.stack([torch.abs(a1) + zero], -1).amax(-1)
+    return rotation, growth
+
+
 
 # ---------------------------------------------------------------------------------------------
 # Lifting (derived by groupgen.lift; paper §4.1, §4.5, Algorithm 1).  Kind: translations.
@@ -287,14 +297,6 @@ def log(g):
 # ---------------------------------------------------------------------------------------------
 
 from lieconv_runtime.lift import safe_atan2, safe_log, safe_sqrt  # noqa: E402,F401
-
-
-def _lift_extent(a):
-    """a (..., 4) -> largest |imaginary part| of an eigenvalue of hat(a) (rotation angle)."""
-    a0 = a[..., 0]
-    zero = torch.zeros_like(a[..., 0])
-    terms = [safe_sqrt(torch.clamp(a0**2 + zero, min=0.0))]
-    return torch.stack(terms, dim=-1).amax(-1)
 
 
 # Haar sampler on the stabilizer span{theta, s}
@@ -345,7 +347,6 @@ LIFT = {
     "stabilizer": STABILIZER,
     "haar": None,
     "haar_reason": 'Sim2 is not compact (no invariant positive-definite form, or it moves every point), so it has no Haar probability measure; sample_stabilizer() samples the stabilizer',
-    "extent": _lift_extent,
     "has_rotation": True,
     "test_points": [],
     "verified": {'orbit': 'one orbit (nothing to check)', 'section': 'checked numerically (groupgen check)', 'stabilizer': 'exact nullspace at three random orbits'},
@@ -371,6 +372,7 @@ class Sim2(GeneratedGroup):
     _exp = staticmethod(exp)
     _log = staticmethod(log)
     _inv = staticmethod(inv)
+    _spectrum = staticmethod(spectrum)
     LIFT = LIFT
 
 

@@ -15,8 +15,7 @@ translation column.
 
 import torch
 
-from lieconv_runtime.group_base import GeneratedGroup, complex_structure, const, det, eye, hermite_matrix, mat, piecewise, trace
-
+from lieconv_runtime.group_base import GeneratedGroup, complex_structure, const, det, eye, hermite_matrix, mat, piecewise, trace, zero_spectrum
 TAU = 0.25
 GENERATORS = [[[0.0, 0.0, 1.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]], [[0.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]]]
 DUAL = [[0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0]]
@@ -67,11 +66,6 @@ def log(g):
 from lieconv_runtime.lift import safe_atan2, safe_log, safe_sqrt  # noqa: E402,F401
 
 
-def _lift_extent(a):
-    """a (..., 2) -> largest |imaginary part| of an eigenvalue of hat(a) (rotation angle)."""
-    return a.new_zeros(a.shape[:-1])
-
-
 # Haar sampler on the stabilizer span{}
 STABILIZER = {
     "dim": 0,
@@ -120,7 +114,6 @@ LIFT = {
     "stabilizer": STABILIZER,
     "haar": None,
     "haar_reason": 'T2 is not compact (no invariant positive-definite form, or it moves every point), so it has no Haar probability measure; sample_stabilizer() samples the stabilizer',
-    "extent": _lift_extent,
     "has_rotation": False,
     "test_points": [],
     "verified": {'orbit': 'one orbit (nothing to check)', 'section': 'checked numerically (groupgen check)', 'stabilizer': 'exact nullspace at three random orbits'},
@@ -146,6 +139,7 @@ class T2(GeneratedGroup):
     _exp = staticmethod(exp)
     _log = staticmethod(log)
     _inv = staticmethod(inv)
+    _spectrum = staticmethod(zero_spectrum)
     LIFT = LIFT
 
 

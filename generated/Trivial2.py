@@ -20,8 +20,7 @@ log: mu = log(det)/size, Y = e^-mu h, C = (Y + Y^-1)/2, S = (Y - Y^-1)/2 and X =
 
 import torch
 
-from lieconv_runtime.group_base import GeneratedGroup, complex_structure, const, det, eye, hermite_matrix, mat, piecewise, trace
-
+from lieconv_runtime.group_base import GeneratedGroup, complex_structure, const, det, eye, hermite_matrix, mat, piecewise, trace, zero_spectrum
 TAU = 0.25
 GENERATORS = []
 DUAL = []
@@ -116,11 +115,6 @@ def log(g):
 from lieconv_runtime.lift import safe_atan2, safe_log, safe_sqrt  # noqa: E402,F401
 
 
-def _lift_extent(a):
-    """a (..., 0) -> largest |imaginary part| of an eigenvalue of hat(a) (rotation angle)."""
-    return a.new_zeros(a.shape[:-1])
-
-
 # Haar sampler on the stabilizer span{}
 STABILIZER = {
     "dim": 0,
@@ -169,7 +163,6 @@ LIFT = {
     "stabilizer": STABILIZER,
     "haar": None,
     "haar_reason": 'Trivial2 is the trivial group',
-    "extent": _lift_extent,
     "has_rotation": False,
     "test_points": [],
     "verified": {'orbit': 'proved symbolically (dq . G x = 0 for every generator)', 'section': 'checked numerically (groupgen check)', 'stabilizer': 'exact nullspace at three random orbits'},
@@ -195,6 +188,7 @@ class Trivial2(GeneratedGroup):
     _exp = staticmethod(exp)
     _log = staticmethod(log)
     _inv = staticmethod(inv)
+    _spectrum = staticmethod(zero_spectrum)
     LIFT = LIFT
 
 

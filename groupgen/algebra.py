@@ -26,6 +26,9 @@ import random
 from dataclasses import dataclass, field
 
 import sympy
+from sympy.polys.matrices import DomainMatrix
+
+from groupgen import steps
 
 
 class ClosedFormError(Exception):
@@ -131,9 +134,10 @@ def _decompose(B, coords, m, ext, rng) -> list[tuple[sympy.Matrix, sympy.Matrix]
     if all(x == 0 for x in B):
         return [(sympy.eye(m), sympy.eye(m))]
     lam = sympy.Symbol("lam")
-    cp = (lam * sympy.eye(m) - B).det(method="berkowitz")
-    cp = sympy.expand(cp)
-    _, factors = sympy.factor_list(cp, lam, *coords, extension=ext or None)
+    with steps.step("characteristic polynomial of the linear part", f"{m}x{m}"):
+        cp = sympy.expand((lam * sympy.eye(m) - B).det(method="berkowitz"))
+    with steps.step("factoring the characteristic polynomial", f"degree {m}"):
+        _, factors = sympy.factor_list(cp, lam, *coords, extension=ext or None)
     point = _random_point(coords, rng)
     Bp = B.subs(point)
     spaces = []
@@ -209,35 +213,75 @@ def _invariant_form(X, coords, size):
     log relies on.
     """
     for kind in ("symmetric", "antisymmetric"):
-        syms = []
-        M = sympy.zeros(size, size)
-        for i in range(size):
-            for j in range(i if kind == "symmetric" else i + 1, size):
-                s = sympy.Symbol(f"m_{i}_{j}")
-                syms.append(s)
-                M[i, j] = s
-                M[j, i] = s if kind == "symmetric" else -s
+        syms = [sympy.Symbol(f"m_{i}_{j}") for i in range(size)
+                for j in range(i if kind == "symmetric" else i + 1, size)]
         if not syms:
             continue
-        eqs = []
-        for c in coords:
-            Xi = X.diff(c)
-            eqs.extend(v for v in (Xi.T * M + M * Xi) if v != 0)
-        sol = sympy.linsolve(eqs, syms) if eqs else sympy.FiniteSet(tuple(syms))
-        if not sol:
-            continue
-        (vals,) = list(sol)
-        Mg = M.subs(dict(zip(syms, vals)), simultaneous=True)
+        Mg = _solve_form(X, coords, size, syms, kind)
         free = sorted(Mg.free_symbols, key=str)
         if not free:
             continue
         for trial in range(8):
             rng = random.Random(1000 + trial)
             subs = {s: sympy.Integer(1 if trial == 0 else rng.randint(-3, 3)) for s in free}
-            cand = Mg.subs(subs)
-            if cand.det() != 0:
+            cand = Mg.xreplace(subs)
+            if DomainMatrix.from_Matrix(cand).det() != 0:
                 return cand
     return None
+
+
+def _solve_form(X, coords, size: int, syms: list, kind: str) -> sympy.Matrix:
+    """The general solution M(free syms) of X_c^T M + M X_c = 0 for every generator X_c, M symmetric
+    or antisymmetric with unknowns `syms` (m_i_j, i <= j): one sparse exact rref, so a 50 x 50 block
+    takes seconds (sympy.linsolve on 1275 symbols takes minutes).  The free unknowns are the rref's
+    non-pivot columns, each other unknown a combination of them."""
+    col = {(i, j): k for k, (i, j) in enumerate((i, j) for i in range(size)
+                                                   for j in range(i if kind == "symmetric" else i + 1, size))}
+
+    def entry(i, j):  # M[i, j] as (column, sign) or None on the zero diagonal of an antisymmetric form
+        if i == j and kind != "symmetric":
+            return None
+        return (col[(i, j)], 1) if i <= j else (col[(j, i)], 1 if kind == "symmetric" else -1)
+
+    rows: dict[int, dict[int, sympy.Expr]] = {}
+    for c in coords:
+        Xi = X.diff(c)
+        nz = [(r, q, Xi[r, q]) for r in range(size) for q in range(size) if Xi[r, q] != 0]
+        eqs: dict[tuple, dict[int, sympy.Expr]] = {}
+        for r, p, v in nz:  # (X^T M)[p, q] = sum_r X[r, p] M[r, q]
+            for q in range(size):
+                e = entry(r, q)
+                if e is not None:
+                    row = eqs.setdefault((p, q), {})
+                    row[e[0]] = row.get(e[0], 0) + e[1] * v
+        for r, q, v in nz:  # (M X)[p, q] = sum_r M[p, r] X[r, q]
+            for p in range(size):
+                e = entry(p, r)
+                if e is not None:
+                    row = eqs.setdefault((p, q), {})
+                    row[e[0]] = row.get(e[0], 0) + e[1] * v
+        for row in eqs.values():
+            row = {k: v for k, v in row.items() if v != 0}
+            if row:
+                rows[len(rows)] = row
+    n = len(syms)
+    M = sympy.zeros(size, size)
+    if rows:
+        A = DomainMatrix.from_dict_sympy(len(rows), n, rows).to_field()
+        R, pivots = A.rref()
+        R = R.to_Matrix()
+    else:
+        R, pivots = sympy.zeros(0, n), ()
+    value = {}
+    free = [k for k in range(n) if k not in set(pivots)]
+    for r, pc in enumerate(pivots):
+        value[pc] = -sum((R[r, f] * syms[f] for f in free if R[r, f] != 0), sympy.Integer(0))
+    for f in free:
+        value[f] = syms[f]
+    for (i, j), k in col.items():
+        M[i, j] = value[k]
+        M[j, i] = value[k] if kind == "symmetric" else -value[k]
+    return M
 
 
 def _block_structure(index, right, left, B, coords, ext) -> Block:
@@ -295,7 +339,8 @@ def _block_structure(index, right, left, B, coords, ext) -> Block:
             break
     e, k = best
     sign = _quadratic_sign(delta, coords) if k else "none"
-    form = _invariant_form(X, coords, size) if size > 1 or mu != 0 else None
+    with steps.step("invariant bilinear form", f"{size}x{size}"):
+        form = _invariant_form(X, coords, size) if size > 1 or mu != 0 else None
     return Block(index, size, right, left, Bf, mu, delta, e, k, alg_k, sign, form, cp)
 
 
@@ -319,6 +364,9 @@ def analyze(spec, seed: int = 0) -> Algebra:
         return alg
     ext = _extension(spec.generators)
     rng = random.Random(seed)
-    for idx, (right, left) in enumerate(_decompose(B, coords, m, ext, rng)):
-        alg.blocks.append(_block_structure(idx, right, left, B, coords, ext))
+    with steps.step("invariant blocks", f"{m}x{m}"):
+        parts = _decompose(B, coords, m, ext, rng)
+    for idx, (right, left) in enumerate(parts):
+        with steps.step(f"block {idx} structure", f"{right.shape[1]}x{right.shape[1]}"):
+            alg.blocks.append(_block_structure(idx, right, left, B, coords, ext))
     return alg

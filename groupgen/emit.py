@@ -17,6 +17,7 @@ import sympy
 
 from lieconv_runtime.io import atomic_write
 
+from groupgen import steps
 from groupgen.algebra import Algebra, Block, analyze
 from groupgen.lift import lift_context
 from groupgen.functions import DESCRIPTIONS, TAU, BRANCHES, hermite_coefficient, taylor_in_y
@@ -195,24 +196,47 @@ def module_context(spec, alg: Algebra | None = None) -> dict:
         "blocks": [],
         "quadrature": None,
     }
-    ctx["lift"] = lift_context(spec, alg)
+    with steps.step("lifting: orbits, stabilizer, Haar sampler", f"R^{spec.space_dim}"):
+        ctx["lift"] = lift_context(spec, alg)
     if spec.numeric_fallback:
         ctx["functions"] = []
+        ctx["spectrum"] = {"rotation": [], "growth": [], "a_used": []}
         return ctx
     # pure translations (every linear part zero): exp, log and inv only move the translation column,
     # so no block code is emitted
     ctx["translations_only"] = bool(ctx["affine"] and d and all(g.is_zero_matrix for g in lin))
-    ctx["blocks"] = [] if ctx["translations_only"] else [_block_context(alg, b, fns) for b in alg.blocks]
+    with steps.step("closed-form coefficient functions", f"{len(alg.blocks)} block(s)"):
+        ctx["blocks"] = [] if ctx["translations_only"] else [_block_context(alg, b, fns) for b in alg.blocks]
     if ctx["affine"] and any(b["mu"] and not b["v_closed"] for b in ctx["blocks"]):
         x, w = np.polynomial.legendre.leggauss(QUADRATURE_POINTS)
         ctx["quadrature"] = {"nodes": _floats((x + 1) / 2), "weights": _floats(w / 2), "count": QUADRATURE_POINTS}
     ctx["functions"] = [fns.fns[name] for name in sorted(fns.fns)]
+    ctx["spectrum"] = _spectrum_context(alg, ctx["translations_only"])
     return ctx
+
+
+def _spectrum_context(alg: Algebra, translations_only: bool) -> dict:
+    """Torch expressions for the largest |Im| (rotation) and |Re| (growth) of the eigenvalues of the
+    linear part: each block contributes mu and mu +- sqrt(delta), so no eigensolver is ever needed."""
+    rotation, growth, used = [], [], set()
+    for b in [] if translations_only else alg.blocks:
+        has_pair = bool(b.k) and b.delta != 0
+        if has_pair and b.sign in ("neg", "both"):
+            rotation.append(f"torch.sqrt(torch.clamp({code(sympy.expand(-b.delta))}, min=0.0))")
+        terms = [f"torch.abs({code(b.mu)})"] if b.mu != 0 else []
+        if has_pair and b.sign in ("pos", "both"):
+            terms.append(f"torch.sqrt(torch.clamp({code(b.delta)}, min=0.0))")
+        if terms:
+            growth.append(" + ".join(terms))
+        used |= {i for i, c in enumerate(alg.coords) if b.mu.has(c) or (has_pair and b.delta.has(c))}
+    return {"rotation": rotation, "growth": growth, "a_used": sorted(used)}
 
 
 def render(spec, alg: Algebra | None = None) -> str:
     """Module source for a validated spec (raises ClosedFormError if no closed form)."""
-    return _env().get_template("group_module.py.j2").render(**module_context(spec, alg))
+    context = module_context(spec, alg)
+    with steps.step("rendering the module"):
+        return _env().get_template("group_module.py.j2").render(**context)
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -500,10 +500,19 @@ def derive_sampler(spec, alg, basis: sympy.Matrix, window: dict | None, what: st
             rng = np.random.default_rng(seed)
             A = np.array([np.array(M.evalf(), dtype=float) for M in sampler.ad])
             bs = (2 * rng.random((4000, h)) - 1) * np.array(box)
-            lam = np.linalg.eigvals(np.einsum("nj,jkl->nkl", bs, A))
-            f = np.where(np.abs(lam) < 1e-8, 1 - lam / 2, (1 - np.exp(-lam)) / np.where(lam == 0, 1, lam))
-            sampler.density_max = float(np.abs(np.prod(f, axis=-1)).max()) * 1.5
+            sampler.density_max = float(np.abs(_dexp_det(np.einsum("nj,jkl->nkl", bs, A))).max()) * 1.5
     return sampler
+
+
+def _dexp_det(M: np.ndarray) -> np.ndarray:
+    """det((I - e^-M) / M) for M (n, h, h): the upper-right block of exp([[-M, I], [0, 0]]) (torch's
+    Pade matrix_exp; no eigensolver, which fails to converge on some CPUs), then LU."""
+    import torch
+
+    h = M.shape[-1]
+    aug = np.zeros(M.shape[:-2] + (2 * h, 2 * h))
+    aug[..., :h, :h], aug[..., :h, h:] = -M, np.eye(h)
+    return np.linalg.det(torch.linalg.matrix_exp(torch.from_numpy(aug)).numpy()[..., :h, h:])
 
 
 def _window_hint(spec, basis, pivots) -> str:
@@ -716,18 +725,17 @@ def _sampler_context(spec, s: Sampler | None, prefix: str) -> dict | None:
     return ctx
 
 
-def _extent_terms(alg) -> list | None:
-    """-delta of each block with rotation-type eigenvalues, sympy in a0.. (None: numeric fallback)."""
-    if alg.spec.numeric_fallback or not alg.blocks:
-        return None
-    return [sympy.expand(-b.delta) for b in alg.blocks if b.k and b.sign in ("neg", "both")]
+def _has_rotation(alg) -> bool:
+    """Whether some element has a rotation-type eigenvalue pair (always assumed for numeric fallbacks)."""
+    if alg.spec.numeric_fallback:
+        return True
+    return any(b.k and b.delta != 0 and b.sign in ("neg", "both") for b in alg.blocks)
 
 
 def lift_context(spec, alg) -> dict:
     """Template context for templates/lift.py.j2 (raises SpecError for an invalid `lift:` block)."""
     plan = derive_lift(spec, alg)
     d, lie = spec.space_dim, len(spec.generators)
-    extent = _extent_terms(alg)
     ctx = {
         "available": plan.available,
         "kind": plan.kind,
@@ -746,9 +754,7 @@ def lift_context(spec, alg) -> dict:
         "stabilizer": _sampler_context(spec, plan.stabilizer, "STABILIZER"),
         "haar": _sampler_context(spec, plan.haar, "HAAR"),
         "haar_reason": repr(plan.haar_reason),
-        "extent": None if extent is None else [_plain_code(e) for e in extent],
-        "a_used": _used(extent or [], "a"),
-        "has_rotation": extent is None or bool(extent),
+        "has_rotation": _has_rotation(alg),
         "test_points": repr(plan.test_points),
         "verified": repr(dict(sorted(plan.verified.items()))),
         "lie": lie,

@@ -232,6 +232,13 @@ class _EntryError(ValueError):
     pass
 
 
+#: Nonzero entries must lie in [1/MAX_ENTRY, MAX_ENTRY] in magnitude.  The emitted code multiplies up
+#: to four entries (delta(a) is quadratic in a with coefficients quadratic in the entries) and the dual
+#: basis (vee) scales like 1/entry, so this keeps every emitted constant inside 1e+-24, well within
+#: float32's range (1e+-38) and far from float64 overflow.  Rescale a generator to fit.
+MAX_ENTRY = 1e6
+
+
 _HOW = 'use an int, a decimal, or an exact expression in quotes such as "1/2" or "sqrt(2)"'
 
 
@@ -455,9 +462,18 @@ def _parse_matrix(name: str, value: Any, file: str) -> sympy.ImmutableMatrix:
         exact_row = []
         for c, entry in enumerate(row):
             try:
-                exact_row.append(_exact_entry(entry))
+                exact = _exact_entry(entry)
             except _EntryError as exc:
                 raise SpecError(file, fld, f"row {r + 1}, column {c + 1}: {exc}") from None
+            size = abs(float(exact)) if exact != 0 else 0.0
+            if size and not 1 / MAX_ENTRY <= size <= MAX_ENTRY:
+                raise SpecError(
+                    file, fld,
+                    f"row {r + 1}, column {c + 1}: entry {entry} is outside the range the emitted code can "
+                    f"evaluate ({1 / MAX_ENTRY:g} <= |entry| <= {MAX_ENTRY:g} for nonzero entries; float32 would "
+                    "overflow or lose it); rescale this generator",
+                )
+            exact_row.append(exact)
         rows.append(exact_row)
     return sympy.ImmutableMatrix(rows)
 

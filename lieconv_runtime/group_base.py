@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 
 from lieconv_runtime.lift import LiftMixin
@@ -125,6 +126,71 @@ def complex_structure(J0: torch.Tensor, P: torch.Tensor, iters: int = 3) -> torc
     return J
 
 
+def zero_spectrum(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The spectrum (rotation, growth) of groups whose linear parts are all nilpotent or zero: (0, 0)."""
+    zero = a.new_zeros(a.shape[:-1])
+    return zero, zero
+
+
+def eigvals(M: torch.Tensor) -> torch.Tensor:
+    """Eigenvalues (..., n) complex of general real matrices (..., n, n), for numeric-fallback groups
+    only.  torch's LAPACK (MKL) fails to converge on ordinary matrices on some CPUs; the call is then
+    retried with numpy's LAPACK."""
+    try:
+        return torch.linalg.eigvals(M)
+    except torch.linalg.LinAlgError:
+        return torch.from_numpy(np.linalg.eigvals(M.detach().cpu().double().numpy())).to(M.device)
+
+
+def numeric_log(g: torch.Tensor) -> torch.Tensor:
+    """Principal matrix log (..., n, n) for numeric-fallback groups.  Elements near the identity
+    (|g - I| < 1/4, row sums) use the log series, which is exact there and differentiable (the
+    eigen-decomposition's gradient is undefined at repeated eigenvalues); the others use an
+    eigen-decomposition, or, where LAPACK's eigensolver fails, inverse scaling and squaring."""
+    n = g.shape[-1]
+    flat = g.reshape(-1, n, n)
+    near = (flat - eye(n, g)).abs().sum(-1).amax(-1) < 0.25
+    out = torch.zeros_like(flat)
+    if bool(near.any()):
+        out = out.index_put((near,), _log_series(flat[near] - eye(n, g)))
+    far = ~near
+    if bool(far.any()):
+        h = flat[far]
+        try:
+            vals, vecs = torch.linalg.eig(h)
+            X = (vecs @ torch.diag_embed(torch.log(vals)) @ torch.linalg.inv(vecs)).real
+        except torch.linalg.LinAlgError:
+            X = log_by_square_roots(h)
+        out = out.index_put((far,), X)
+    return out.reshape(g.shape)
+
+
+def _log_series(E: torch.Tensor, terms: int = 40) -> torch.Tensor:
+    """log(I + E) = sum_k (-1)^(k+1) E^k / k for |E| < 1/4 (40 terms reach float64 roundoff)."""
+    out, power = torch.zeros_like(E), eye(E.shape[-1], E).expand_as(E)
+    for k in range(1, terms + 1):
+        power = power @ E
+        out = out + ((-1) ** (k + 1) / k) * power
+    return out
+
+
+def log_by_square_roots(g: torch.Tensor, tol: float = 0.25, max_roots: int = 60) -> torch.Tensor:
+    """Principal log of real matrices (..., n, n) with no eigenvalue on (-inf, 0], without an
+    eigensolver: take s square roots (Denman-Beavers iteration) until |X - I| < tol, then
+    log g = 2^s log(X) by its series.  Less accurate than the eigen-decomposition close to angle pi."""
+    n = g.shape[-1]
+    I = eye(n, g)
+    X, s = g, 0
+    while s < max_roots and float((X - I).abs().sum(-1).amax()) >= tol:
+        Y, Z = X, I.expand_as(X)
+        for _ in range(100):
+            Y, Z = 0.5 * (Y + torch.linalg.inv(Z)), 0.5 * (Z + torch.linalg.inv(Y))
+            if float((Y @ Y - X).abs().amax()) <= 64 * torch.finfo(X.dtype).eps * (1 + float(X.abs().amax())):
+                break
+        X, s = Y, s + 1
+    return _log_series(X - I) * 2.0**s
+
+
 class GeneratedGroup(LiftMixin):
     """A matrix Lie group emitted by groupgen (see the module's header for its spec)."""
 
@@ -146,6 +212,7 @@ class GeneratedGroup(LiftMixin):
     _exp: Callable
     _log: Callable
     _inv: Callable
+    _spectrum: Callable | None = None  # closed form emitted by groupgen (None: numeric fallback)
 
     def __init__(self, alpha: float | None = None, lift_samples: int | None = None):
         self.alpha = float(self.defaults.get("alpha", 0.2) if alpha is None else alpha)
@@ -201,6 +268,20 @@ class GeneratedGroup(LiftMixin):
     def inv(self, g: torch.Tensor) -> torch.Tensor:
         """(..., rep_dim, rep_dim) -> (..., rep_dim, rep_dim)."""
         return self._inv(g)
+
+    def spectrum(self, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rotation, growth), each (...): the largest |Im| and |Re| of an eigenvalue of the linear part
+        of hat(a) for a (..., lie_dim).  rotation < pi is log's principal domain; growth bounds the
+        condition number of exp(a) by e^(2 growth).  Closed form for derived groups (no eigensolver);
+        numeric-fallback groups use `eigvals`."""
+        if self._spectrum is not None:
+            return self._spectrum(a)
+        m = self.space_dim if self.action == "affine" else self.rep_dim
+        if m == 0 or a.numel() == 0 or self.lie_dim == 0:
+            zero = a.new_zeros(a.shape[:-1])
+            return zero, zero
+        lam = eigvals(self.hat(a)[..., :m, :m].double())
+        return lam.imag.abs().amax(-1).to(a.dtype), lam.real.abs().amax(-1).to(a.dtype)
 
     def identity(self, shape=(), ref: torch.Tensor | None = None) -> torch.Tensor:
         ref = torch.empty(0) if ref is None else ref

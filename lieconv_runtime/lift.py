@@ -63,6 +63,17 @@ def haar_factor(d: torch.Tensor) -> torch.Tensor:
     return torch.where(d.abs() < 0.25, series, torch.where(d < 0, neg, pos))
 
 
+def dexp_det(ad: torch.Tensor) -> torch.Tensor:
+    """det((I - exp(-M)) / M) for M = ad(b) (..., h, h): the Jacobian determinant of exp at b.
+
+    (I - e^-M) / M is the upper-right block of exp([[-M, I], [0, 0]]) (Pade, no eigensolver), and
+    its determinant comes from an LU factorisation."""
+    h = ad.shape[-1]
+    top = torch.cat([-ad, torch.eye(h, dtype=ad.dtype, device=ad.device).expand_as(ad)], -1)
+    aug = torch.cat([top, torch.zeros_like(top)], -2)
+    return torch.linalg.det(torch.linalg.matrix_exp(aug)[..., :h, h:])
+
+
 class Lifted(NamedTuple):
     """A lifted point cloud, N = n * K elements per batch entry."""
 
@@ -131,25 +142,14 @@ class LiftMixin:
 
     def extent(self, a: torch.Tensor) -> torch.Tensor:
         """Largest rotation angle of exp(a): (..., lie_dim) -> (...); log is principal where < pi."""
-        fn = (self.LIFT or {}).get("extent")
-        if fn is not None:
-            return fn(a)
-        m = self.space_dim if self.action == "affine" else self.rep_dim
-        B = self.hat(a)[..., :m, :m]
-        if m == 0 or a.numel() == 0:
-            return a.new_zeros(a.shape[:-1])
-        return torch.linalg.eigvals(B.double()).imag.abs().amax(-1).to(a.dtype)
+        return self.spectrum(a)[0]
 
     # --- Haar sampling ---------------------------------------------------------------------------
     def _density(self, s: dict, b: torch.Tensor) -> torch.Tensor:
         """|det dexp| at stabilizer coordinates b (m, h)."""
         if s["density"] == "pair":
             return haar_factor(s["delta"](b)).abs() ** s["k"]
-        ad = torch.einsum("nj,jkl->nkl", b, torch.tensor(s["ad"], dtype=b.dtype))
-        lam = torch.linalg.eigvals(ad)
-        small = lam.abs() < 1e-6
-        f = torch.where(small, 1 - lam / 2, (1 - torch.exp(-lam)) / torch.where(small, torch.ones_like(lam), lam))
-        return f.prod(-1).abs()
+        return dexp_det(torch.einsum("nj,jkl->nkl", b, torch.tensor(s["ad"], dtype=b.dtype))).abs()
 
     def _sample_coords(self, s: dict, count: int, generator: torch.Generator | None) -> torch.Tensor:
         """Exact Haar samples in exponential coordinates, (count, lie_dim) float64 on the CPU."""
@@ -225,7 +225,7 @@ class LiftMixin:
         s = self._lift_data()["stabilizer"]
         where = f"{self.name}: frame lifting"
         d = self.space_dim
-        basis = torch.tensor(s["basis"], dtype=torch.float64).reshape(-1, self.lie_dim)
+        basis = torch.tensor(s["basis"], dtype=torch.float64).reshape(s["dim"], self.lie_dim)
         A = self.hat(basis) if s["dim"] else torch.zeros(0, self.rep_dim, self.rep_dim, dtype=torch.float64)
         Al = A[:, :d, :d] if self.action == "affine" else A
         if s["compact"] and s["dim"] == 3 and d == 3:
@@ -240,14 +240,14 @@ class LiftMixin:
                              f"{self.name}'s is {kind} of dimension {s['dim']}; use lift='haar' "
                              "(equivariant in distribution)")
         Al = Al[0]
-        ev = torch.linalg.eigvals(Al)
-        w = float(ev.imag.abs().max())
-        big = ev.abs() > 1e-9 * max(w, 1.0)
-        P = -(Al @ Al) / w**2 if w > 0 else Al
-        if (w == 0 or int(big.sum()) != 2 or float(ev.real.abs().max()) > 1e-9 * w
-                or float((Al @ P - Al).abs().max()) > 1e-9 * w):
+        # spectrum {0, +-i w} with +-i w simple  <=>  A^3 = -w^2 A (w^2 = -tr(A^2) / 2) and the
+        # projector P = -A^2 / w^2 has rank tr(P) = 2: exact tests, no eigensolver
+        w2 = -float(torch.trace(Al @ Al)) / 2
+        w = math.sqrt(w2) if w2 > 0 else 0.0
+        P = -(Al @ Al) / w2 if w > 0 else Al
+        if w == 0 or float((Al @ P - Al).abs().max()) > 1e-9 * w or abs(float(torch.trace(P)) - 2) > 1e-9:
             raise ValueError(f"{where} needs the stabilizer to rotate one plane of R^{d} (eigenvalues 0, +-i w); "
-                             f"its generator has eigenvalues {[complex(round(z.real, 6), round(z.imag, 6)) for z in ev]}"
+                             f"its generator {Al.tolist()} does not (A^3 != -w^2 A or more than one plane)"
                              "; use lift='haar'")
         phi = P[int(P.norm(dim=1).argmax())]
         self._frame_cache = {"kind": "plane", "basis": basis[0], "c1": phi @ P, "c2": -(phi @ Al) / w, "w": w}

@@ -6,6 +6,7 @@ e.g. `HYPOTHESIS_PROFILE=dev python -m pytest tests/groupgen`).
 """
 
 import os
+import tempfile
 
 import torch
 from hypothesis import HealthCheck, settings
@@ -18,3 +19,8 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # Keep the suite fast and stable on a loaded 2-core machine.
 torch.set_num_threads(1)
+
+# Tests never read or write the user's group folder: load_group searches LIECONV_GROUP_PATH and
+# $XDG_DATA_HOME/lieconv/groups before the shipped groups.
+os.environ.pop("LIECONV_GROUP_PATH", None)
+os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="lieconv-test-data-")

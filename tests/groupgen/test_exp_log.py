@@ -139,13 +139,11 @@ def test_bracket_hat_vee_ad(G, seed):
 def test_finite_gradients_at_identity_and_near_cut(G):
     if G.lie_dim == 0:
         pytest.skip("trivial group has no coordinates")
-    if not G.closed_form:
-        pytest.skip("numeric fallback: eigen-decomposition gradients are undefined at repeated eigenvalues")
     gen = torch.Generator().manual_seed(0)
     for dtype in (torch.float64, torch.float32):
         points = [torch.zeros(1, G.lie_dim, dtype=dtype), 1e-8 * torch.ones(1, G.lie_dim, dtype=dtype)]
         c = near_cut_samples(G, 4, gen, 1e-9, dtype)
-        if len(c):
+        if len(c) and G.closed_form:  # numeric fallback: not within sqrt(eps) of pi (documented limit)
             points.append(c)
         for p in points:
             p = p.clone().requires_grad_(True)

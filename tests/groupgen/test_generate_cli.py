@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from groupgen.cli import main
 from groupgen.emit import render
@@ -78,6 +79,8 @@ BAD = {
     "not_closed": ("name: X\naction: linear\ngenerators:\n  rx: [[0,0,0],[0,0,-1],[0,1,0]]\n  ry: [[0,0,1],[0,0,0],[-1,0,0]]\n", "[rx, ry]"),
     "affine_last_row": ("name: X\naction: affine\ngenerators:\n  a: [[0,1],[1,0]]\n", "last row"),
     "no_closed_form": ((ROOT / "tests" / "specs_bad" / "SO4.yaml").read_text(), "numeric_fallback"),
+    "huge_entry": ("name: X\naction: linear\ngenerators:\n  r: [[0, -1e300], [1e300, 0]]\n", "rescale"),
+    "tiny_entry": ("name: X\naction: linear\ngenerators:\n  r: [[0, -1.0e-9], [1.0e-9, 0]]\n", "rescale"),
 }
 
 
@@ -139,7 +142,7 @@ def test_check_passes_on_a_good_spec_and_reports(capsys):
 def test_check_reports_a_bad_spec(tmp_path, capsys):
     spec = tmp_path / "bad.yaml"
     spec.write_text(BAD["not_closed"][0])
-    assert main(["check", str(spec)]) == 1
+    assert main(["check", str(spec)]) == 2  # a spec error, like `generate`
     out = capsys.readouterr().out
     assert "FAIL" in out and "[rx, ry]" in out
 
@@ -156,3 +159,113 @@ def test_check_reports_a_wrong_declared_lift(tmp_path, capsys):
     assert failing and any("u_x . o_q(x) == x" in line for line in failing), out
     worst = float(failing[0].split("worst")[1].split()[0])
     assert worst > 1e-3  # by how much
+
+
+# --- where modules go, and failures that are not the spec's ---------------------------------------
+
+
+def test_a_user_spec_goes_to_the_user_folder_and_loads_from_anywhere(tmp_path, monkeypatch, capsys):
+    """`groupgen generate my.yaml` writes into the user group folder that load_group searches, so the
+    group loads by name from any working directory (and a shipped spec would go to generated/)."""
+    from lieconv_runtime import available_groups, load_group
+    from lieconv_runtime.loader import user_group_folder
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    spec = _write(tmp_path / "Sim3.yaml", (ROOT / "tests" / "specs" / "Sim3.yaml").read_text())
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", str(spec)]) == 0
+    target = user_group_folder() / "Sim3.py"
+    assert target.is_file() and str(target) in capsys.readouterr().out
+    assert "Sim3" in available_groups()
+    G = load_group("Sim3")
+    assert G.lie_dim == 7 and G.name == "Sim3"
+    assert main(["list"]) == 0
+    assert str(target) in capsys.readouterr().out
+
+
+def test_unknown_group_names_the_folders_searched(tmp_path, monkeypatch):
+    from lieconv_runtime import load_group
+    from lieconv_runtime.loader import GroupNotFoundError
+
+    monkeypatch.setenv("LIECONV_GROUP_PATH", str(tmp_path / "mine"))
+    with pytest.raises(GroupNotFoundError) as err:
+        load_group("NoSuchGroup")
+    text = str(err.value)
+    assert "\n" not in text and str(tmp_path / "mine") in text and "groupgen generate" in text
+
+
+def test_a_directory_in_the_way_is_refused_before_anything_is_written(tmp_path, capsys):
+    out = tmp_path / "out"
+    (out / "SO3.py").mkdir(parents=True)
+    specs = [str(ROOT / "group_specs" / "SO2.yaml"), str(ROOT / "group_specs" / "SO3.yaml")]
+    assert main(["generate", "--out", str(out), *specs]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "SO3.py" in err and ".tmp" not in err
+    assert not (out / "SO2.py").exists()
+
+
+@pytest.mark.parametrize("command", ["generate", "check"])
+def test_an_internal_failure_is_one_line_naming_the_step(command, tmp_path, monkeypatch, capsys):
+    import groupgen.algebra
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("simulated bug")
+
+    monkeypatch.setattr(groupgen.algebra, "_invariant_form", broken)
+    spec = str(ROOT / "group_specs" / "SO3.yaml")
+    args = ["generate", "--out", str(tmp_path / "o"), spec] if command == "generate" else ["check", spec]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "SO3.yaml" in err and "invariant bilinear form" in err and "ZeroDivisionError" in err
+    assert "Traceback" not in err and not (tmp_path / "o").exists()
+
+
+def test_interrupt_is_one_line(monkeypatch, capsys, tmp_path):
+    import groupgen.algebra
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(groupgen.algebra, "_decompose", interrupted)
+    assert main(["check", str(ROOT / "group_specs" / "SO3.yaml")]) == 130
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "interrupted" in err and "Traceback" not in err
+
+
+def test_a_slow_step_prints_one_progress_line(monkeypatch, tmp_path, capsys):
+    from groupgen import steps
+
+    monkeypatch.setattr(steps, "SLOW_S", 0.0)
+    assert main(["generate", "--quiet", "--out", str(tmp_path), str(ROOT / "group_specs" / "SO2.yaml")]) == 0
+    err = capsys.readouterr().err
+    assert "SO2.yaml: characteristic polynomial of the linear part (2x2): still running" in err
+
+
+def test_a_large_generator_derives_in_seconds(tmp_path):
+    """SO(2) acting on R^40: the invariant form is one sparse exact solve (sympy.linsolve took minutes)."""
+    import time
+
+    n = 40
+    rows = [[0] * n for _ in range(n)]
+    rows[0][1], rows[1][0] = -1, 1
+    spec = _write(tmp_path / "SO2on40.yaml", f"name: SO2on40\naction: linear\ngenerators:\n  r: {rows}\n")
+    t0 = time.perf_counter()
+    assert main(["generate", "--quiet", "--out", str(tmp_path / "o"), str(spec)]) == 0
+    assert time.perf_counter() - t0 < 60
+    from lieconv_runtime import load_group
+
+    G = load_group("SO2on40", search_path=tmp_path / "o")
+    a = torch.tensor([[0.7]], dtype=torch.float64)
+    assert torch.allclose(G.exp(a), torch.linalg.matrix_exp(G.hat(a)), atol=1e-14)
+
+
+def test_check_says_plainly_when_lifting_is_missing(capsys):
+    assert main(["check", "--samples", "16", str(ROOT / "tests" / "specs" / "SO2xSO2.yaml")]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert "lifting NOT available" in first and "LieConv" in first
+
+
+def test_version(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("groupgen ")
