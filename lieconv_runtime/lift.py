@@ -91,6 +91,7 @@ def _gather(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """t (bs, N, *F), idx (bs, *S) long -> (bs, *S, *F), by one index_select on the flattened
     (bs N, *F) (several times faster than advanced indexing on the CPU)."""
     bs, n = t.shape[:2]
+    idx = idx.expand((bs,) + idx.shape[1:])  # a batch dimension of 1 broadcasts
     flat = (idx.reshape(bs, -1) + n * torch.arange(bs, device=idx.device)[:, None]).reshape(-1)
     return t.reshape((bs * n,) + t.shape[2:]).index_select(0, flat).reshape(idx.shape + t.shape[2:])
 
