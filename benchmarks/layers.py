@@ -153,8 +153,11 @@ def setup(name: str, device: str = "cpu"):
 def run_config(name: str, threads: int = 2, device: str = "cpu") -> dict:
     import torch
 
+    from lieconv_runtime.perf import tune_malloc
+
     torch.set_num_threads(threads)
     torch.manual_seed(0)
+    tune_malloc()  # as a training process (the lieconv CLI) does
     row = {"config": name, "threads": threads, "load_avg": round(os.getloadavg()[0], 2),
            "matmul_gflops": round(matmul_gflops(), 1)}
     if device != "cpu":

@@ -215,6 +215,9 @@ def main(argv=None) -> int:
     except (SpecError, UsageError) as err:
         print(f"{PROG}: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `groupgen check ... | head`: the reader has gone, say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as err:
         print(f"{PROG}: error: {getattr(err, 'filename', '') or ''}: {err.strerror or err}", file=sys.stderr)
         return 2

@@ -10,8 +10,9 @@ free returns it to the system, so each training step page-faults its pair tensor
 glibc's maximum (32 MiB on 64-bit) and the trim threshold keeps freed blocks in the heap for
 reuse.  Memory is not lost: it is reused by the next step; the process keeps its peak heap.
 
-It is applied once when `lieconv_runtime.nn` is imported (and by the `lieconv` CLI and the
-benchmarks); set LIECONV_TUNE_MALLOC=0 to leave the allocator alone.  A no-op off glibc.
+It changes the allocator of the whole process, so nothing calls it on import: an application opts
+in by calling it once at start-up (the `lieconv` CLI and `benchmarks/` do).  LIECONV_TUNE_MALLOC=0
+makes it a no-op; so does a C library other than glibc.
 """
 
 from __future__ import annotations

@@ -41,20 +41,27 @@ total momentum ~1e-12, angular-momentum drift ~1e-11 over ``t in [0, 5]``.
 Cache
 -----
 A data set is generated once per parameter set into ``data_dir`` (default
-``$XDG_CACHE_HOME/lieconv/springs`` or ``~/.cache/lieconv/springs``) as
-``<name>.pt`` (tensors) plus ``<name>.json`` (config + sha256 of the ``.pt``
+:func:`default_cache_dir`: ``$LIECONV_CACHE/springs``, else
+``$XDG_CACHE_HOME/lieconv/springs``, else ``~/.cache/lieconv/springs``) as
+``<name>.pt`` (tensors, ``n_systems * n_times * 2ND * 8`` bytes: 960 MB for the
+paper's 10,000 systems) plus ``<name>.json`` (config + sha256 of the ``.pt``
 file); both are written atomically (temp file in the same folder, then
 ``os.replace``). A missing, corrupted or mismatched cache is detected, logged as
-a warning and regenerated, never silently used.
+a warning and regenerated, never silently used. Temp files left by a killed writer
+are removed when the folder is next used (:func:`lieconv_runtime.io.clean_stale_temps`);
+:func:`list_caches` and :func:`clean_caches` list and remove caches
+(``lieconv data springs --list|--clean``).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import math
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -62,7 +69,14 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from lieconv_runtime.io import atomic_write
+from lieconv_runtime.io import (
+    atomic_torch_save,
+    atomic_write_text,
+    cache_dir,
+    clean_stale_temps,
+    ensure_writable_dir,
+    is_stale_temp,
+)
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +90,14 @@ __all__ = [
     "SpringTrajectories",
     "angular_momentum",
     "cache_path",
+    "cache_size_bytes",
+    "clean_caches",
     "default_cache_dir",
     "energy",
     "generate_springs",
     "kinetic_energy",
     "linear_momentum",
+    "list_caches",
     "load_spring_splits",
     "load_springs",
     "make_chunks",
@@ -334,9 +351,18 @@ def generate_springs(
 
 
 def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/lieconv/springs``, else ``~/.cache/lieconv/springs``."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "lieconv" / "springs"
+    """``$LIECONV_CACHE/springs``, else ``$XDG_CACHE_HOME/lieconv/springs``, else ``~/.cache/lieconv/springs``."""
+    return cache_dir("springs")
+
+
+def cache_size_bytes(config: dict) -> int:
+    """Approximate size of the ``.pt`` file of ``config`` (float64 trajectories, masses, constants)."""
+    c = config
+    return 8 * c["n_systems"] * (c["n_times"] * 2 * c["n_particles"] * c["dim"] + 2 * c["n_particles"]) + 8 * c["n_times"]
+
+
+def _mb(n_bytes: float) -> str:
+    return f"{n_bytes / 1e6:,.0f} MB" if n_bytes >= 1e6 else f"{n_bytes / 1e3:,.0f} kB"
 
 
 def cache_path(config: dict, data_dir: str | os.PathLike | None = None) -> Path:
@@ -398,24 +424,73 @@ def load_springs(
     data_dir: str | os.PathLike | None = None,
     progress: bool = True,
     regenerate: bool = False,
+    notify=None,
 ) -> SpringTrajectories:
     """Cached :func:`generate_springs`. Returns float64 trajectories.
 
     The cache is verified (config + sha256) before use; an invalid one is logged
-    and regenerated. ``regenerate=True`` forces regeneration.
+    and regenerated. ``regenerate=True`` forces regeneration. Stale temp files of the
+    cache folder are removed first. ``notify(text)`` (e.g. ``print``) is told which file
+    is loaded or generated, its size and the disk space a generation takes; the folder
+    is checked to be writable and to have room before generating (``OSError`` naming it).
     """
     config = spring_config(n_systems, n_particles, dim, n_times, t_end, seed)
     pt = cache_path(config, data_dir)
+    say = notify or (lambda text: None)
+    clean_stale_temps(pt.parent, "springs_*")
+    what = f"{n_systems:,} systems x {n_times} time steps ({n_particles} particles in {dim}D)"
     if not regenerate:
         traj = _try_load_cache(pt, config)
         if traj is not None:
+            say(f"data: {what} from the cache {pt}")
             return traj
+    ensure_writable_dir(pt.parent)
+    need, free = cache_size_bytes(config), shutil.disk_usage(pt.parent).free
+    if free < need:
+        raise OSError(errno.ENOSPC, f"the data set needs about {_mb(need)} but only {_mb(free)} are free there",
+                      str(pt.parent))
+    say(f"data: generating {what} into {pt} (about {_mb(cache_size_bytes(config))} on disk and in memory)")
     traj = generate_springs(n_systems, n_particles, dim, n_times, t_end, seed, progress=progress)
     blob = {"config": config, "ts": traj.ts, "zs": traj.zs, "m": traj.m, "k": traj.k}
-    atomic_write(pt, lambda f: torch.save(blob, f))
+    atomic_torch_save(pt, blob)
     meta = {"config": config, "sha256": _sha256(pt), "file": pt.name}
-    atomic_write(pt.with_suffix(".json"), lambda f: f.write(json.dumps(meta, indent=1).encode()))
+    atomic_write_text(pt.with_suffix(".json"), json.dumps(meta, indent=1))
     return traj
+
+
+def list_caches(data_dir: str | os.PathLike | None = None) -> list[dict]:
+    """The springs caches in ``data_dir`` (default :func:`default_cache_dir`): one dict per
+    ``.pt`` file (``path``, ``size_bytes``, ``config`` from its ``.json`` or ``None``), plus
+    temp files of writers (``"temp": True``, ``"stale"``: its writer is gone)."""
+    d = Path(data_dir) if data_dir is not None else default_cache_dir()
+    rows = []
+    for pt in sorted(d.glob("springs_*.pt")):
+        try:
+            config = json.loads(pt.with_suffix(".json").read_text()).get("config")
+        except (OSError, ValueError, AttributeError):
+            config = None
+        rows.append({"path": str(pt), "size_bytes": pt.stat().st_size, "config": config})
+    for tmp in sorted(d.glob(".springs_*.tmp")):
+        try:
+            rows.append({"path": str(tmp), "size_bytes": tmp.stat().st_size, "config": None, "temp": True,
+                         "stale": bool(is_stale_temp(tmp))})
+        except FileNotFoundError:
+            pass
+    return rows
+
+
+def clean_caches(data_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Remove every springs cache (``.pt`` + ``.json``) and stale temp file in ``data_dir``
+    (temp files of writers still running are kept). Returns the removed paths."""
+    d = Path(data_dir) if data_dir is not None else default_cache_dir()
+    removed = clean_stale_temps(d, "springs_*")
+    for path in sorted([*d.glob("springs_*.pt"), *d.glob("springs_*.json")]):
+        try:
+            path.unlink()
+            removed.append(path)
+        except FileNotFoundError:
+            pass
+    return removed
 
 
 # --------------------------------------------------------------------------- chunks
@@ -509,6 +584,7 @@ def load_spring_splits(
     dtype: torch.dtype = torch.float32,
     data_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    notify=None,
 ) -> SpringSplits:
     """Paper splits from one cached data set of ``n_systems`` systems.
 
@@ -524,7 +600,8 @@ def load_spring_splits(
             f"n_train={n_train} exceeds the {max(avail, 0)} systems available for training "
             f"(n_systems={n_systems} - n_val={n_val} - n_test={n_test}); increase n_systems"
         )
-    traj = load_springs(n_systems, n_particles, dim, n_times, t_end, seed, data_dir=data_dir, progress=progress)
+    traj = load_springs(n_systems, n_particles, dim, n_times, t_end, seed, data_dir=data_dir, progress=progress,
+                        notify=notify)
     test_idx = torch.arange(n_systems - n_test, n_systems)
     val_idx = torch.arange(n_systems - n_test - n_val, n_systems - n_test)
     train_idx = torch.arange(n_train)

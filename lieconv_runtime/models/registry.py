@@ -30,6 +30,8 @@ __all__ = [
     "available_models",
     "build_model",
     "check_group",
+    "check_model",
+    "describe_models",
     "get_spec",
     "load_group_checked",
     "paper_lr",
@@ -105,12 +107,8 @@ def load_group_checked(group: str, **options):
         raise RegistryError(f"unknown group {group!r}; available groups: {', '.join(_available_groups())}") from None
 
 
-def build_model(name: str, n_particles: int = 6, dim: int = 2, group: str | None = None, **kw):
-    """Build model ``name`` for ``n_particles`` particles in ``R^dim``.
-
-    ``group``: required (a generated group's name) for group-based models,
-    must be ``None`` for the others. ``kw`` go to the builder (e.g. ``width``).
-    """
+def check_model(name: str, dim: int = 2, group: str | None = None) -> ModelSpec:
+    """Validate a model name and its group (without building anything); returns its spec."""
     spec = get_spec(name)
     if group is not None:
         check_group(group, dim if spec.needs_group else None)
@@ -121,6 +119,26 @@ def build_model(name: str, n_particles: int = 6, dim: int = 2, group: str | None
     elif group is not None:
         raise RegistryError(f"model {spec.name} takes no group (got {group!r}); "
                             f"group-based models: {', '.join(group_models()) or 'none registered yet'}")
+    return spec
+
+
+def describe_models() -> str:
+    """One line per registered model: name, description, paper lr, whether it needs a group."""
+    lines = []
+    for name in available_models():
+        s = get_spec(name)
+        lr = f"lr {s.lr:g}" + "".join(f", {g} {v:g}" for g, v in sorted(s.group_lr.items()))
+        lines.append(f"{s.name}{' (needs --group)' if s.needs_group else ''}: {s.description} [{lr}]")
+    return "; ".join(lines)
+
+
+def build_model(name: str, n_particles: int = 6, dim: int = 2, group: str | None = None, **kw):
+    """Build model ``name`` for ``n_particles`` particles in ``R^dim``.
+
+    ``group``: required (a generated group's name) for group-based models,
+    must be ``None`` for the others. ``kw`` go to the builder (e.g. ``width``).
+    """
+    spec = check_model(name, dim, group)
     builder = spec.builder
     if isinstance(builder, str):
         import importlib

@@ -6,13 +6,9 @@
     net = LieResNet(chin=15, group=G, k=256, num_layers=2, nbhd=25, fill=0.5)
     out = net(coords (bs, n, 3), values (bs, n, 15), mask (bs, n))   # (bs, 1)
 
-Importing this package applies `lieconv_runtime.perf.tune_malloc()` (glibc keeps freed tensor
-memory for reuse instead of page-faulting it in again every step; LIECONV_TUNE_MALLOC=0 disables).
+Importing this package changes no process-wide state; a training process may opt in to the
+allocator tuning of `lieconv_runtime.perf.tune_malloc()` (the `lieconv` CLI and the benchmarks do).
 """
-from lieconv_runtime.perf import tune_malloc
-
-tune_malloc()
-
 from lieconv_runtime.nn.geometry import PairGeometry
 from lieconv_runtime.nn.lieconv import KernelMLP, LieConv, frozen_radius, reset_rngs, subsample_cloud
 from lieconv_runtime.nn.models import ImgLieResNet, LieResNetPotential, MolecLieResNet, image_points

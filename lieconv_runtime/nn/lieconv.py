@@ -59,7 +59,7 @@ def subsample_cloud(cloud: Lifted, idx: torch.Tensor, mask: torch.Tensor) -> Lif
 
 
 LEAN_MIN_ROWS = 32768  # pairs from which the kernel MLP runs memory-lean (KernelMLP.pre_activation);
-# math.inf: always the plain modules (faster, about twice the memory; see README "The layer")
+# math.inf: always the plain modules (faster, about twice the memory; see docs/layers.md)
 
 
 class KernelMLP(nn.Module):

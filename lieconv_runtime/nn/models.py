@@ -1,6 +1,6 @@
 """Task wrappers around LieResNet: images (RotMNIST), molecules (QM9), Hamiltonian potentials.
 
-Settings follow ../shared/protocols.md; everything group-specific is asked of the group.
+Settings follow the paper (App. C.3 and §5); everything group-specific is asked of the group.
 """
 
 from __future__ import annotations

@@ -3,7 +3,10 @@
 * :func:`plot_trajectories` -- predicted vs true particle paths (paper Fig. 6);
 * :func:`plot_conservation` -- rollout error, energy error and momentum drifts over
   time for one or several models (Fig. 7);
-* :func:`plot_study`        -- test MSE vs training-set size (Fig. 8).
+* :func:`plot_study`        -- test MSE vs training-set size (Fig. 8);
+* :func:`plot_learning_curves` -- train / validation MSE per epoch of one or several runs.
+
+Files are written atomically (:func:`lieconv_runtime.io.atomic_write`).
 """
 
 from __future__ import annotations
@@ -14,11 +17,13 @@ import numpy as np
 
 import matplotlib
 
+from lieconv_runtime.io import atomic_write
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 
-__all__ = ["plot_trajectories", "plot_conservation", "plot_study"]
+__all__ = ["plot_trajectories", "plot_conservation", "plot_study", "plot_learning_curves"]
 
 _FLOOR = 1e-17  # exact zeros on log axes
 _TITLES = {
@@ -31,9 +36,11 @@ _TITLES = {
 
 def _save(fig, path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        fmt = path.suffix[1:].lower() or "png"
+        atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=110, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -59,7 +66,17 @@ def plot_trajectories(ts, true, pred, n_particles: int, dim: int, path, title: s
         ax.scatter(q0[:, 0], q0[:, 1], c=colors, s=18, zorder=3)
         ax.set_aspect("equal", adjustable="datalim")
         ax.set_title(f"test system {s}", fontsize=9)
+        ax.set_xlabel("position x", fontsize=8)
         ax.tick_params(labelsize=7)
+    axes[0][0].set_ylabel("position y", fontsize=8)
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color="k", ls="-", lw=1.0, label="true path"),
+               Line2D([], [], color="k", ls="--", lw=1.4, label="model rollout"),
+               Line2D([], [], color="k", ls="", marker="o", ms=4, label="initial position")]
+    handles += [Line2D([], [], color=colors[i], lw=2, label=f"particle {i + 1}") for i in range(n_particles)]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 9), fontsize=7, frameon=False,
+               bbox_to_anchor=(0.5, -0.06))
     fig.suptitle(f"{title}: true (solid) vs predicted (dashed), t ≤ {ts[keep][-1]:.3g}", fontsize=10)
     return _save(fig, path)
 
@@ -68,7 +85,8 @@ def plot_conservation(curves: dict, path, band: bool = True):
     """Four log-scale panels over time; ``curves = {label: {"ts": (T,), metric: (K, T)}}``.
 
     Lines are means over trajectories (as in ``summary.json``); the band is the
-    25-75 % range. ``t = 0`` (all metrics exactly 0) is left out of the log axes.
+    interquartile range (25-75 %) over trajectories, as the caption says. ``t = 0``
+    (all metrics exactly 0) is left out of the log axes.
     """
     fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
     for label, c in curves.items():
@@ -87,6 +105,11 @@ def plot_conservation(curves: dict, path, band: bool = True):
         ax.set_title(_TITLES[key], fontsize=9)
         ax.grid(alpha=0.3, which="both", lw=0.4)
     axes[0].legend(fontsize=8)
+    axes[0].set_ylabel("relative error / drift (log)")
+    caption = "lines: mean over test trajectories"
+    if band:
+        caption += "; shaded band: interquartile range (25-75 %) over trajectories"
+    fig.text(0.5, -0.04, caption, ha="center", fontsize=8)
     return _save(fig, path)
 
 
@@ -123,4 +146,26 @@ def plot_study(rows: list[dict], path, title: str = "Spring dynamics: test MSE v
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3, which="both", lw=0.4)
     ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_learning_curves(runs: dict, path, title: str = "Learning curves"):
+    """Train (solid) and validation (dashed, markers) MSE per epoch, log scale, one colour per run.
+
+    ``runs = {label: [metrics.jsonl record, ...]}`` (``epoch``, ``train_mse``, ``val_mse``;
+    ``None`` values, e.g. epochs without validation, are skipped).
+    """
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for i, (label, records) in enumerate(runs.items()):
+        color = plt.cm.tab10(i % 10)
+        for key, style in (("train_mse", dict(ls="-")), ("val_mse", dict(ls="--", marker="o", ms=3))):
+            pts = [(r["epoch"], r[key]) for r in records if isinstance(r.get(key), (int, float)) and r[key] > 0]
+            if pts:
+                ax.plot(*zip(*pts), color=color, label=f"{label} {key.split('_')[0]}", **style)
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("MSE (log)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3, which="both", lw=0.4)
+    ax.legend(fontsize=7)
     return _save(fig, path)

@@ -18,7 +18,7 @@ raised where needed to give at least ``min_steps`` optimizer steps):
   the four baselines; n_train 25/100/400, 1 repeat (``--repeats 2`` doubles the time), scale 1/8
   with at least 60 steps (79/60/30 epochs: at n = 400 the 30 epochs at which the original was
   measured), about 15 validations per run, val 100, test 500, 10 rollouts (dopri5 rtol 1e-5,
-  atol 1e-8; RK4 on the data grid for a batch that needs more than 2000 steps), 2 parallel jobs
+  atol 1e-8; a rollout batch over 2000 attempted steps is redone with RK4 on the data grid), 2 parallel jobs
   of 1 thread, largest training sets first.  At scale 1/8 alone, n = 400 would get 38 steps and
   the lr-1e-3 HLieResNet would be compared undertrained.
 * ``full``: the paper: n_train 10 ... 96000, 3 repeats, scale 1, val 200, test 2000, 100 rollouts.
@@ -128,7 +128,7 @@ def run_study(preset: str = "cpu", *, models=None, out_dir=None, data_dir=None, 
     ``jobs``: runs trained in parallel processes (default: the preset's), each with
     ``threads`` torch threads. Results do not depend on ``jobs``.
     """
-    from lieconv_runtime.train.trainer import atomic_write_text
+    from lieconv_runtime.io import atomic_write_text
 
     p = PRESETS[preset]
     entries = _parse_entries(models or p.models, strict=models is not None)
@@ -164,7 +164,7 @@ def run_study(preset: str = "cpu", *, models=None, out_dir=None, data_dir=None, 
                    "wall_time_s": summary["wall_time_s"],
                    **{key: summary["rollouts"].get(key) for key in ROLLOUT_KEYS if "rollouts" in summary}}
         rows = [done[j] for j in sorted(done)]  # plan order
-        atomic_write_text("".join(json.dumps(r) + "\n" for r in rows), out / "results.jsonl")
+        atomic_write_text(out / "results.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     result = {"preset": preset, "n_systems": n_systems, "sizes": list(sizes), "repeats": reps, "jobs": jobs,
               "zero_motion_test_mse": zero_mse, "table": "table.md", "plot": "study.png",
               "wall_time_s": round(time.time() - t0, 1), "rows": rows}
@@ -172,13 +172,13 @@ def run_study(preset: str = "cpu", *, models=None, out_dir=None, data_dir=None, 
         from lieconv_runtime.train.plots import plot_study
 
         plot_study(rows, out / "study.png", reference=zero_mse)
-        atomic_write_text(markdown_table(rows, sizes, zero_mse), out / "table.md")
+        atomic_write_text(out / "table.md", markdown_table(rows, sizes, zero_mse))
         evaluated = [(t[0], t[2]) for t, r in zip(tasks, rows) if "energy_rel_error" in r]
         if evaluated:
-            atomic_write_text(rollout_table(rows, max(sizes)), out / "rollouts.md")
+            atomic_write_text(out / "rollouts.md", rollout_table(rows, max(sizes)))
             _conservation_plot(evaluated, out / "conservation.png")
             result.update(rollout_table="rollouts.md", conservation_plot="conservation.png")
-    atomic_write_text(json.dumps(result, indent=1) + "\n", out / "study.json")
+    atomic_write_text(out / "study.json", json.dumps(result, indent=1) + "\n")
     return result
 
 
@@ -222,7 +222,8 @@ def _rollouts(label, run, run_dir: Path, data_dir, n_rollouts: int, options: dic
 
 
 ROLLOUT_KEYS = ("rollout_rel_error", "energy_rel_error", "linear_momentum_drift", "angular_momentum_drift",
-                "rollout_time_s", "solver", "rtol", "atol", "step_size", "solver_fallback_batches")
+                "rollout_time_s", "solver", "rtol", "atol", "step_size", "solver_fallback_batches",
+                "rk4_fallback_rollouts")
 
 
 def rollout_table(rows: list[dict], n_train: int) -> str:

@@ -5,7 +5,7 @@
 * Validation every epoch (or every ``val_every``-th and the last); early stopping on validation MSE (``patience``), the
   best weights are kept and restored at the end.
 * ``<out>/metrics.jsonl``: one JSON object per epoch.
-* ``<out>/checkpoint.pt`` written atomically (temp file + ``os.replace``) after
+* ``<out>/checkpoint.pt`` written atomically (:func:`lieconv_runtime.io.atomic_write`) after
   every epoch: model, optimizer, schedule, epoch, best val / best weights,
   early-stopping counter and the torch / numpy / python RNG states.
   ``resume=True`` continues from it; the shuffling order of epoch ``e`` is drawn
@@ -32,18 +32,18 @@ import os
 import random
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
 from lieconv_runtime.train.schedule import CosineSchedule
-from lieconv_runtime.io import atomic_write
+from lieconv_runtime.io import atomic_torch_save, atomic_write_text
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Trainer", "default_predict", "seed_everything", "atomic_torch_save", "atomic_write_text"]
+__all__ = ["Trainer", "default_predict", "seed_everything"]
 
 
 def seed_everything(seed: int) -> None:
@@ -60,15 +60,6 @@ def default_predict(model: nn.Module, batch) -> tuple[torch.Tensor, torch.Tensor
     from lieconv_runtime.models.hamiltonian import predict_chunks
 
     return predict_chunks(model, batch)
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temp file in the same folder, then ``os.replace``."""
-    atomic_write(Path(path), lambda f: torch.save(obj, f))
-
-
-def atomic_write_text(text: str, path: str | os.PathLike) -> None:
-    atomic_write(Path(path), lambda f: f.write(text.encode()))
 
 
 def _rng_state() -> dict:
@@ -212,7 +203,7 @@ class Trainer:
             "last_train_mse": self.last_train_mse,
             "rng": _rng_state(),
         }
-        atomic_torch_save(state, self.checkpoint_path)
+        atomic_torch_save(self.checkpoint_path, state)
 
     def load_checkpoint(self) -> None:
         state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
@@ -241,7 +232,7 @@ class Trainer:
                     keep.append(line)
             except json.JSONDecodeError:
                 continue
-        atomic_write_text("".join(l + "\n" for l in keep), self.metrics_path)
+        atomic_write_text(self.metrics_path, "".join(l + "\n" for l in keep))
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, data, batch_size: int | None = None) -> float:
@@ -366,7 +357,7 @@ class Trainer:
                 self.model.load_state_dict(self.best_state)
             if self.test_data is not None and len(self.test_data) > 0:
                 summary["test_mse"] = _num(self.evaluate(self.test_data))
-            atomic_write_text(json.dumps(summary, indent=1) + "\n", self.summary_path)
+            atomic_write_text(self.summary_path, json.dumps(summary, indent=1) + "\n")
         return summary
 
 

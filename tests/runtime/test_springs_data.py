@@ -238,3 +238,16 @@ def test_make_chunks_dtype_and_seed():
     assert a.zs.shape == (12, 4, 12) and a.zs.dtype == torch.float64
     assert torch.equal(a.zs, b.zs) and not torch.equal(a.zs, c.zs)
     assert torch.allclose(a.ts, tr.ts[:4])
+
+
+def test_generation_needs_room_on_disk(tmp_path, monkeypatch, counted_generation):
+    """A data set that does not fit is refused before any work, naming the folder and the sizes."""
+    import collections
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(springs.shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 1000, 1000))
+    with pytest.raises(OSError) as e:
+        load_springs(n_systems=10, n_particles=3, dim=2, n_times=25, t_end=1.0, seed=1, data_dir=tmp_path)
+    assert e.value.filename == str(tmp_path) and "needs about 25 kB but only 1 kB" in e.value.strerror
+    assert counted_generation == [] and os.listdir(tmp_path) == []
+    assert springs.cache_size_bytes(spring_config(10000)) // 10**6 == 960
