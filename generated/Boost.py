@@ -5,7 +5,7 @@ Do not edit: change the spec and run `groupgen generate`.
 
 Action: linear on R^2; 1 generators (b) of size 2x2; abelian.
 exp, log and inv are closed forms derived by groupgen (no generic matrix exp/log/inverse).
-a = (a0, ..., a0) are the coefficients of the generators in the order above.
+a = (a0,) are the coefficients of the generators in the order above.
 The linear part is split into 2 invariant block(s) (constant bases); in each block
 B = mu I + X with X's minimal polynomial x^e (x^2 - delta)^k, U = X @ X, and
   exp(B) = e^mu [C(U) + X S(U)],  C(u) = cosh(sqrt(u)),  S(u) = sinh(sqrt(u)) / sqrt(u),
@@ -21,120 +21,53 @@ log: mu = log(det)/size, Y = e^-mu h, C = (Y + Y^-1)/2, S = (Y - Y^-1)/2 and X =
 
 import torch
 
-from lieconv_runtime.group_base import GeneratedGroup, complex_structure, const, det, eye, hermite_matrix, mat, piecewise, trace
-TAU = 0.25
+from lieconv_runtime.group_base import (
+    GeneratedGroup, combine, det, embed, eye, mat, restrict, safe_log, safe_sqrt, vee,
+)
+
 GENERATORS = [[[0.0, 1.0], [1.0, 0.0]]]
 DUAL = [[0.0, 0.5, 0.5, 0.0]]
 STRUCTURE_CONSTANTS = [[[0.0]]]
 LINEAR = [[[0.0, 1.0], [1.0, 0.0]]]
 
-# block 0: generators restricted to the block, their traceless parts, and the block basis
-BLOCK0_GENERATORS = [[[1.0]]]
-BLOCK0_TRACELESS = [[[0.0]]]
+# block 0: its basis (right) and dual basis (left)
 BLOCK0_RIGHT = [[1.0], [1.0]]
 BLOCK0_LEFT = [[0.5, 0.5]]
-BLOCK0_FORM = [[1.0]]
-BLOCK0_FORM_INV = [[1.0]]
 
-# block 1: generators restricted to the block, their traceless parts, and the block basis
-BLOCK1_GENERATORS = [[[-1.0]]]
-BLOCK1_TRACELESS = [[[0.0]]]
+# block 1: its basis (right) and dual basis (left)
 BLOCK1_RIGHT = [[-1.0], [1.0]]
 BLOCK1_LEFT = [[-0.5, 0.5]]
-BLOCK1_FORM = [[1.0]]
-BLOCK1_FORM_INV = [[1.0]]
 
 
-def _exp_block0(B, mu, d):
-    """exp of block 0: B (..., 1, 1), mu (...) or None, d = delta (...) or None."""
-    X = B - mat(mu) * eye(1, B)
-    U = X @ X
-    even = hermite_matrix(U, d, (1.0,), [])
-    out = even
-    out = mat(torch.exp(mu)) * out
-    return out
+def _exp_block0(B, mu):
+    """exp(B) of blocks 0, 1: B (..., 1, 1), mu = trace(B) / 1."""
+    return mat(torch.exp(mu)) * eye(1, B)
 
 
 def _inv_block0(h):
-    """Inverse of a group element restricted to block 0."""
-    # orthogonal block: h^-1 = e^(-2 mu) h^T
-    out = h.transpose(-1, -2)
-    out = mat(det(h) ** (-2.0 / 1)) * out
-    return out
+    """h^-1 of blocks 0, 1 (orthogonal up to scale): e^(-2 mu) h^T."""
+    return mat(det(h) ** (-2.0 / 1)) * h.transpose(-1, -2)
 
 
-def _log_block0(h, h_inv):
-    """Principal log of block 0 from h and h^-1 (..., 1, 1)."""
-    I = eye(1, h)
+def _log_block0(h):
+    """Principal log of blocks 0, 1 (..., 1, 1): mu I, mu = log(det h) / 1."""
     # det > 0 on the group; the clamp only guards float32 inputs too ill-conditioned to hold it
-    mu = torch.log(det(h).clamp_min(torch.finfo(h.dtype).tiny)) / 1
-    Y = mat(torch.exp(-mu)) * h
-    Y_inv = mat(torch.exp(mu)) * h_inv
-    C = 0.5 * (Y + Y_inv)
-    S = 0.5 * (Y - Y_inv)
-    X = S @ hermite_matrix(C - I, None, (1.0,), [])
-    return X + mat(mu) * I
-
-
-def _exp_block1(B, mu, d):
-    """exp of block 1: B (..., 1, 1), mu (...) or None, d = delta (...) or None."""
-    X = B - mat(mu) * eye(1, B)
-    U = X @ X
-    even = hermite_matrix(U, d, (1.0,), [])
-    out = even
-    out = mat(torch.exp(mu)) * out
-    return out
-
-
-def _inv_block1(h):
-    """Inverse of a group element restricted to block 1."""
-    # orthogonal block: h^-1 = e^(-2 mu) h^T
-    out = h.transpose(-1, -2)
-    out = mat(det(h) ** (-2.0 / 1)) * out
-    return out
-
-
-def _log_block1(h, h_inv):
-    """Principal log of block 1 from h and h^-1 (..., 1, 1)."""
-    I = eye(1, h)
-    # det > 0 on the group; the clamp only guards float32 inputs too ill-conditioned to hold it
-    mu = torch.log(det(h).clamp_min(torch.finfo(h.dtype).tiny)) / 1
-    Y = mat(torch.exp(-mu)) * h
-    Y_inv = mat(torch.exp(mu)) * h_inv
-    C = 0.5 * (Y + Y_inv)
-    S = 0.5 * (Y - Y_inv)
-    X = S @ hermite_matrix(C - I, None, (1.0,), [])
-    return X + mat(mu) * I
-
-
-def _restrict(M, left, right):
-    return const(left, M) @ M @ const(right, M)
-
-
-def _embed(M, left, right):
-    return const(right, M) @ M @ const(left, M)
-
-
-def _linear(a):
-    return torch.einsum("...i,ijk->...jk", a, const(LINEAR, a))
+    return mat(torch.log(det(h).clamp_min(torch.finfo(h.dtype).tiny)) / 1) * eye(1, h)
 
 
 def exp(a):
     """a (..., 1) -> g (..., 2, 2)."""
-    B = _linear(a)
     a0 = a[..., 0]
-    B0 = _restrict(B, BLOCK0_LEFT, BLOCK0_RIGHT)
-    mu0 = a0 + torch.zeros_like(a[..., 0])
-    d0 = None
-    B1 = _restrict(B, BLOCK1_LEFT, BLOCK1_RIGHT)
-    mu1 = -a0 + torch.zeros_like(a[..., 0])
-    d1 = None
-    R = _embed(_exp_block0(B0, mu0, d0), BLOCK0_LEFT, BLOCK0_RIGHT) + _embed(_exp_block1(B1, mu1, d1), BLOCK1_LEFT, BLOCK1_RIGHT)
-    return R
+    B = combine(a, LINEAR)
+    B0 = restrict(B, BLOCK0_LEFT, BLOCK0_RIGHT)
+    mu0 = a0
+    B1 = restrict(B, BLOCK1_LEFT, BLOCK1_RIGHT)
+    mu1 = -a0
+    return embed(_exp_block0(B0, mu0), BLOCK0_LEFT, BLOCK0_RIGHT) + embed(_exp_block0(B1, mu1), BLOCK1_LEFT, BLOCK1_RIGHT)
 
 
 def _inv_linear(R):
-    return _embed(_inv_block0(_restrict(R, BLOCK0_LEFT, BLOCK0_RIGHT)), BLOCK0_LEFT, BLOCK0_RIGHT) + _embed(_inv_block1(_restrict(R, BLOCK1_LEFT, BLOCK1_RIGHT)), BLOCK1_LEFT, BLOCK1_RIGHT)
+    return embed(_inv_block0(restrict(R, BLOCK0_LEFT, BLOCK0_RIGHT)), BLOCK0_LEFT, BLOCK0_RIGHT) + embed(_inv_block0(restrict(R, BLOCK1_LEFT, BLOCK1_RIGHT)), BLOCK1_LEFT, BLOCK1_RIGHT)
 
 
 def inv(g):
@@ -144,13 +77,10 @@ def inv(g):
 
 def log(g):
     """g (..., 2, 2) -> a (..., 1), principal branch."""
-    R = g
-    R_inv = _inv_linear(R)
-    L0 = _log_block0(_restrict(R, BLOCK0_LEFT, BLOCK0_RIGHT), _restrict(R_inv, BLOCK0_LEFT, BLOCK0_RIGHT))
-    L1 = _log_block1(_restrict(R, BLOCK1_LEFT, BLOCK1_RIGHT), _restrict(R_inv, BLOCK1_LEFT, BLOCK1_RIGHT))
-    B = _embed(L0, BLOCK0_LEFT, BLOCK0_RIGHT) + _embed(L1, BLOCK1_LEFT, BLOCK1_RIGHT)
-    X = B
-    return torch.einsum("ij,...j->...i", const(DUAL, X), X.flatten(-2))
+    L0 = _log_block0(restrict(g, BLOCK0_LEFT, BLOCK0_RIGHT))
+    L1 = _log_block0(restrict(g, BLOCK1_LEFT, BLOCK1_RIGHT))
+    B = embed(L0, BLOCK0_LEFT, BLOCK0_RIGHT) + embed(L1, BLOCK1_LEFT, BLOCK1_RIGHT)
+    return vee(B, DUAL)
 
 
 def spectrum(a):
@@ -158,9 +88,8 @@ def spectrum(a):
     of the linear part of hat(a).  Closed form: block i has the eigenvalues mu_i and mu_i +- sqrt(delta_i)."""
     a0 = a[..., 0]
     zero = a.new_zeros(a.shape[:-1])
-    rotation = zero
     growth = torch.stack([torch.abs(a0) + zero, torch.abs(-a0) + zero], -1).amax(-1)
-    return rotation, growth
+    return zero, growth
 
 
 
@@ -173,8 +102,6 @@ def spectrum(a):
 # Haar samples: b uniform in BOX, a = b @ BASIS, accepted if the largest rotation angle of a is
 # below pi (log's principal domain), inside WINDOW, and with probability |det dexp| / DENSITY_MAX.
 # ---------------------------------------------------------------------------------------------
-
-from lieconv_runtime.lift import safe_atan2, safe_log, safe_sqrt  # noqa: E402,F401
 
 
 # Haar sampler on the stabilizer span{}

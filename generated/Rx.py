@@ -5,7 +5,7 @@ Do not edit: change the spec and run `groupgen generate`.
 
 Action: linear on R^2; 1 generators (s) of size 2x2; abelian.
 exp, log and inv are closed forms derived by groupgen (no generic matrix exp/log/inverse).
-a = (a0, ..., a0) are the coefficients of the generators in the order above.
+a = (a0,) are the coefficients of the generators in the order above.
 The linear part is split into 1 invariant block(s) (constant bases); in each block
 B = mu I + X with X's minimal polynomial x^e (x^2 - delta)^k, U = X @ X, and
   exp(B) = e^mu [C(U) + X S(U)],  C(u) = cosh(sqrt(u)),  S(u) = sinh(sqrt(u)) / sqrt(u),
@@ -20,91 +20,51 @@ log: mu = log(det)/size, Y = e^-mu h, C = (Y + Y^-1)/2, S = (Y - Y^-1)/2 and X =
 
 import torch
 
-from lieconv_runtime.group_base import GeneratedGroup, complex_structure, const, det, eye, hermite_matrix, mat, piecewise, trace
-TAU = 0.25
+from lieconv_runtime.group_base import GeneratedGroup, combine, const, det, eye, mat, safe_log, safe_sqrt, vee
+
 GENERATORS = [[[1.0, 0.0], [0.0, 1.0]]]
 DUAL = [[0.5, 0.0, 0.0, 0.5]]
 STRUCTURE_CONSTANTS = [[[0.0]]]
 LINEAR = [[[1.0, 0.0], [0.0, 1.0]]]
 
-# block 0: generators restricted to the block, their traceless parts
-BLOCK0_GENERATORS = [[[1.0, 0.0], [0.0, 1.0]]]
-BLOCK0_TRACELESS = [[[0.0, 0.0], [0.0, 0.0]]]
+# block 0: its invariant form M and M^-1
 BLOCK0_FORM = [[1.0, 1.0], [1.0, 0.0]]
 BLOCK0_FORM_INV = [[0.0, 1.0], [1.0, -1.0]]
 
 
-def _exp_block0(B, mu, d):
-    """exp of block 0: B (..., 2, 2), mu (...) or None, d = delta (...) or None."""
-    X = B - mat(mu) * eye(2, B)
-    U = X @ X
-    even = hermite_matrix(U, d, (1.0,), [])
-    out = even
-    out = mat(torch.exp(mu)) * out
-    return out
+def _exp_block0(B, mu):
+    """exp(B) of block 0: B (..., 2, 2), mu = trace(B) / 2."""
+    return mat(torch.exp(mu)) * eye(2, B)
 
 
 def _inv_block0(h):
-    """Inverse of a group element restricted to block 0."""
-    # h^-1 = e^(-2 mu) M^-1 h^T M for the invariant form M of the traceless part
-    out = const(BLOCK0_FORM_INV, h) @ h.transpose(-1, -2) @ const(BLOCK0_FORM, h)
-    out = mat(det(h) ** (-2.0 / 2)) * out
-    return out
+    """h^-1 of block 0: e^(-2 mu) M^-1 h^T M with the invariant form M of the traceless part."""
+    return mat(det(h) ** (-2.0 / 2)) * (const(BLOCK0_FORM_INV, h) @ h.transpose(-1, -2) @ const(BLOCK0_FORM, h))
 
 
-def _log_block0(h, h_inv):
-    """Principal log of block 0 from h and h^-1 (..., 2, 2)."""
-    I = eye(2, h)
+def _log_block0(h):
+    """Principal log of block 0 (..., 2, 2): mu I, mu = log(det h) / 2."""
     # det > 0 on the group; the clamp only guards float32 inputs too ill-conditioned to hold it
-    mu = torch.log(det(h).clamp_min(torch.finfo(h.dtype).tiny)) / 2
-    Y = mat(torch.exp(-mu)) * h
-    Y_inv = mat(torch.exp(mu)) * h_inv
-    C = 0.5 * (Y + Y_inv)
-    S = 0.5 * (Y - Y_inv)
-    X = S @ hermite_matrix(C - I, None, (1.0,), [])
-    return X + mat(mu) * I
-
-
-def _restrict(M, left, right):
-    return const(left, M) @ M @ const(right, M)
-
-
-def _embed(M, left, right):
-    return const(right, M) @ M @ const(left, M)
-
-
-def _linear(a):
-    return torch.einsum("...i,ijk->...jk", a, const(LINEAR, a))
+    return mat(torch.log(det(h).clamp_min(torch.finfo(h.dtype).tiny)) / 2) * eye(2, h)
 
 
 def exp(a):
     """a (..., 1) -> g (..., 2, 2)."""
-    B = _linear(a)
     a0 = a[..., 0]
-    B0 = B
-    mu0 = a0 + torch.zeros_like(a[..., 0])
-    d0 = None
-    R = _exp_block0(B0, mu0, d0)
-    return R
-
-
-def _inv_linear(R):
-    return _inv_block0(R)
+    B = combine(a, LINEAR)
+    mu0 = a0
+    return _exp_block0(B, mu0)
 
 
 def inv(g):
     """g (..., 2, 2) -> g^-1 (closed form)."""
-    return _inv_linear(g)
+    return _inv_block0(g)
 
 
 def log(g):
     """g (..., 2, 2) -> a (..., 1), principal branch."""
-    R = g
-    R_inv = _inv_linear(R)
-    L0 = _log_block0(R, R_inv)
-    B = L0
-    X = B
-    return torch.einsum("ij,...j->...i", const(DUAL, X), X.flatten(-2))
+    B = _log_block0(g)
+    return vee(B, DUAL)
 
 
 def spectrum(a):
@@ -112,9 +72,8 @@ def spectrum(a):
     of the linear part of hat(a).  Closed form: block i has the eigenvalues mu_i and mu_i +- sqrt(delta_i)."""
     a0 = a[..., 0]
     zero = a.new_zeros(a.shape[:-1])
-    rotation = zero
     growth = torch.stack([torch.abs(a0) + zero], -1).amax(-1)
-    return rotation, growth
+    return zero, growth
 
 
 
@@ -127,8 +86,6 @@ def spectrum(a):
 # Haar samples: b uniform in BOX, a = b @ BASIS, accepted if the largest rotation angle of a is
 # below pi (log's principal domain), inside WINDOW, and with probability |det dexp| / DENSITY_MAX.
 # ---------------------------------------------------------------------------------------------
-
-from lieconv_runtime.lift import safe_atan2, safe_log, safe_sqrt  # noqa: E402,F401
 
 
 # Haar sampler on the stabilizer span{}

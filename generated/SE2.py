@@ -5,7 +5,7 @@ Do not edit: change the spec and run `groupgen generate`.
 
 Action: affine on R^2; 3 generators (theta, tx, ty) of size 3x3; non-abelian.
 exp, log and inv are closed forms derived by groupgen (no generic matrix exp/log/inverse).
-a = (a0, ..., a2) are the coefficients of the generators in the order above.
+a = (a0, a1, a2) are the coefficients of the generators in the order above.
 Affine: hat(a) = [[B, t], [0, 0]] with B the 2x2 linear part, and
   exp(hat(a)) = [[exp(B), V t], [0, 1]],  V = (exp(B) - I) / B,
   log([[R, u], [0, 1]]) = [[B, V^-1 u], [0, 0]] with B = log(R).
@@ -23,7 +23,10 @@ log: mu = log(det)/size, Y = e^-mu h, C = (Y + Y^-1)/2, S = (Y - Y^-1)/2 and X =
 
 import torch
 
-from lieconv_runtime.group_base import GeneratedGroup, complex_structure, const, det, eye, hermite_matrix, mat, piecewise, trace
+from lieconv_runtime.group_base import (
+    GeneratedGroup, affine, combine, eye, hermite_matrix, piecewise, trace, vee, where_near_cut,
+)
+
 TAU = 0.25
 GENERATORS = [[[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]], [[0.0, 0.0, 1.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]], [[0.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]]]
 DUAL = [[0.0, -0.5, 0.0, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0]]
@@ -31,212 +34,116 @@ STRUCTURE_CONSTANTS = [[[0.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]], [[0
 LINEAR = [[[0.0, -1.0], [1.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]]
 TRANSLATION = [[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]
 
-# block 0: generators restricted to the block, their traceless parts
-BLOCK0_GENERATORS = [[[0.0, -1.0], [1.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]]
-BLOCK0_TRACELESS = [[[0.0, -1.0], [1.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]]
-BLOCK0_FORM = [[1.0, 0.0], [0.0, 1.0]]
-BLOCK0_FORM_INV = [[1.0, 0.0], [0.0, 1.0]]
+# block 0: its traceless generators (for the log at angle pi)
+BLOCK0_TRACELESS = [[[0.0, -1.0], [1.0, 0.0]]]
 
 
-_HC_P0_J0_TRIG_SERIES = (1.0, 0.5, 0.041666666666666664, 0.001388888888888889, 2.48015873015873e-05, 2.755731922398589e-07, 2.08767569878681e-09, 1.1470745597729725e-11, 4.779477332387385e-14)
+def cos_t(d):
+    """cos(t) with d = -t**2; analytic at d = 0 (Taylor series for |d| < TAU).
+
+    The Hermite coefficient h_0 over the nodes {0 (x0), d} of cosh(sqrt(u)).
+    """
+    series = (1.0, 0.5, 0.041666666666666664, 0.001388888888888889, 2.48015873015873e-05, 2.755731922398589e-07, 2.08767569878681e-09, 1.1470745597729725e-11, 4.779477332387385e-14)
+    return piecewise(d, series, TAU, neg=lambda t: torch.cos(t))
 
 
-def _hC_p0_j0_trig_closed_neg(y):
-    """Closed form of _hC_p0_j0_trig for y <= -TAU."""
-    t = torch.sqrt(-y)
-    return torch.cos(t)
+def half_t_cot_half_t(d):
+    """t/(2*tan(t/2)) with d = -t**2; analytic at d = 0 (Taylor series for |d| < TAU).
+
+    The Hermite coefficient h_0 over the nodes {0 (x0), d} of (x/2)coth(x/2) with u = x^2.
+    """
+    series = (1.0, 0.08333333333333333, -0.001388888888888889, 3.306878306878307e-05, -8.267195767195768e-07, 2.08767569878681e-08, -5.284190138687493e-10, 1.3382536530684679e-11, -3.3896802963225827e-13, 8.586062056277845e-15)
+    return piecewise(d, series, TAU, neg=lambda t: (0.5)*t/torch.tan((0.5)*t))
 
 
-def _hC_p0_j0_trig(d):
-    """h_0(d) for F = cosh(sqrt(u)) over nodes {0 (x0), d}: the 0-th derivative / 0! of (F(y) - T_0(y)) / y^0 at y = d. Closed forms in t: neg: cos(t) with y = -t**2."""
-    return piecewise(d, _HC_P0_J0_TRIG_SERIES, TAU, neg=_hC_p0_j0_trig_closed_neg)
+def one_minus_cos_over_t2(d):
+    """(1 - cos(t))/t**2 with d = -t**2; analytic at d = 0 (Taylor series for |d| < TAU).
+
+    The Hermite coefficient h_0 over the nodes {0 (x0), d} of (cosh(sqrt(u)) - 1)/u.
+    """
+    series = (0.5, 0.041666666666666664, 0.001388888888888889, 2.48015873015873e-05, 2.755731922398589e-07, 2.08767569878681e-09, 1.1470745597729725e-11, 4.779477332387385e-14)
+    return piecewise(d, series, TAU, neg=lambda t: (1 - torch.cos(t))/t**2)
 
 
-_HD_P0_J0_TRIG_SERIES = (0.5, 0.041666666666666664, 0.001388888888888889, 2.48015873015873e-05, 2.755731922398589e-07, 2.08767569878681e-09, 1.1470745597729725e-11, 4.779477332387385e-14)
+def sin_over_t(d):
+    """sin(t)/t with d = -t**2; analytic at d = 0 (Taylor series for |d| < TAU).
+
+    The Hermite coefficient h_0 over the nodes {0 (x0), d} of sinh(sqrt(u))/sqrt(u).
+    """
+    series = (1.0, 0.16666666666666666, 0.008333333333333333, 0.0001984126984126984, 2.7557319223985893e-06, 2.505210838544172e-08, 1.6059043836821613e-10, 7.647163731819816e-13, 2.8114572543455206e-15)
+    return piecewise(d, series, TAU, neg=lambda t: torch.sin(t)/t)
 
 
-def _hD_p0_j0_trig_closed_neg(y):
-    """Closed form of _hD_p0_j0_trig for y <= -TAU."""
-    t = torch.sqrt(-y)
-    return (1 - torch.cos(t))/t**2
+def t_over_sin(d):
+    """t/sin(t) with d = cos(t) - 1; analytic at d = 0 (Taylor series for |d| < TAU).
+
+    The Hermite coefficient h_0 over the nodes {0 (x0), d} of arccosh(c)/sqrt(c^2 - 1) with y = c - 1.
+    """
+    series = (1.0, -0.3333333333333333, 0.13333333333333333, -0.05714285714285714, 0.025396825396825397, -0.011544011544011544, 0.005328005328005328, -0.0024864024864024864, 0.0011700717583070525, -0.0005542445170928143, 0.00026392596052038776, -0.00012622545937931588, 6.058822050207163e-05, -2.9172106167664115e-05, 1.4083085736113711e-05, -6.814396323925989e-06, 3.303949732812601e-06, -1.6047755845089777e-06, 7.807016357070702e-07, -3.8034182252395724e-07, 1.855325963531499e-07, -9.060894240502669e-08)
+    return piecewise(d, series, TAU, neg=lambda t: t/torch.sin(t), node="cosine")
 
 
-def _hD_p0_j0_trig(d):
-    """h_0(d) for F = (cosh(sqrt(u)) - 1)/u over nodes {0 (x0), d}: the 0-th derivative / 0! of (F(y) - T_0(y)) / y^0 at y = d. Closed forms in t: neg: (1 - cos(t))/t**2 with y = -t**2."""
-    return piecewise(d, _HD_P0_J0_TRIG_SERIES, TAU, neg=_hD_p0_j0_trig_closed_neg)
+def _exp_block0(B, d):
+    """exp(B) of block 0: B (..., 2, 2), d = delta."""
+    U = B @ B
+    return hermite_matrix(U, d, (), [cos_t(d)]) + B @ hermite_matrix(U, d, (), [sin_over_t(d)])
 
 
-_HE_P0_J0_TRIG_SERIES = (1.0, 0.08333333333333333, -0.001388888888888889, 3.306878306878307e-05, -8.267195767195768e-07, 2.08767569878681e-08, -5.284190138687493e-10, 1.3382536530684679e-11, -3.3896802963225827e-13, 8.586062056277845e-15)
-
-
-def _hE_p0_j0_trig_closed_neg(y):
-    """Closed form of _hE_p0_j0_trig for y <= -TAU."""
-    t = torch.sqrt(-y)
-    return (0.5)*t/torch.tan((0.5)*t)
-
-
-def _hE_p0_j0_trig(d):
-    """h_0(d) for F = (x/2)coth(x/2) with u = x^2 over nodes {0 (x0), d}: the 0-th derivative / 0! of (F(y) - T_0(y)) / y^0 at y = d. Closed forms in t: neg: t/(2*tan(t/2)) with y = -t**2."""
-    return piecewise(d, _HE_P0_J0_TRIG_SERIES, TAU, neg=_hE_p0_j0_trig_closed_neg)
-
-
-_HG_P0_J0_TRIG_SERIES = (1.0, -0.3333333333333333, 0.13333333333333333, -0.05714285714285714, 0.025396825396825397, -0.011544011544011544, 0.005328005328005328, -0.0024864024864024864, 0.0011700717583070525, -0.0005542445170928143, 0.00026392596052038776, -0.00012622545937931588, 6.058822050207163e-05, -2.9172106167664115e-05, 1.4083085736113711e-05, -6.814396323925989e-06, 3.303949732812601e-06, -1.6047755845089777e-06, 7.807016357070702e-07, -3.8034182252395724e-07, 1.855325963531499e-07, -9.060894240502669e-08)
-
-
-def _hG_p0_j0_trig_closed_neg(y):
-    """Closed form of _hG_p0_j0_trig for y <= -TAU."""
-    t = torch.arccos(1 + y)
-    return t/torch.sin(t)
-
-
-def _hG_p0_j0_trig(d):
-    """h_0(d) for F = arccosh(c)/sqrt(c^2 - 1) with y = c - 1 over nodes {0 (x0), d}: the 0-th derivative / 0! of (F(y) - T_0(y)) / y^0 at y = d. Closed forms in t: neg: t/sin(t) with y = cos(t) - 1."""
-    return piecewise(d, _HG_P0_J0_TRIG_SERIES, TAU, neg=_hG_p0_j0_trig_closed_neg)
-
-
-_HS_P0_J0_TRIG_SERIES = (1.0, 0.16666666666666666, 0.008333333333333333, 0.0001984126984126984, 2.7557319223985893e-06, 2.505210838544172e-08, 1.6059043836821613e-10, 7.647163731819816e-13, 2.8114572543455206e-15)
-
-
-def _hS_p0_j0_trig_closed_neg(y):
-    """Closed form of _hS_p0_j0_trig for y <= -TAU."""
-    t = torch.sqrt(-y)
-    return torch.sin(t)/t
-
-
-def _hS_p0_j0_trig(d):
-    """h_0(d) for F = sinh(sqrt(u))/sqrt(u) over nodes {0 (x0), d}: the 0-th derivative / 0! of (F(y) - T_0(y)) / y^0 at y = d. Closed forms in t: neg: sin(t)/t with y = -t**2."""
-    return piecewise(d, _HS_P0_J0_TRIG_SERIES, TAU, neg=_hS_p0_j0_trig_closed_neg)
-
-
-def _exp_block0(B, mu, d):
-    """exp of block 0: B (..., 2, 2), mu (...) or None, d = delta (...) or None."""
-    X = B
-    U = X @ X
-    even = hermite_matrix(U, d, (), [_hC_p0_j0_trig(d)])
-    odd = hermite_matrix(U, d, (), [_hS_p0_j0_trig(d)])
-    out = even + X @ odd
-    return out
-
-
-def _v_block0(B, mu, d):
-    """V = (exp(B) - I) / B = int_0^1 exp(sB) ds for block 0."""
-    X = B
-    U = X @ X
-    even = hermite_matrix(U, d, (), [_hS_p0_j0_trig(d)])
-    odd = hermite_matrix(U, d, (), [_hD_p0_j0_trig(d)])
-    return even + X @ odd
+def _v_block0(B, d):
+    """V = (exp(B) - I) / B = int_0^1 exp(sB) ds of block 0."""
+    U = B @ B
+    return hermite_matrix(U, d, (), [sin_over_t(d)]) + B @ hermite_matrix(U, d, (), [one_minus_cos_over_t2(d)])
 
 
 def _v_inv_block0(B):
-    """V^-1 = B / (exp(B) - I) for block 0, from the block's log B."""
-    X = B
-    U = X @ X
+    """V^-1 = B / (exp(B) - I) of block 0, from the block's log B."""
+    U = B @ B
     d = trace(U) / 2
-    return hermite_matrix(U, d, (), [_hE_p0_j0_trig(d)]) - 0.5 * X
+    return hermite_matrix(U, d, (), [half_t_cot_half_t(d)]) - 0.5 * B
 
 
 def _inv_block0(h):
-    """Inverse of a group element restricted to block 0."""
-    # orthogonal block: h^-1 = e^(-2 mu) h^T
-    out = h.transpose(-1, -2)
-    return out
+    """h^-1 of block 0 (orthogonal up to scale): h^T."""
+    return h.transpose(-1, -2)
 
 
 def _log_block0(h, h_inv):
-    """Principal log of block 0 from h and h^-1 (..., 2, 2)."""
+    """Principal log of block 0 (..., 2, 2) from h and h^-1: X = S G(C), C = cosh X, S = sinh X."""
     I = eye(2, h)
-    Y, Y_inv = h, h_inv
-    C = 0.5 * (Y + Y_inv)
-    S = 0.5 * (Y - Y_inv)
+    C = 0.5 * (h + h_inv)
+    S = 0.5 * (h - h_inv)
     kappa = trace(C) / 2
     cut = kappa < -0.5
     y = torch.where(cut, torch.zeros_like(kappa), kappa - 1)
-    X = S @ hermite_matrix(C - I, y, (), [_hG_p0_j0_trig(y)])
-    if bool(cut.any()):  # recompute only the entries near the cut
-        n = 2
-        pick = cut.reshape(-1)
-        flat = lambda M: M.reshape(-1, n, n)[pick]
-        fixed = _log_near_cut0(flat(h), flat(C), flat(S), kappa.reshape(-1)[pick])
-        X = X.reshape(-1, n, n).index_put((pick,), fixed).reshape(X.shape)
+    X = S @ hermite_matrix(C - I, y, (), [t_over_sin(y)])
+    X = where_near_cut(X, cut, C, S, kappa, pairs=1, traceless=BLOCK0_TRACELESS, orthogonal=True)
     return X
-
-
-def _log_near_cut0(h, C, S, kappa):
-    """log of block 0 for rotation angles near pi (cos theta = kappa < -1/2): (m, 2, 2)."""
-    I = eye(2, h)
-    # P projects on the rotation plane(s), theta from atan2, J from the sign of S
-    P = (C - I) / mat(kappa - 1)
-    sin2 = -trace(P @ S @ S) / 2
-    tiny = torch.finfo(h.dtype).tiny
-    sin = sin2.clamp_min(tiny).sqrt()
-    theta = torch.atan2(sin, kappa)
-    gens = const(BLOCK0_TRACELESS, h)
-    PGP = P[..., None, :, :] @ gens @ P[..., None, :, :]
-    pick = PGP.flatten(-2).norm(dim=-1).argmax(-1)
-    index = pick[..., None, None, None].expand(pick.shape + (1, 2, 2))
-    fallback = PGP.gather(-3, index)[..., 0, :, :]
-    # the antisymmetric part of S: exact sinh(X) is antisymmetric in an orthogonal block
-    S_alg = 0.5 * (S - S.transpose(-1, -2))
-    J0 = torch.where(mat(sin2 > tiny**0.5), P @ S_alg @ P / mat(sin), fallback)
-    J = complex_structure(J0, P)
-    return (I - P) @ S + mat(theta) * J
-
-
-def _restrict(M, left, right):
-    return const(left, M) @ M @ const(right, M)
-
-
-def _embed(M, left, right):
-    return const(right, M) @ M @ const(left, M)
-
-
-def _linear(a):
-    return torch.einsum("...i,ijk->...jk", a, const(LINEAR, a))
 
 
 def exp(a):
     """a (..., 3) -> g (..., 3, 3)."""
-    B = _linear(a)
     a0 = a[..., 0]
-    a1 = a[..., 1]
-    a2 = a[..., 2]
-    B0 = B
-    mu0 = None
-    d0 = -a0**2 + torch.zeros_like(a[..., 0])
-    R = _exp_block0(B0, mu0, d0)
-    V = _v_block0(B0, mu0, d0)
-    t = torch.einsum("...i,ij->...j", a, const(TRANSLATION, a))
-    return _affine(R, (V @ t[..., None])[..., 0])
-
-
-def _inv_linear(R):
-    return _inv_block0(R)
-
-
-def _affine(R, u):
-    """[[R, u], [0, 1]] from R (..., 2, 2) and u (..., 2)."""
-    top = torch.cat([R, u[..., None]], dim=-1)
-    bottom = torch.zeros_like(top[..., :1, :])
-    bottom[..., 0, -1] = 1.0
-    return torch.cat([top, bottom], dim=-2)
+    B = combine(a, LINEAR)
+    d0 = -a0**2
+    R = _exp_block0(B, d0)
+    V = _v_block0(B, d0)
+    return affine(R, (V @ combine(a, TRANSLATION)[..., None])[..., 0])
 
 
 def inv(g):
     """g (..., 3, 3) -> g^-1 (closed form)."""
-    R_inv = _inv_linear(g[..., :2, :2])
-    return _affine(R_inv, -(R_inv @ g[..., :2, 2:])[..., 0])
+    R_inv = _inv_block0(g[..., :2, :2])
+    return affine(R_inv, -(R_inv @ g[..., :2, 2:])[..., 0])
 
 
 def log(g):
     """g (..., 3, 3) -> a (..., 3), principal branch."""
     R = g[..., :2, :2]
-    R_inv = _inv_linear(R)
-    L0 = _log_block0(R, R_inv)
-    B = L0
-    V_inv = _v_inv_block0(L0)
+    R_inv = _inv_block0(R)
+    B = _log_block0(R, R_inv)
+    V_inv = _v_inv_block0(B)
     t = (V_inv @ g[..., :2, 2:])[..., 0]
-    X = torch.cat([torch.cat([B, t[..., None]], dim=-1), torch.zeros_like(g[..., :1, :])], dim=-2)
-    return torch.einsum("ij,...j->...i", const(DUAL, X), X.flatten(-2))
+    return vee(torch.cat([torch.cat([B, t[..., None]], dim=-1), torch.zeros_like(g[..., :1, :])], dim=-2), DUAL)
 
 
 def spectrum(a):
@@ -245,8 +152,7 @@ def spectrum(a):
     a0 = a[..., 0]
     zero = a.new_zeros(a.shape[:-1])
     rotation = torch.stack([torch.sqrt(torch.clamp(a0**2, min=0.0)) + zero], -1).amax(-1)
-    growth = zero
-    return rotation, growth
+    return rotation, zero
 
 
 
@@ -259,8 +165,6 @@ def spectrum(a):
 # Haar samples: b uniform in BOX, a = b @ BASIS, accepted if the largest rotation angle of a is
 # below pi (log's principal domain), inside WINDOW, and with probability |det dexp| / DENSITY_MAX.
 # ---------------------------------------------------------------------------------------------
-
-from lieconv_runtime.lift import safe_atan2, safe_log, safe_sqrt  # noqa: E402,F401
 
 
 # Haar sampler on the stabilizer span{theta}

@@ -15,6 +15,7 @@ B = mu I + X with X's minimal polynomial x^e (x^2 - delta)^k, U = X @ X, and
 C and S interpolated (Hermite) on the eigenvalue nodes {0, delta} of U; coefficient functions
 below switch to exact Taylor series for |delta| < 0.25 (removable singularity).
   block 0 (size 2): mu = a1, delta = -a0**2, minimal polynomial x^0 (x^2 - delta)^1, delta sign: neg
+    V = alpha I + beta X with alpha + i theta beta = (e^z - 1)/z at z = mu + i theta, theta^2 = -delta
 log: mu = log(det)/size, Y = e^-mu h, C = (Y + Y^-1)/2, S = (Y - Y^-1)/2 and X = S G(C),
   G(c) = arccos(c)/sqrt(1 - c^2) (analytic at c = 1); near the cut (cos theta < -1/2) X is rebuilt
   from the symmetric part: P = (C - I)/(cos theta - 1), theta = atan2(sin theta, cos theta), and the
@@ -23,7 +24,11 @@ log: mu = log(det)/size, Y = e^-mu h, C = (Y + Y^-1)/2, S = (Y - Y^-1)/2 and X =
 
 import torch
 
-from lieconv_runtime.group_base import GeneratedGroup, complex_structure, const, det, eye, hermite_matrix, mat, piecewise, trace
+from lieconv_runtime.group_base import (
+    GeneratedGroup, affine, combine, det, eye, hermite_matrix, mat, phi1_coefficients, piecewise, trace, vee,
+    where_near_cut,
+)
+
 TAU = 0.25
 GENERATORS = [[[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]], [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]], [[0.0, 0.0, 1.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]], [[0.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]]]
 DUAL = [[0.0, -0.5, 0.0, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0], [0.5, 0.0, 0.0, 0.0, 0.5, 0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0]]
@@ -31,150 +36,68 @@ STRUCTURE_CONSTANTS = [[[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0
 LINEAR = [[[0.0, -1.0], [1.0, 0.0]], [[1.0, 0.0], [0.0, 1.0]], [[0.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]]
 TRANSLATION = [[0.0, 0.0], [0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]
 
-# block 0: generators restricted to the block, their traceless parts
-BLOCK0_GENERATORS = [[[0.0, -1.0], [1.0, 0.0]], [[1.0, 0.0], [0.0, 1.0]], [[0.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]]
-BLOCK0_TRACELESS = [[[0.0, -1.0], [1.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]]
-BLOCK0_FORM = [[1.0, 0.0], [0.0, 1.0]]
-BLOCK0_FORM_INV = [[1.0, 0.0], [0.0, 1.0]]
+# block 0: its traceless generators (for the log at angle pi)
+BLOCK0_TRACELESS = [[[0.0, -1.0], [1.0, 0.0]]]
 
 
-_HC_P0_J0_TRIG_SERIES = (1.0, 0.5, 0.041666666666666664, 0.001388888888888889, 2.48015873015873e-05, 2.755731922398589e-07, 2.08767569878681e-09, 1.1470745597729725e-11, 4.779477332387385e-14)
+def cos_t(d):
+    """cos(t) with d = -t**2; analytic at d = 0 (Taylor series for |d| < TAU).
+
+    The Hermite coefficient h_0 over the nodes {0 (x0), d} of cosh(sqrt(u)).
+    """
+    series = (1.0, 0.5, 0.041666666666666664, 0.001388888888888889, 2.48015873015873e-05, 2.755731922398589e-07, 2.08767569878681e-09, 1.1470745597729725e-11, 4.779477332387385e-14)
+    return piecewise(d, series, TAU, neg=lambda t: torch.cos(t))
 
 
-def _hC_p0_j0_trig_closed_neg(y):
-    """Closed form of _hC_p0_j0_trig for y <= -TAU."""
-    t = torch.sqrt(-y)
-    return torch.cos(t)
+def sin_over_t(d):
+    """sin(t)/t with d = -t**2; analytic at d = 0 (Taylor series for |d| < TAU).
+
+    The Hermite coefficient h_0 over the nodes {0 (x0), d} of sinh(sqrt(u))/sqrt(u).
+    """
+    series = (1.0, 0.16666666666666666, 0.008333333333333333, 0.0001984126984126984, 2.7557319223985893e-06, 2.505210838544172e-08, 1.6059043836821613e-10, 7.647163731819816e-13, 2.8114572543455206e-15)
+    return piecewise(d, series, TAU, neg=lambda t: torch.sin(t)/t)
 
 
-def _hC_p0_j0_trig(d):
-    """h_0(d) for F = cosh(sqrt(u)) over nodes {0 (x0), d}: the 0-th derivative / 0! of (F(y) - T_0(y)) / y^0 at y = d. Closed forms in t: neg: cos(t) with y = -t**2."""
-    return piecewise(d, _HC_P0_J0_TRIG_SERIES, TAU, neg=_hC_p0_j0_trig_closed_neg)
+def t_over_sin(d):
+    """t/sin(t) with d = cos(t) - 1; analytic at d = 0 (Taylor series for |d| < TAU).
 
-
-_HD_P0_J0_TRIG_SERIES = (0.5, 0.041666666666666664, 0.001388888888888889, 2.48015873015873e-05, 2.755731922398589e-07, 2.08767569878681e-09, 1.1470745597729725e-11, 4.779477332387385e-14)
-
-
-def _hD_p0_j0_trig_closed_neg(y):
-    """Closed form of _hD_p0_j0_trig for y <= -TAU."""
-    t = torch.sqrt(-y)
-    return (1 - torch.cos(t))/t**2
-
-
-def _hD_p0_j0_trig(d):
-    """h_0(d) for F = (cosh(sqrt(u)) - 1)/u over nodes {0 (x0), d}: the 0-th derivative / 0! of (F(y) - T_0(y)) / y^0 at y = d. Closed forms in t: neg: (1 - cos(t))/t**2 with y = -t**2."""
-    return piecewise(d, _HD_P0_J0_TRIG_SERIES, TAU, neg=_hD_p0_j0_trig_closed_neg)
-
-
-_HE_P0_J0_TRIG_SERIES = (1.0, 0.08333333333333333, -0.001388888888888889, 3.306878306878307e-05, -8.267195767195768e-07, 2.08767569878681e-08, -5.284190138687493e-10, 1.3382536530684679e-11, -3.3896802963225827e-13, 8.586062056277845e-15)
-
-
-def _hE_p0_j0_trig_closed_neg(y):
-    """Closed form of _hE_p0_j0_trig for y <= -TAU."""
-    t = torch.sqrt(-y)
-    return (0.5)*t/torch.tan((0.5)*t)
-
-
-def _hE_p0_j0_trig(d):
-    """h_0(d) for F = (x/2)coth(x/2) with u = x^2 over nodes {0 (x0), d}: the 0-th derivative / 0! of (F(y) - T_0(y)) / y^0 at y = d. Closed forms in t: neg: t/(2*tan(t/2)) with y = -t**2."""
-    return piecewise(d, _HE_P0_J0_TRIG_SERIES, TAU, neg=_hE_p0_j0_trig_closed_neg)
-
-
-_HG_P0_J0_TRIG_SERIES = (1.0, -0.3333333333333333, 0.13333333333333333, -0.05714285714285714, 0.025396825396825397, -0.011544011544011544, 0.005328005328005328, -0.0024864024864024864, 0.0011700717583070525, -0.0005542445170928143, 0.00026392596052038776, -0.00012622545937931588, 6.058822050207163e-05, -2.9172106167664115e-05, 1.4083085736113711e-05, -6.814396323925989e-06, 3.303949732812601e-06, -1.6047755845089777e-06, 7.807016357070702e-07, -3.8034182252395724e-07, 1.855325963531499e-07, -9.060894240502669e-08)
-
-
-def _hG_p0_j0_trig_closed_neg(y):
-    """Closed form of _hG_p0_j0_trig for y <= -TAU."""
-    t = torch.arccos(1 + y)
-    return t/torch.sin(t)
-
-
-def _hG_p0_j0_trig(d):
-    """h_0(d) for F = arccosh(c)/sqrt(c^2 - 1) with y = c - 1 over nodes {0 (x0), d}: the 0-th derivative / 0! of (F(y) - T_0(y)) / y^0 at y = d. Closed forms in t: neg: t/sin(t) with y = cos(t) - 1."""
-    return piecewise(d, _HG_P0_J0_TRIG_SERIES, TAU, neg=_hG_p0_j0_trig_closed_neg)
-
-
-_HS_P0_J0_TRIG_SERIES = (1.0, 0.16666666666666666, 0.008333333333333333, 0.0001984126984126984, 2.7557319223985893e-06, 2.505210838544172e-08, 1.6059043836821613e-10, 7.647163731819816e-13, 2.8114572543455206e-15)
-
-
-def _hS_p0_j0_trig_closed_neg(y):
-    """Closed form of _hS_p0_j0_trig for y <= -TAU."""
-    t = torch.sqrt(-y)
-    return torch.sin(t)/t
-
-
-def _hS_p0_j0_trig(d):
-    """h_0(d) for F = sinh(sqrt(u))/sqrt(u) over nodes {0 (x0), d}: the 0-th derivative / 0! of (F(y) - T_0(y)) / y^0 at y = d. Closed forms in t: neg: sin(t)/t with y = -t**2."""
-    return piecewise(d, _HS_P0_J0_TRIG_SERIES, TAU, neg=_hS_p0_j0_trig_closed_neg)
+    The Hermite coefficient h_0 over the nodes {0 (x0), d} of arccosh(c)/sqrt(c^2 - 1) with y = c - 1.
+    """
+    series = (1.0, -0.3333333333333333, 0.13333333333333333, -0.05714285714285714, 0.025396825396825397, -0.011544011544011544, 0.005328005328005328, -0.0024864024864024864, 0.0011700717583070525, -0.0005542445170928143, 0.00026392596052038776, -0.00012622545937931588, 6.058822050207163e-05, -2.9172106167664115e-05, 1.4083085736113711e-05, -6.814396323925989e-06, 3.303949732812601e-06, -1.6047755845089777e-06, 7.807016357070702e-07, -3.8034182252395724e-07, 1.855325963531499e-07, -9.060894240502669e-08)
+    return piecewise(d, series, TAU, neg=lambda t: t/torch.sin(t), node="cosine")
 
 
 def _exp_block0(B, mu, d):
-    """exp of block 0: B (..., 2, 2), mu (...) or None, d = delta (...) or None."""
+    """exp(B) of block 0: B (..., 2, 2), mu = trace(B) / 2, d = delta."""
     X = B - mat(mu) * eye(2, B)
     U = X @ X
-    even = hermite_matrix(U, d, (), [_hC_p0_j0_trig(d)])
-    odd = hermite_matrix(U, d, (), [_hS_p0_j0_trig(d)])
-    out = even + X @ odd
-    out = mat(torch.exp(mu)) * out
-    return out
-
-
-# V = alpha I + beta X for block 0 (X^2 = delta I): series coefficients of alpha, beta in (mu, delta)
-BLOCK0_V_ALPHA = [[1.0, 0.16666666666666666, 0.008333333333333333, 0.0001984126984126984, 2.7557319223985893e-06, 2.505210838544172e-08, 1.6059043836821613e-10, 7.647163731819816e-13, 2.8114572543455206e-15, 8.22063524662433e-18, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], [0.5, 0.125, 0.006944444444444444, 0.00017361111111111112, 2.48015873015873e-06, 2.296443268665491e-08, 1.4911969277048643e-10, 7.169215998581078e-13, 2.6552651846596585e-15, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], [0.16666666666666666, 0.05, 0.002976190476190476, 7.716049382716049e-05, 1.1273448773448773e-06, 1.0598968932302266e-08, 6.958918995956033e-11, 3.373748705214625e-13, 1.2577571927335224e-15, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], [0.041666666666666664, 0.013888888888888888, 0.0008680555555555555, 2.3148148148148147e-05, 3.4446649029982366e-07, 3.2806332409507015e-09, 2.1746621862362604e-11, 1.0621060738638634e-13, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], [0.008333333333333333, 0.002976190476190476, 0.00019290123456790122, 5.260942760942761e-06, 7.9492266992267e-08, 7.654810895551636e-10, 5.116852202908848e-12, 2.515514385467045e-14, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], [0.001388888888888889, 0.0005208333333333333, 3.472222222222222e-05, 9.645061728395062e-07, 1.4762849584278155e-08, 1.4352770429159317e-10, 9.665165272161156e-13, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], [0.0001984126984126984, 7.716049382716049e-05, 5.260942760942761e-06, 1.4838556505223173e-07, 2.2964432686654908e-09, 2.251414969279893e-11, 1.5260787271833406e-13, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], [2.48015873015873e-05, 9.92063492063492e-06, 6.889329805996473e-07, 1.968379944570421e-08, 3.0755936633912826e-10, 3.0376233712506492e-12, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], [2.7557319223985893e-06, 1.1273448773448773e-06, 7.9492266992267e-08, 2.2964432686654908e-09, 3.6183454863426854e-11, 3.597185571217874e-13, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], [2.755731922398589e-07, 1.1482216343327455e-07, 8.201583102376754e-09, 2.3921284048598865e-10, 3.797029214063312e-12, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], [2.505210838544172e-08, 1.0598968932302266e-08, 7.654810895551636e-10, 2.251414969279893e-11, 3.597185571217874e-13, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], [2.08767569878681e-09, 8.947181566229185e-10, 6.523986558708781e-11, 1.9330330544322313e-12, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], [1.6059043836821613e-10, 6.958918995956033e-11, 5.116852202908848e-12, 1.5260787271833406e-13, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], [1.1470745597729725e-11, 5.018451199006754e-12, 3.717371258523522e-13, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], [7.647163731819816e-13, 3.373748705214625e-13, 2.515514385467045e-14, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], [4.779477332387385e-14, 2.1242121477277268e-14, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], [2.8114572543455206e-15, 1.2577571927335224e-15, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], [1.5619206968586225e-16, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], [8.22063524662433e-18, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]]
-BLOCK0_V_BETA = [[0.5, 0.041666666666666664, 0.001388888888888889, 2.48015873015873e-05, 2.755731922398589e-07, 2.08767569878681e-09, 1.1470745597729725e-11, 4.779477332387385e-14, 1.5619206968586225e-16, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], [0.3333333333333333, 0.03333333333333333, 0.0011904761904761906, 2.2045855379188714e-05, 2.505210838544172e-07, 1.9270852604185937e-09, 1.0706029224547743e-11, 4.498331606952833e-14, 1.4797143443923793e-16, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], [0.125, 0.013888888888888888, 0.0005208333333333333, 9.92063492063492e-06, 1.1482216343327455e-07, 8.947181566229185e-10, 5.018451199006754e-12, 2.1242121477277268e-14, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], [0.03333333333333333, 0.003968253968253968, 0.00015432098765432098, 3.006253006253006e-06, 3.532989644100755e-08, 2.783567598382413e-10, 1.5744160624334915e-12, 6.708038361245453e-15, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], [0.006944444444444444, 0.0008680555555555555, 3.472222222222222e-05, 6.889329805996473e-07, 8.201583102376754e-09, 6.523986558708781e-11, 3.717371258523522e-13, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], [0.0011904761904761906, 0.00015432098765432098, 6.313131313131313e-06, 1.2718762718762718e-07, 1.5309621791103272e-09, 1.2280445286981234e-11, 7.043440279307726e-14, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], [0.00017361111111111112, 2.3148148148148147e-05, 9.645061728395062e-07, 1.968379944570421e-08, 2.3921284048598865e-10, 1.9330330544322313e-12, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], [2.2045855379188714e-05, 3.006253006253006e-06, 1.2718762718762718e-07, 2.624506592760561e-09, 3.216307098971276e-11, 2.6161349608857266e-13, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], [2.48015873015873e-06, 3.4446649029982366e-07, 1.4762849584278155e-08, 3.0755936633912826e-10, 3.797029214063312e-12, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], [2.505210838544172e-07, 3.532989644100755e-08, 1.5309621791103272e-09, 3.216307098971276e-11, 3.996872856908749e-13, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], [2.296443268665491e-08, 3.2806332409507015e-09, 1.4352770429159317e-10, 3.0376233712506492e-12, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], [1.9270852604185937e-09, 2.783567598382413e-10, 1.2280445286981234e-11, 2.6161349608857266e-13, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], [1.4911969277048643e-10, 2.1746621862362604e-11, 9.665165272161156e-13, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], [1.0706029224547743e-11, 1.5744160624334915e-12, 7.043440279307726e-14, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], [7.169215998581078e-13, 1.0621060738638634e-13, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], [4.498331606952833e-14, 6.708038361245453e-15, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], [2.6552651846596585e-15, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], [1.4797143443923793e-16, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]]
-
-
-def _v_coefficients0(mu, d):
-    """alpha, beta with (exp(B) - I) B^-1 = alpha I + beta X, B = mu I + X, X^2 = d I (d <= 0):
-    alpha = (e^mu (C mu - S d) - mu) / (mu^2 - d), beta = (e^mu (S mu - C) + 1) / (mu^2 - d),
-    C = cos(sqrt(-d)), S = sin(sqrt(-d))/sqrt(-d); a joint Taylor series for mu^2 - d < 1/4."""
-    r2 = mu**2 - d
-    small = r2 < 0.25
-    safe_mu = torch.where(small, torch.ones_like(mu), mu)
-    safe_d = torch.where(small, torch.zeros_like(d), d)
-    C, S, e = _hC_p0_j0_trig(safe_d), _hS_p0_j0_trig(safe_d), torch.exp(safe_mu)
-    den = safe_mu**2 - safe_d
-    alpha = (e * (C * safe_mu - S * safe_d) - safe_mu) / den
-    beta = (e * (S * safe_mu - C) + 1) / den
-    if bool(small.any()):  # the series only where it is needed
-        n = len(BLOCK0_V_ALPHA)
-        pick = small.reshape(-1)
-        mu_s, d_s = mu.reshape(-1)[pick], d.reshape(-1)[pick]
-        mu_pows = torch.stack([mu_s**i for i in range(n)], -1)
-        d_pows = torch.stack([d_s**j for j in range(n)], -1)
-        series_a = torch.einsum("mi,ij,mj->m", mu_pows, const(BLOCK0_V_ALPHA, mu), d_pows)
-        series_b = torch.einsum("mi,ij,mj->m", mu_pows, const(BLOCK0_V_BETA, mu), d_pows)
-        alpha = alpha.reshape(-1).index_put((pick,), series_a).reshape(alpha.shape)
-        beta = beta.reshape(-1).index_put((pick,), series_b).reshape(beta.shape)
-    return alpha, beta
+    return mat(torch.exp(mu)) * (hermite_matrix(U, d, (), [cos_t(d)]) + X @ hermite_matrix(U, d, (), [sin_over_t(d)]))
 
 
 def _v_block0(B, mu, d):
-    """V = (exp(B) - I) / B = int_0^1 exp(sB) ds for block 0."""
-    alpha, beta = _v_coefficients0(mu, d)
-    return mat(alpha) * eye(2, B) + mat(beta) * (B - mat(mu) * eye(2, B))
+    """V = (exp(B) - I) / B = int_0^1 exp(sB) ds of block 0."""
+    alpha, beta = phi1_coefficients(mu, d, cos_t(d), sin_over_t(d))
+    I = eye(2, B)
+    return mat(alpha) * I + mat(beta) * (B - mat(mu) * I)
 
 
 def _v_inv_block0(B):
-    """V^-1 = B / (exp(B) - I) for block 0, from the block's log B."""
-    I = eye(2, B)
+    """V^-1 = B / (exp(B) - I) of block 0, from the block's log B."""
     mu = trace(B) / 2
+    I = eye(2, B)
     X = B - mat(mu) * I
     d = trace(X @ X) / 2
-    alpha, beta = _v_coefficients0(mu, d)
+    alpha, beta = phi1_coefficients(mu, d, cos_t(d), sin_over_t(d))
     return (mat(alpha) * I - mat(beta) * X) / mat(alpha**2 - beta**2 * d)
 
 
 def _inv_block0(h):
-    """Inverse of a group element restricted to block 0."""
-    # orthogonal block: h^-1 = e^(-2 mu) h^T
-    out = h.transpose(-1, -2)
-    out = mat(det(h) ** (-2.0 / 2)) * out
-    return out
+    """h^-1 of block 0 (orthogonal up to scale): e^(-2 mu) h^T."""
+    return mat(det(h) ** (-2.0 / 2)) * h.transpose(-1, -2)
 
 
 def _log_block0(h, h_inv):
-    """Principal log of block 0 from h and h^-1 (..., 2, 2)."""
+    """Principal log of block 0 (..., 2, 2) from h and h^-1: X = S G(C), C = cosh X, S = sinh X."""
     I = eye(2, h)
     # det > 0 on the group; the clamp only guards float32 inputs too ill-conditioned to hold it
     mu = torch.log(det(h).clamp_min(torch.finfo(h.dtype).tiny)) / 2
@@ -185,93 +108,37 @@ def _log_block0(h, h_inv):
     kappa = trace(C) / 2
     cut = kappa < -0.5
     y = torch.where(cut, torch.zeros_like(kappa), kappa - 1)
-    X = S @ hermite_matrix(C - I, y, (), [_hG_p0_j0_trig(y)])
-    if bool(cut.any()):  # recompute only the entries near the cut
-        n = 2
-        pick = cut.reshape(-1)
-        flat = lambda M: M.reshape(-1, n, n)[pick]
-        fixed = _log_near_cut0(flat(h), flat(C), flat(S), kappa.reshape(-1)[pick])
-        X = X.reshape(-1, n, n).index_put((pick,), fixed).reshape(X.shape)
+    X = S @ hermite_matrix(C - I, y, (), [t_over_sin(y)])
+    X = where_near_cut(X, cut, C, S, kappa, pairs=1, traceless=BLOCK0_TRACELESS, orthogonal=True)
     return X + mat(mu) * I
-
-
-def _log_near_cut0(h, C, S, kappa):
-    """log of block 0 for rotation angles near pi (cos theta = kappa < -1/2): (m, 2, 2)."""
-    I = eye(2, h)
-    # P projects on the rotation plane(s), theta from atan2, J from the sign of S
-    P = (C - I) / mat(kappa - 1)
-    sin2 = -trace(P @ S @ S) / 2
-    tiny = torch.finfo(h.dtype).tiny
-    sin = sin2.clamp_min(tiny).sqrt()
-    theta = torch.atan2(sin, kappa)
-    gens = const(BLOCK0_TRACELESS, h)
-    PGP = P[..., None, :, :] @ gens @ P[..., None, :, :]
-    pick = PGP.flatten(-2).norm(dim=-1).argmax(-1)
-    index = pick[..., None, None, None].expand(pick.shape + (1, 2, 2))
-    fallback = PGP.gather(-3, index)[..., 0, :, :]
-    # the antisymmetric part of S: exact sinh(X) is antisymmetric in an orthogonal block
-    S_alg = 0.5 * (S - S.transpose(-1, -2))
-    J0 = torch.where(mat(sin2 > tiny**0.5), P @ S_alg @ P / mat(sin), fallback)
-    J = complex_structure(J0, P)
-    return (I - P) @ S + mat(theta) * J
-
-
-def _restrict(M, left, right):
-    return const(left, M) @ M @ const(right, M)
-
-
-def _embed(M, left, right):
-    return const(right, M) @ M @ const(left, M)
-
-
-def _linear(a):
-    return torch.einsum("...i,ijk->...jk", a, const(LINEAR, a))
 
 
 def exp(a):
     """a (..., 4) -> g (..., 3, 3)."""
-    B = _linear(a)
     a0 = a[..., 0]
     a1 = a[..., 1]
-    a2 = a[..., 2]
-    a3 = a[..., 3]
-    B0 = B
-    mu0 = a1 + torch.zeros_like(a[..., 0])
-    d0 = -a0**2 + torch.zeros_like(a[..., 0])
-    R = _exp_block0(B0, mu0, d0)
-    V = _v_block0(B0, mu0, d0)
-    t = torch.einsum("...i,ij->...j", a, const(TRANSLATION, a))
-    return _affine(R, (V @ t[..., None])[..., 0])
-
-
-def _inv_linear(R):
-    return _inv_block0(R)
-
-
-def _affine(R, u):
-    """[[R, u], [0, 1]] from R (..., 2, 2) and u (..., 2)."""
-    top = torch.cat([R, u[..., None]], dim=-1)
-    bottom = torch.zeros_like(top[..., :1, :])
-    bottom[..., 0, -1] = 1.0
-    return torch.cat([top, bottom], dim=-2)
+    B = combine(a, LINEAR)
+    mu0 = a1
+    d0 = -a0**2
+    R = _exp_block0(B, mu0, d0)
+    V = _v_block0(B, mu0, d0)
+    return affine(R, (V @ combine(a, TRANSLATION)[..., None])[..., 0])
 
 
 def inv(g):
     """g (..., 3, 3) -> g^-1 (closed form)."""
-    R_inv = _inv_linear(g[..., :2, :2])
-    return _affine(R_inv, -(R_inv @ g[..., :2, 2:])[..., 0])
+    R_inv = _inv_block0(g[..., :2, :2])
+    return affine(R_inv, -(R_inv @ g[..., :2, 2:])[..., 0])
 
 
 def log(g):
     """g (..., 3, 3) -> a (..., 4), principal branch."""
     R = g[..., :2, :2]
-    R_inv = _inv_linear(R)
-    L0 = _log_block0(R, R_inv)
-    B = L0
-    V_inv = _v_inv_block0(L0)
+    R_inv = _inv_block0(R)
+    B = _log_block0(R, R_inv)
+    V_inv = _v_inv_block0(B)
     t = (V_inv @ g[..., :2, 2:])[..., 0]
-    X = torch.cat([torch.cat([B, t[..., None]], dim=-1), torch.zeros_like(g[..., :1, :])], dim=-2)
-    return torch.einsum("ij,...j->...i", const(DUAL, X), X.flatten(-2))
+    return vee(torch.cat([torch.cat([B, t[..., None]], dim=-1), torch.zeros_like(g[..., :1, :])], dim=-2), DUAL)
 
 
 def spectrum(a):
@@ -295,8 +162,6 @@ def spectrum(a):
 # Haar samples: b uniform in BOX, a = b @ BASIS, accepted if the largest rotation angle of a is
 # below pi (log's principal domain), inside WINDOW, and with probability |det dexp| / DENSITY_MAX.
 # ---------------------------------------------------------------------------------------------
-
-from lieconv_runtime.lift import safe_atan2, safe_log, safe_sqrt  # noqa: E402,F401
 
 
 # Haar sampler on the stabilizer span{theta, s}

@@ -5,7 +5,7 @@ Do not edit: change the spec and run `groupgen generate`.
 
 Action: affine on R^2; 1 generators (ty) of size 3x3; abelian.
 exp, log and inv are closed forms derived by groupgen (no generic matrix exp/log/inverse).
-a = (a0, ..., a0) are the coefficients of the generators in the order above.
+a = (a0,) are the coefficients of the generators in the order above.
 Affine: hat(a) = [[B, t], [0, 0]] with B the 2x2 linear part, and
   exp(hat(a)) = [[exp(B), V t], [0, 1]],  V = (exp(B) - I) / B,
   log([[R, u], [0, 1]]) = [[B, V^-1 u], [0, 0]] with B = log(R).
@@ -15,41 +15,29 @@ translation column.
 
 import torch
 
-from lieconv_runtime.group_base import GeneratedGroup, complex_structure, const, det, eye, hermite_matrix, mat, piecewise, trace, zero_spectrum
-TAU = 0.25
+from lieconv_runtime.group_base import GeneratedGroup, affine, combine, eye, vee, zero_spectrum
+
 GENERATORS = [[[0.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]]]
 DUAL = [[0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0]]
 STRUCTURE_CONSTANTS = [[[0.0]]]
-LINEAR = [[[0.0, 0.0], [0.0, 0.0]]]
 TRANSLATION = [[0.0, 1.0]]
 
 
 def exp(a):
-    """a (..., 1) -> g (..., 3, 3)."""
-    # pure translations: exp(hat(a)) = [[I, t], [0, 1]]
-    t = torch.einsum("...i,ij->...j", a, const(TRANSLATION, a))
-    return _affine(eye(2, a).expand(a.shape[:-1] + (2, 2)), t)
-
-
-def _affine(R, u):
-    """[[R, u], [0, 1]] from R (..., 2, 2) and u (..., 2)."""
-    top = torch.cat([R, u[..., None]], dim=-1)
-    bottom = torch.zeros_like(top[..., :1, :])
-    bottom[..., 0, -1] = 1.0
-    return torch.cat([top, bottom], dim=-2)
+    """a (..., 1) -> g (..., 3, 3): exp(hat(a)) = [[I, t], [0, 1]]."""
+    return affine(eye(2, a).expand(a.shape[:-1] + (2, 2)), combine(a, TRANSLATION))
 
 
 def inv(g):
-    """g (..., 3, 3) -> g^-1 (closed form)."""
-    return _affine(eye(2, g).expand(g.shape[:-2] + (2, 2)), -g[..., :2, 2])
+    """g (..., 3, 3) -> g^-1 = [[I, -u], [0, 1]]."""
+    return affine(eye(2, g).expand(g.shape[:-2] + (2, 2)), -g[..., :2, 2])
 
 
 def log(g):
-    """g (..., 3, 3) -> a (..., 1), principal branch."""
-    # pure translations: log([[I, u], [0, 1]]) = [[0, u], [0, 0]]
+    """g (..., 3, 3) -> a (..., 1): log([[I, u], [0, 1]]) = [[0, u], [0, 0]]."""
     X = torch.zeros_like(g)
     X[..., :2, 2] = g[..., :2, 2]
-    return torch.einsum("ij,...j->...i", const(DUAL, X), X.flatten(-2))
+    return vee(X, DUAL)
 
 
 
@@ -62,8 +50,6 @@ def log(g):
 # Haar samples: b uniform in BOX, a = b @ BASIS, accepted if the largest rotation angle of a is
 # below pi (log's principal domain), inside WINDOW, and with probability |det dexp| / DENSITY_MAX.
 # ---------------------------------------------------------------------------------------------
-
-from lieconv_runtime.lift import safe_atan2, safe_log, safe_sqrt  # noqa: E402,F401
 
 
 # Haar sampler on the stabilizer span{}

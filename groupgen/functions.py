@@ -30,6 +30,9 @@ G      arccosh(c)/sqrt(c^2-1), y = c-1  t / sin t, y = cos t - 1  t / sinh t, y 
 
 exp(X) = C(X^2) + X S(X^2);  (exp(X) - I)/X = S(X^2) + X D(X^2);
 X/(exp(X) - I) = E(X^2) - X/2;  X = sinh(X) G(cosh X).
+
+`coefficient_name` names each h_j after its closed form (sin_over_t, one_minus_cos_over_t2, ...), so
+the emitted code says what it computes; one function serves every interpolation with the same series.
 """
 
 from __future__ import annotations
@@ -96,33 +99,36 @@ def taylor_in_y(name: str) -> tuple[Fraction, ...]:
 
 @dataclass(frozen=True)
 class Branch:
-    """One side of the removable singularity: y = node(t), t = t_of_y(y), F = value(t)."""
+    """One side of the removable singularity: y = node(t), F = value(t).
+
+    `kind` names the node for the runtime (`lieconv_runtime.group_base.piecewise`, which computes t
+    from y): "square" (y = -t^2 / t^2) or "cosine" (y = cos t - 1 / cosh t - 1)."""
 
     node: sympy.Expr  # y as a function of t
-    t_of_y: str  # torch expression of t in terms of the tensor `y`
+    kind: str  # "square" | "cosine"
     value: sympy.Expr  # F as a function of t
 
 
 BRANCHES: dict[str, dict[str, Branch]] = {
     "C": {
-        "neg": Branch(-t**2, "torch.sqrt(-y)", sympy.cos(t)),
-        "pos": Branch(t**2, "torch.sqrt(y)", sympy.cosh(t)),
+        "neg": Branch(-t**2, "square", sympy.cos(t)),
+        "pos": Branch(t**2, "square", sympy.cosh(t)),
     },
     "S": {
-        "neg": Branch(-t**2, "torch.sqrt(-y)", sympy.sin(t) / t),
-        "pos": Branch(t**2, "torch.sqrt(y)", sympy.sinh(t) / t),
+        "neg": Branch(-t**2, "square", sympy.sin(t) / t),
+        "pos": Branch(t**2, "square", sympy.sinh(t) / t),
     },
     "D": {
-        "neg": Branch(-t**2, "torch.sqrt(-y)", (1 - sympy.cos(t)) / t**2),
-        "pos": Branch(t**2, "torch.sqrt(y)", (sympy.cosh(t) - 1) / t**2),
+        "neg": Branch(-t**2, "square", (1 - sympy.cos(t)) / t**2),
+        "pos": Branch(t**2, "square", (sympy.cosh(t) - 1) / t**2),
     },
     "E": {
-        "neg": Branch(-t**2, "torch.sqrt(-y)", (t / 2) * sympy.cos(t / 2) / sympy.sin(t / 2)),
-        "pos": Branch(t**2, "torch.sqrt(y)", (t / 2) * sympy.cosh(t / 2) / sympy.sinh(t / 2)),
+        "neg": Branch(-t**2, "square", (t / 2) * sympy.cos(t / 2) / sympy.sin(t / 2)),
+        "pos": Branch(t**2, "square", (t / 2) * sympy.cosh(t / 2) / sympy.sinh(t / 2)),
     },
     "G": {
-        "neg": Branch(sympy.cos(t) - 1, "torch.arccos(1 + y)", t / sympy.sin(t)),
-        "pos": Branch(sympy.cosh(t) - 1, "torch.arccosh(1 + y)", t / sympy.sinh(t)),
+        "neg": Branch(sympy.cos(t) - 1, "cosine", t / sympy.sin(t)),
+        "pos": Branch(sympy.cosh(t) - 1, "cosine", t / sympy.sinh(t)),
     },
 }
 
@@ -148,10 +154,6 @@ class HermiteCoefficient:
     j: int
     series: tuple[Fraction, ...]  # h_j(d) = sum_k series[k] d^k for |d| < TAU
     closed: dict[str, sympy.Expr]  # branch -> expression in t
-
-    @property
-    def fn_name(self) -> str:
-        return f"_h{self.name}_p{self.p}_j{self.j}"
 
 
 def _series_of_hj(name: str, p: int, j: int) -> tuple[Fraction, ...]:
@@ -179,3 +181,92 @@ def hermite_coefficient(name: str, p: int, j: int, branches: tuple[str, ...]) ->
             h = sympy.diff(h, t) / dy_dt / k
         closed[side] = sympy.simplify(h) if j == 0 else sympy.together(h)
     return HermiteCoefficient(name, p, j, _series_of_hj(name, p, j), closed)
+
+
+# --------------------------------------------------------------------------------------------
+# names that say what a coefficient function is
+# --------------------------------------------------------------------------------------------
+
+MAX_NAME = 44
+_SMALL = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 8: "eight", 12: "twelve"}
+_RECIPROCAL = {sympy.tan: "cot", sympy.tanh: "coth"}
+_FAMILY = {"C": "cosh_sqrt", "S": "sinhc_sqrt", "D": "coshc_sqrt", "E": "half_coth_half", "G": "arccoshc"}
+
+
+def _number(n: sympy.Rational) -> str:
+    if n == sympy.Rational(1, 2):
+        return "half"
+    if n.is_Integer:
+        return _SMALL.get(int(n), f"n{int(n)}")
+    return f"{_number(sympy.Integer(n.p))}_over_{_number(sympy.Integer(n.q))}"
+
+
+def _terms(expr: sympy.Expr) -> str:
+    """Tokens of an expression in t: sums with _plus_/_minus_, products joined by _, quotients _over_."""
+    if expr == t:
+        return "t"
+    if expr.is_Rational:
+        return ("minus_" if expr < 0 else "") + _number(abs(expr))
+    if expr.is_Add:
+        terms = list(expr.as_ordered_terms())
+        terms = [x for x in terms if not x.could_extract_minus_sign()] + [x for x in terms if x.could_extract_minus_sign()]
+        out = ""
+        for i, term in enumerate(terms):
+            neg = term.could_extract_minus_sign()
+            body = _terms(-term if neg else term)
+            out += (("minus_" if neg else "") if i == 0 else ("_minus_" if neg else "_plus_")) + body
+        return out
+    if expr.is_Pow and expr.exp.is_Integer and expr.exp > 0:
+        base = _terms(expr.base)
+        return f"{base}{int(expr.exp)}" if expr.base == t else f"{base}_pow{int(expr.exp)}"
+    if expr.is_Mul or (expr.is_Pow and expr.exp.is_Integer and expr.exp < 0):
+        coeff, rest = expr.as_coeff_Mul()
+        factors = sympy.Mul.make_args(rest)
+        top = [f for f in factors if not (f.is_Pow and f.exp.is_Integer and f.exp < 0)]
+        bottom = [f for f in factors if f.is_Pow and f.exp.is_Integer and f.exp < 0]
+        if coeff != 1 and len(top) == 1 and top[0].is_Add:  # c (u - v) / w -> (c u - c v) / w
+            top, coeff = [sympy.Add(*[coeff * x for x in top[0].args])], sympy.Integer(1)
+        if coeff < 0:
+            return "minus_" + _terms(-expr)
+        num, den = [], []
+        for f in top:
+            num.append(_terms(f))
+        for f in bottom:
+            base, k = f.base, -int(f.exp)
+            if isinstance(base, tuple(_RECIPROCAL)) and k == 1:  # t / tan(t/2) -> t_cot_half_t
+                num.append(_RECIPROCAL[type(base)] + _terms(base)[len(type(base).__name__):])
+            else:
+                den.append(_terms(base**k))
+        if coeff == sympy.Rational(1, 2):
+            num.insert(0, "half")
+        else:
+            if coeff.q != 1:
+                den.insert(0, _number(sympy.Integer(coeff.q)))
+            if coeff.p != 1:
+                num.insert(0, _number(sympy.Integer(coeff.p)))
+        return ("_".join(num) or "one") + ("_over_" + "_".join(den) if den else "")
+    if isinstance(expr, sympy.Function) and len(expr.args) == 1:
+        name = type(expr).__name__
+        return name if expr.args[0] == t else f"{name}_{_terms(expr.args[0])}"
+    raise ValueError(f"no name for {expr}")
+
+
+def coefficient_name(closed: dict[str, sympy.Expr], fallback: str) -> str:
+    """A deterministic Python identifier that says what a coefficient function is, from its closed form
+    in t (the trigonometric one when there is one: sin_over_t, one_minus_cos_over_t2,
+    t_minus_sin_over_t3, half_t_cot_half_t, ...); `fallback` when that would be longer than MAX_NAME."""
+    expr = closed["neg"] if "neg" in closed else closed["pos"]
+    try:
+        name = _terms(expr)
+    except ValueError:
+        return fallback
+    if "_" not in name:  # a bare function of t: cos -> cos_t
+        name += "_t"
+    if len(name) > MAX_NAME or not name.isidentifier():
+        return fallback
+    return name
+
+
+def fallback_name(name: str, p: int, j: int) -> str:
+    """The name of h_j for F = `name` after p Taylor terms when its closed form is too long to spell."""
+    return f"{_FAMILY[name]}_p{p}_h{j}"

@@ -32,16 +32,15 @@ from __future__ import annotations
 
 import math
 import random
-import re
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
 import numpy as np
 import sympy
-from sympy.parsing.sympy_parser import convert_xor, parse_expr, rationalize, standard_transformations
 
-from groupgen.printer import TorchCodePrinter, code as _plain_code
+from groupgen.expressions import MINIMAL_GLOBALS, ExpressionError, parse
+from groupgen.printer import code
 from groupgen.spec import SpecError
 
 __all__ = ["LiftPlan", "Sampler", "derive_lift", "lift_context", "lift_check_rows", "parse_lift_block",
@@ -55,10 +54,6 @@ _FUNCTIONS = {
     "Abs": sympy.Abs, "abs": sympy.Abs, "sign": sympy.sign, "Min": sympy.Min, "Max": sympy.Max,
     "min": sympy.Min, "max": sympy.Max, "pi": sympy.pi,
 }
-_ALLOWED_TEXT = re.compile(r"^[A-Za-z0-9\s+\-*/^().,]*$")
-_TRANSFORMS = standard_transformations + (convert_xor, rationalize)
-_GLOBALS = {"Integer": sympy.Integer, "Float": sympy.Float, "Rational": sympy.Rational,
-            "Symbol": sympy.Symbol, "Function": sympy.Function, "__builtins__": {}}
 
 
 # --------------------------------------------------------------------------------------------
@@ -80,25 +75,18 @@ def _expr(value: Any, allowed: dict, file: str, fld: str, what: str) -> sympy.Ex
     how = f"write a quoted sympy expression in {names} (functions: sqrt, atan2, log, exp, sin, cos, Abs, sign, Min, Max)"
     if isinstance(value, bool) or value is None or isinstance(value, (list, dict)):
         raise SpecError(file, fld, f"{what} must be a number or an expression string, got {value!r}; {how}")
-    if isinstance(value, int):
-        return sympy.Integer(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise SpecError(file, fld, f"{what} {value!r} is not finite; {how}")
-        return sympy.Rational(repr(value))
-    if not isinstance(value, str):
-        raise SpecError(file, fld, f"{what} {value!r} is not a number or a string; {how}")
-    text = value.strip()
-    if not text or len(text) > 500 or not _ALLOWED_TEXT.match(text):
-        raise SpecError(file, fld, f"{what} {value!r} is not a valid expression; {how}")
-    local = dict(_FUNCTIONS)
-    local.update(allowed)
     try:
-        expr = parse_expr(text, local_dict=local, global_dict=_GLOBALS, transformations=_TRANSFORMS)
-    except Exception as exc:  # sympy raises many kinds of errors on bad input
-        raise SpecError(file, fld, f"{what} {value!r} cannot be parsed ({exc.__class__.__name__}); {how}") from None
-    if not isinstance(expr, sympy.Expr):
-        raise SpecError(file, fld, f"{what} {value!r} is not an expression; {how}")
+        expr = parse(value, max_len=500, local_dict={**_FUNCTIONS, **allowed}, global_dict=MINIMAL_GLOBALS)
+    except ExpressionError as exc:
+        problem = {
+            "type": "is not a number or a string",
+            "not-finite": "is not finite",
+            "empty": "is not a valid expression",
+            "invalid": "is not a valid expression",
+            "unparsable": f"cannot be parsed ({exc.detail})",
+            "not-expression": "is not an expression",
+        }[exc.kind]
+        raise SpecError(file, fld, f"{what} {value!r} {problem}; {how}") from None
     unknown = sorted({str(f.func) for f in expr.atoms(sympy.core.function.AppliedUndef)})
     if unknown:
         raise SpecError(file, fld, f"{what} {value!r} uses unknown function(s) {', '.join(unknown)}; {how}")
@@ -644,49 +632,6 @@ def derive_lift(spec, alg, seed: int = 0) -> LiftPlan:
 # --------------------------------------------------------------------------------------------
 
 
-class _LiftPrinter(TorchCodePrinter):
-    """Printer for user expressions: sqrt, log and atan2 become the runtime's NaN-safe versions."""
-
-    def _print_Pow(self, expr, rational=False):
-        base, exp = expr.base, expr.exp
-        if exp.is_Rational and not exp.is_Integer and exp.q == 2 and not base.is_number:
-            root = f"safe_sqrt({self._print(base)})"
-            p = int(exp.p)
-            if p == 1:
-                return root
-            return f"{root}**{p}" if p > 0 else f"1/{root}**{-p}"
-        return super()._print_Pow(expr, rational)
-
-    def _print_log(self, expr):
-        return f"safe_log({self._print(expr.args[0])})"
-
-    def _print_atan2(self, expr):
-        return f"safe_atan2({self._print(expr.args[0])}, {self._print(expr.args[1])})"
-
-    def _minmax(self, expr, fn):
-        args = [f"({self._print(a)} + zero)" for a in expr.args]
-        out = args[0]
-        for a in args[1:]:
-            out = f"{fn}({out}, {a})"
-        return out
-
-    def _print_Max(self, expr):
-        return self._minmax(expr, "torch.maximum")
-
-    def _print_Min(self, expr):
-        return self._minmax(expr, "torch.minimum")
-
-
-_LPRINTER = _LiftPrinter()
-
-
-def _code(expr) -> str:
-    expr = sympy.sympify(expr)
-    if expr.is_number:
-        return repr(float(expr))
-    return _LPRINTER.doprint(expr)
-
-
 def _used(exprs, prefix: str) -> list[int]:
     idx = set()
     for e in exprs:
@@ -714,7 +659,7 @@ def _sampler_context(spec, s: Sampler | None, prefix: str) -> dict | None:
         "window_doc": ", ".join(f"|{spec.generator_names[i]}| <= {w:g}" for i, w in sorted(s.window.items())) or "none",
         "compact": s.compact,
         "density": s.density,
-        "delta": _plain_code(s.delta) if s.delta is not None else None,
+        "delta": code(s.delta) if s.delta is not None else None,
         "delta_sym": sympy.sstr(s.delta) if s.delta is not None else "",
         "b_used": _used([s.delta], "b") if s.delta is not None else [],
         "k": s.k,
@@ -741,11 +686,11 @@ def lift_context(spec, alg) -> dict:
         "kind": plan.kind,
         "reason": repr(plan.reason),
         "q_dim": plan.q_dim,
-        "orbit": [_code(e) for e in plan.orbit],
+        "orbit": [code(e, nan_safe=True) for e in plan.orbit],
         "orbit_sym": [sympy.sstr(e) for e in plan.orbit],
-        "origin": [_code(e) for e in plan.origin],
+        "origin": [code(e, nan_safe=True) for e in plan.origin],
         "origin_sym": [sympy.sstr(e) for e in plan.origin],
-        "factors": [[_code(c) for c in fac] for fac in plan.factors],
+        "factors": [[code(c, nan_safe=True) for c in fac] for fac in plan.factors],
         "factors_sym": [", ".join(f"{spec.generator_names[i]}: {sympy.sstr(c)}" for i, c in enumerate(fac) if c != 0)
                         or "identity" for fac in plan.factors],
         "x_used_orbit": _used(plan.orbit, "x"),

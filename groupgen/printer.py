@@ -1,7 +1,11 @@
-"""sympy -> torch source printer used by the templates.
+"""sympy -> torch source: the one printer of groupgen (closed forms and the spec's lift expressions).
 
 Numbers become float literals (repr, 17 significant digits), integer powers become
 ``x**n`` (exact for small n, no torch.pow dispatch), functions map to torch.*.
+
+With ``nan_safe=True`` (the user's expressions of a `lift:` block) square roots, logs and atan2
+become the runtime's NaN-safe ``safe_sqrt``, ``safe_log`` and ``safe_atan2``
+(`lieconv_runtime.lift`), and Min/Max broadcast against the tensor ``zero`` in scope.
 """
 
 from __future__ import annotations
@@ -12,6 +16,10 @@ from sympy.printing.pytorch import TorchPrinter
 
 
 class TorchCodePrinter(TorchPrinter):
+    def __init__(self, nan_safe: bool = False):
+        super().__init__()
+        self.nan_safe = nan_safe
+
     def _print_Rational(self, expr):
         return repr(float(expr))
 
@@ -35,6 +43,9 @@ class TorchCodePrinter(TorchPrinter):
             if n == -1:
                 return f"1/{b}"
             return f"1/{b}**{-n}"
+        if self.nan_safe and exp.is_Rational and exp.q == 2:  # sqrt(max(z, tiny))^p
+            root, p = f"safe_sqrt({self._print(base)})", int(exp.p)
+            return root if p == 1 else f"{root}**{p}" if p > 0 else f"1/{root}" if p == -1 else f"1/{root}**{-p}"
         return super()._print_Pow(expr)
 
     def _print_NumberSymbol(self, expr):
@@ -45,20 +56,39 @@ class TorchCodePrinter(TorchPrinter):
 
     _print_Pi = _print_NumberSymbol
 
+    def _print_log(self, expr):
+        if self.nan_safe:
+            return f"safe_log({self._print(expr.args[0])})"
+        return self._print_Function(expr)
 
-_PRINTER = TorchCodePrinter()
+    def _print_atan2(self, expr):
+        if self.nan_safe:
+            return f"safe_atan2({self._print(expr.args[0])}, {self._print(expr.args[1])})"
+        return self._print_Function(expr)
+
+    def _minmax(self, expr, fn):
+        args = [f"({self._print(a)} + zero)" for a in expr.args]
+        out = args[0]
+        for a in args[1:]:
+            out = f"{fn}({out}, {a})"
+        return out
+
+    def _print_Max(self, expr):
+        return self._minmax(expr, "torch.maximum") if self.nan_safe else self._print_Function(expr)
+
+    def _print_Min(self, expr):
+        return self._minmax(expr, "torch.minimum") if self.nan_safe else self._print_Function(expr)
 
 
-def code(expr) -> str:
-    """Torch source for a sympy expression."""
+_PRINTERS = {False: TorchCodePrinter(), True: TorchCodePrinter(nan_safe=True)}
+
+
+def code(expr, nan_safe: bool = False) -> str:
+    """Torch source for a sympy expression (NaN-safe sqrt/log/atan2 for the spec's own expressions)."""
     expr = sympy.sympify(expr)
     if expr.is_number:
         return repr(float(expr))
-    return _PRINTER.doprint(expr)
-
-
-def float_literal(x) -> str:
-    return repr(float(x))  # correctly rounded for Fraction and sympy numbers
+    return _PRINTERS[nan_safe].doprint(expr)
 
 
 def matrix_literal(mat) -> str:

@@ -31,21 +31,16 @@ import hashlib
 import keyword
 import math
 import os
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import sympy
 import yaml
-from sympy.parsing.sympy_parser import (
-    convert_xor,
-    parse_expr,
-    rationalize,
-    standard_transformations,
-)
 from sympy.polys.constructor import construct_domain
 from sympy.polys.domains import EX
 from sympy.polys.matrices import DomainMatrix
+
+from groupgen.expressions import ExpressionError, parse
 
 __all__ = ["GroupSpec", "SpecError", "find_specs", "load_spec", "parse_spec"]
 
@@ -210,22 +205,7 @@ def _check_duplicate_keys(node: yaml.Node, prefix: str, file: str) -> None:
 # exact entries
 # --------------------------------------------------------------------------
 
-_TRANSFORMS = standard_transformations + (convert_xor, rationalize)
-# Only what a number expression needs: no quotes, underscores, brackets, ...
-_ALLOWED_EXPR = re.compile(r"^[A-Za-z0-9\s+\-*/^().,]*$")
 _MAX_EXPR_LEN = 200
-_SYMPY_GLOBALS: dict[str, Any] | None = None
-
-
-def _sympy_globals() -> dict[str, Any]:
-    """sympy's namespace for parse_expr, with the Python builtins removed."""
-    global _SYMPY_GLOBALS
-    if _SYMPY_GLOBALS is None:
-        namespace: dict[str, Any] = {}
-        exec("from sympy import *", namespace)  # noqa: S102 - fixed string
-        namespace["__builtins__"] = {}
-        _SYMPY_GLOBALS = namespace
-    return _SYMPY_GLOBALS
 
 
 class _EntryError(ValueError):
@@ -246,33 +226,22 @@ def _exact_entry(value: Any) -> sympy.Expr:
     """Convert one matrix entry to an exact real sympy number, or raise _EntryError."""
     if isinstance(value, bool):
         raise _EntryError(f"{str(value).lower()} is a boolean, not a number; {_HOW}")
-    if isinstance(value, int):
-        return sympy.Integer(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise _EntryError(f"{value!r} is not finite; {_HOW}")
-        return sympy.Rational(repr(value))
     if value is None:
         raise _EntryError(f"entry is empty (null); {_HOW}")
     if isinstance(value, (list, dict)):
         kind = "a list" if isinstance(value, list) else "a mapping"
         raise _EntryError(f"entry is {kind}, not a number; {_HOW}")
-    if not isinstance(value, str):
-        raise _EntryError(f"{value!r} ({type(value).__name__}) is not a number; {_HOW}")
-
-    text = value.strip()
-    if not text:
-        raise _EntryError(f"entry is an empty string; {_HOW}")
-    if len(text) > _MAX_EXPR_LEN or not _ALLOWED_EXPR.match(text):
-        raise _EntryError(f"{value!r} is not a number expression; {_HOW}")
     try:
-        expr = parse_expr(text, global_dict=_sympy_globals(), transformations=_TRANSFORMS)
-    except Exception as exc:  # sympy raises many kinds of errors on bad input
-        raise _EntryError(
-            f"{value!r} cannot be parsed as a number ({exc.__class__.__name__}); {_HOW}"
-        ) from None
-    if not isinstance(expr, sympy.Expr):
-        raise _EntryError(f"{value!r} is not a number; {_HOW}")
+        expr = parse(value, max_len=_MAX_EXPR_LEN)
+    except ExpressionError as exc:
+        raise _EntryError({
+            "type": f"{value!r} ({type(value).__name__}) is not a number; {_HOW}",
+            "not-finite": f"{value!r} is not finite; {_HOW}",
+            "empty": f"entry is an empty string; {_HOW}",
+            "invalid": f"{value!r} is not a number expression; {_HOW}",
+            "unparsable": f"{value!r} cannot be parsed as a number ({exc.detail}); {_HOW}",
+            "not-expression": f"{value!r} is not a number; {_HOW}",
+        }[exc.kind]) from None
     if expr.free_symbols:
         names = ", ".join(sorted(str(s) for s in expr.free_symbols))
         raise _EntryError(

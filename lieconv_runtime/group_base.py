@@ -1,22 +1,35 @@
-"""The base every generated group module fills in, and the small generic helpers the
-generated code calls (constants cache, Hermite matrix polynomials, Newton-Schulz).
+"""The base every generated group module fills in, and the generic helpers the generated
+code calls: constants, linear combinations and vee, block restriction, the scalar coefficient
+functions, Hermite matrix polynomials, the log near rotation angle pi, the closed-form V of
+similarity blocks, quadrature.
 
 Nothing here knows any particular group: the generated module supplies the generator
-matrices, the dual basis for ``vee``, the structure constants and the closed-form
-``exp``/``log``/``inv`` functions derived by groupgen.
+matrices, the dual basis for ``vee``, the structure constants, each block's constants and the
+closed-form ``exp``/``log``/``inv`` that put these helpers together.
 
 Shapes: coefficients ``a`` are ``(..., lie_dim)``, matrices ``(..., rep_dim, rep_dim)``,
-points ``(..., space_dim)``; every function is batched over the leading dims.
+points ``(..., space_dim)``; "scalar fields" are ``(...)``; every function is batched over the
+leading dims.  Constant tables (nested lists of floats) are passed as the module's constants and
+turned into tensors on the argument's dtype/device by `const` (cached).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-from lieconv_runtime.lift import LiftMixin
+from lieconv_runtime.lift import LiftMixin, safe_atan2, safe_log, safe_sqrt
+
+# everything a generated module may import (groupgen writes each module's import line from this list)
+__all__ = [
+    "GeneratedGroup", "affine", "combine", "complex_structure", "const", "det", "eigvals", "embed", "eye",
+    "hermite_matrix", "horner", "identity_like", "log_by_square_roots", "log_near_cut", "mat", "matrix_polynomial",
+    "numeric_log", "phi1_coefficients", "piecewise", "quadrature_v", "restrict", "safe_atan2", "safe_log",
+    "safe_sqrt", "trace", "vee", "where_near_cut", "zero_spectrum",
+]
 
 _CONST_CACHE: dict = {}
 
@@ -33,7 +46,14 @@ def const(values, ref: torch.Tensor) -> torch.Tensor:
 
 
 def eye(n: int, ref: torch.Tensor) -> torch.Tensor:
+    """(n, n) identity on ref's dtype/device."""
     return torch.eye(n, dtype=ref.dtype, device=ref.device)
+
+
+def identity_like(M: torch.Tensor) -> torch.Tensor:
+    """The identity broadcast to M's shape (..., n, n) (a view: the block of a group element that every
+    generator fixes, its V and its inverse)."""
+    return eye(M.shape[-1], M).expand_as(M)
 
 
 def trace(m: torch.Tensor) -> torch.Tensor:
@@ -60,30 +80,79 @@ def mat(x: torch.Tensor) -> torch.Tensor:
     return x[..., None, None]
 
 
+# --- linear algebra on the module's constant tables ---------------------------------------------
+
+
+def combine(a: torch.Tensor, table) -> torch.Tensor:
+    """sum_i a[..., i] table[i]: a (..., d), table (d, *shape) -> (..., *shape).
+
+    hat(a) = combine(a, GENERATORS); the linear part B(a) = combine(a, LINEAR) and the translation
+    t(a) = combine(a, TRANSLATION) of an affine group."""
+    t = const(table, a)
+    if t.dim() == 3:
+        return torch.einsum("...i,ijk->...jk", a, t)
+    return torch.einsum("...i,ij->...j", a, t)
+
+
+def vee(X: torch.Tensor, dual) -> torch.Tensor:
+    """(..., n, n) -> (..., d) with the dual basis (d, n*n): exact on the algebra, least squares off it."""
+    return torch.einsum("ij,...j->...i", const(dual, X), X.flatten(-2))
+
+
+def affine(R: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """[[R, u], [0, 1]] (..., m + 1, m + 1) from R (..., m, m) and u (..., m)."""
+    top = torch.cat([R, u[..., None]], dim=-1)
+    bottom = torch.zeros_like(top[..., :1, :])
+    bottom[..., 0, -1] = 1.0
+    return torch.cat([top, bottom], dim=-2)
+
+
+def restrict(M: torch.Tensor, left, right) -> torch.Tensor:
+    """A matrix (..., m, m) restricted to an invariant block: left @ M @ right (..., s, s), with the
+    block's basis right (m, s) and its dual left (s, m), left @ right = I."""
+    return const(left, M) @ M @ const(right, M)
+
+
+def embed(M: torch.Tensor, left, right) -> torch.Tensor:
+    """A block's matrix (..., s, s) back in the whole space: right @ M @ left (..., m, m)."""
+    return const(right, M) @ M @ const(left, M)
+
+
+# --- coefficient functions and matrix polynomials ------------------------------------------------
+
+
 def horner(d: torch.Tensor, coeffs: Sequence[float]) -> torch.Tensor:
-    """sum_k coeffs[k] d^k."""
+    """sum_k coeffs[k] d^k (same shape as d)."""
     out = torch.full_like(d, coeffs[-1])
     for c in reversed(coeffs[:-1]):
         out = out * d + c
     return out
 
 
-def piecewise(d: torch.Tensor, series: Sequence[float], tau: float, neg=None, pos=None) -> torch.Tensor:
-    """An analytic coefficient function with a removable singularity at d = 0.
+# t as a function of the node variable y on each side of the removable singularity at y = 0
+_NODES = {
+    "square": (lambda y: torch.sqrt(-y), lambda y: torch.sqrt(y)),  # y = -t^2 / y = t^2
+    "cosine": (lambda y: torch.arccos(1 + y), lambda y: torch.arccosh(1 + y)),  # y = cos t - 1 / cosh t - 1
+}
 
-    Evaluates the Taylor series for |d| < tau and the closed form `neg(y)` (d <= -tau) or
-    `pos(y)` (d >= tau) elsewhere.  Each closed form only ever sees safe inputs (masked
-    entries get y = -+1), so no NaN/inf reaches autograd from a discarded branch; branches
-    that no entry needs are skipped.
+
+def piecewise(d: torch.Tensor, series: Sequence[float], tau: float, neg: Callable | None = None,
+              pos: Callable | None = None, node: str = "square") -> torch.Tensor:
+    """An analytic coefficient function of d (...) with a removable singularity at d = 0.
+
+    Evaluates the Taylor series for |d| < tau, and elsewhere the closed form `neg(t)` (d <= -tau) or
+    `pos(t)` (d >= tau) of t, where d = -t^2 / t^2 (node "square") or cos t - 1 / cosh t - 1 (node
+    "cosine").  Each closed form only ever sees safe inputs (masked entries get d = -+1), so no NaN/inf
+    reaches autograd from a discarded branch; branches that no entry needs are skipped.
     """
     small = d.abs() < tau
     out = horner(d, series) if bool(small.any()) else torch.zeros_like(d)
-    for side, fn in ((-1.0, neg), (1.0, pos)):
+    for side, fn, t_of in ((-1.0, neg, _NODES[node][0]), (1.0, pos, _NODES[node][1])):
         if fn is None:
             continue
         use = (d * side) >= tau
         if bool(use.any()):
-            out = torch.where(use, fn(torch.where(use, d, torch.full_like(d, side))), out)
+            out = torch.where(use, fn(t_of(torch.where(use, d, torch.full_like(d, side)))), out)
     return out
 
 
@@ -113,6 +182,22 @@ def hermite_matrix(U: torch.Tensor, d: torch.Tensor | None, taylor: Sequence[flo
     return out
 
 
+def matrix_polynomial(Y: torch.Tensor, coeffs: Sequence) -> torch.Tensor:
+    """sum_j coeffs[j] Y^j for Y (..., n, n); each coefficient a float or a scalar field (...).
+
+    The inverse by Cayley-Hamilton: Y^-1 = sum_j c_j Y^j from Y's minimal polynomial."""
+    out = torch.zeros_like(Y)
+    power = eye(Y.shape[-1], Y).expand_as(Y)
+    for j, c in enumerate(coeffs):
+        out = out + (mat(c) if isinstance(c, torch.Tensor) else c) * power
+        if j + 1 < len(coeffs):
+            power = power @ Y
+    return out
+
+
+# --- the log near rotation angle pi --------------------------------------------------------------
+
+
 def complex_structure(J0: torch.Tensor, P: torch.Tensor, iters: int = 3) -> torch.Tensor:
     """Nearest J with J^2 = -P (J = P J P) by Newton-Schulz: J <- J (3P + J^2) / 2.
 
@@ -124,6 +209,106 @@ def complex_structure(J0: torch.Tensor, P: torch.Tensor, iters: int = 3) -> torc
     for _ in range(iters):
         J = 0.5 * J @ (3.0 * P + J @ J)
     return J
+
+
+def log_near_cut(C: torch.Tensor, S: torch.Tensor, cos: torch.Tensor, *, pairs: int, traceless,
+                 orthogonal: bool = False, form=None, form_inv=None) -> torch.Tensor:
+    """Principal log X (..., m, m) of a block's element Y = exp(X) whose rotation angle theta is near pi.
+
+    Y has a trace-free log (mu already divided out); C = (Y + Y^-1)/2 = cosh X and
+    S = (Y - Y^-1)/2 = sinh X (..., m, m); cos = cos theta (...) < -1/2; `pairs` eigenvalue pairs +-i theta
+    (the block's alg_k).  P = (C - I)/(cos theta - 1) projects on the rotation plane(s), sin theta
+    comes from P S S, theta = atan2(sin theta, cos theta), and J (J^2 = -P) from the part of S in the
+    algebra: antisymmetric (`orthogonal`), form-antisymmetric (M^-1 = form_inv, M = form), or S
+    itself, refined by Newton-Schulz.  At theta = pi exactly (S = 0) J comes from the traceless
+    generators (k, m, m) of the block, projected on the plane.  X = (I - P) S + theta J.
+    """
+    m = C.shape[-1]
+    I = eye(m, C)
+    P = (C - I) / mat(cos - 1)
+    sin2 = -trace(P @ S @ S) / (2 * pairs)
+    tiny = torch.finfo(C.dtype).tiny
+    sin = sin2.clamp_min(tiny).sqrt()
+    theta = torch.atan2(sin, cos)
+    PGP = P[..., None, :, :] @ const(traceless, C) @ P[..., None, :, :]
+    pick = PGP.flatten(-2).norm(dim=-1).argmax(-1)
+    fallback = PGP.gather(-3, pick[..., None, None, None].expand(pick.shape + (1, m, m)))[..., 0, :, :]
+    if orthogonal:  # exact sinh(X) is antisymmetric in an orthogonal block
+        S_alg = 0.5 * (S - S.transpose(-1, -2))
+    elif form is not None:  # exact sinh(X) is in the algebra of the form's group
+        S_alg = 0.5 * (S - const(form_inv, C) @ S.transpose(-1, -2) @ const(form, C))
+    else:
+        S_alg = S
+    J0 = torch.where(mat(sin2 > tiny**0.5), P @ S_alg @ P / mat(sin), fallback)
+    J = complex_structure(J0, P)
+    return (I - P) @ S + mat(theta) * J
+
+
+def where_near_cut(X: torch.Tensor, cut: torch.Tensor, C: torch.Tensor, S: torch.Tensor, cos: torch.Tensor,
+                   **block) -> torch.Tensor:
+    """X (..., m, m) with the entries where cut (...) holds replaced by `log_near_cut(C, S, cos, **block)`,
+    computed on those entries only (the log of a block away from the cut, fixed near it)."""
+    if not bool(cut.any()):
+        return X
+    m = X.shape[-1]
+    pick = cut.reshape(-1)
+
+    def flat(M):
+        return M.reshape(-1, m, m)[pick]
+
+    fixed = log_near_cut(flat(C), flat(S), cos.reshape(-1)[pick], **block)
+    return X.reshape(-1, m, m).index_put((pick,), fixed).reshape(X.shape)
+
+
+# --- V = (exp(B) - I) / B ---------------------------------------------------------------------------
+
+# phi1(z) = (e^z - 1)/z = sum_n z^n / (n+1)!; 16 terms reach 2^-60 for |z| < 1/2
+PHI1_SERIES = tuple(1.0 / math.factorial(n + 1) for n in range(16))
+PHI1_RADIUS2 = 0.25
+
+
+def phi1_coefficients(mu: torch.Tensor, d: torch.Tensor, C: torch.Tensor, S: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """alpha, beta (...) with V = (exp(B) - I) B^-1 = alpha I + beta X for B = mu I + X, X^2 = d I, d <= 0.
+
+    With theta = sqrt(-d), z = mu + i theta: alpha + i theta beta = phi1(z) = (e^z - 1)/z.
+    mu, d: (...); C = cos(theta), S = sin(theta)/theta (...), the block's coefficient functions at d.
+    For |z|^2 = mu^2 - d >= 1/4: alpha = (e^mu (C mu - S d) - mu) / |z|^2, beta = (e^mu (S mu - C) + 1) / |z|^2.
+    Below, the series of phi1 in the algebra spanned by 1 and X (X^2 = d): Horner on p + q X with
+    (p, q) <- (p mu + d q + c_n, p + mu q), a polynomial in mu and d, so values and gradients are exact
+    at mu = d = 0 (no square root, no division by theta).
+    """
+    r2 = mu**2 - d
+    small = r2 < PHI1_RADIUS2
+    den = torch.where(small, torch.ones_like(r2), r2)
+    e = torch.exp(mu)
+    alpha = (e * (C * mu - S * d) - mu) / den
+    beta = (e * (S * mu - C) + 1) / den
+    if bool(small.any()):  # the series only where it is needed
+        pick = small.reshape(-1)
+        mu_s, d_s = mu.reshape(-1)[pick], d.reshape(-1)[pick]
+        p, q = torch.full_like(mu_s, PHI1_SERIES[-1]), torch.zeros_like(mu_s)
+        for c in reversed(PHI1_SERIES[:-1]):
+            p, q = p * mu_s + d_s * q + c, p + mu_s * q
+        alpha = alpha.reshape(-1).index_put((pick,), p).reshape(alpha.shape)
+        beta = beta.reshape(-1).index_put((pick,), q).reshape(beta.shape)
+    return alpha, beta
+
+
+# Gauss-Legendre rule on [0, 1] for V = int_0^1 exp(sB) ds
+_GL_X, _GL_W = np.polynomial.legendre.leggauss(32)
+QUAD_NODES = tuple(float(v) for v in (_GL_X + 1) / 2)
+QUAD_WEIGHTS = tuple(float(v) for v in _GL_W / 2)
+
+
+def quadrature_v(exp_block: Callable, B: torch.Tensor, mu: torch.Tensor, d: torch.Tensor | None = None) -> torch.Tensor:
+    """V = (exp(B) - I) / B = int_0^1 exp(sB) ds (..., s, s) by the 32-point Gauss-Legendre rule, for a
+    block with mu != 0 and no closed form; exp_block(sB, s mu[, s^2 d]) is the block's exp."""
+    s = const(QUAD_NODES, B)
+    w = const(QUAD_WEIGHTS, B)
+    Bs = s[:, None, None] * B[..., None, :, :]
+    if d is None:
+        return (mat(w) * exp_block(Bs, s * mu[..., None])).sum(-3)
+    return (mat(w) * exp_block(Bs, s * mu[..., None], s**2 * d[..., None])).sum(-3)
 
 
 def zero_spectrum(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -233,13 +418,15 @@ class GeneratedGroup(LiftMixin):
 
     def hat(self, a: torch.Tensor) -> torch.Tensor:
         """(..., lie_dim) -> (..., rep_dim, rep_dim)."""
-        return torch.einsum("...i,ijk->...jk", a, self.generators(a))
+        if not self.lie_dim:
+            return a.new_zeros(a.shape[:-1] + (self.rep_dim, self.rep_dim))
+        return combine(a, self.GENERATORS)
 
     def vee(self, X: torch.Tensor) -> torch.Tensor:
         """(..., rep_dim, rep_dim) -> (..., lie_dim): exact on the algebra, least squares off it."""
         if not self.lie_dim:
             return X.new_zeros(X.shape[:-2] + (0,))
-        return torch.einsum("ij,...j->...i", const(self.DUAL, X), X.flatten(-2))
+        return vee(X, self.DUAL)
 
     def structure_constants(self, ref: torch.Tensor | None = None) -> torch.Tensor:
         """c[i, j, k] with [G_i, G_j] = sum_k c[i, j, k] G_k."""

@@ -48,11 +48,11 @@ def test_translations_and_orthogonal_blocks_get_specialised_code(tmp_path):
         assert "Pure translations" in text and "_log_block" not in text and "hermite_matrix(" not in text, name
     for name in ("SO2", "SO3", "SE2", "SE3"):
         text = (ROOT / "generated" / f"{name}.py").read_text()
-        assert "out = h.transpose(-1, -2)" in text and "_FORM_INV, h) @" not in text, name
+        assert "return h.transpose(-1, -2)" in text and "_FORM_INV, h) @" not in text, name
     # in another basis the SO3 block's form is no longer I: the general M^-1 h^T M is emitted
     so3 = load_spec(ROOT / "group_specs" / "SO3.yaml")
     rebased = render(load_spec(_write(tmp_path / "SO3_rebased1.yaml", rebased_yaml(so3, 1))))
-    assert "_FORM_INV, h) @" in rebased and "out = h.transpose(-1, -2)" not in rebased
+    assert "_FORM_INV, h) @" in rebased and "return h.transpose(-1, -2)" not in rebased
 
 
 def test_generated_module_imports_without_sympy(tmp_path):

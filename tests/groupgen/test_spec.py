@@ -375,3 +375,20 @@ def test_description_not_string(tmp_path):
 def test_find_specs_bad_directory(tmp_path):
     with pytest.raises(SpecError):
         find_specs(tmp_path / "nope")
+
+
+def test_one_expression_parser_for_entries_and_the_lift_block():
+    """groupgen.expressions.parse serves both: exact numbers, the allowed characters, sympy's namespace for
+    entries and a given vocabulary for lift expressions; its error kinds become each caller's message."""
+    from groupgen.expressions import MINIMAL_GLOBALS, ExpressionError, parse
+
+    assert parse(3, max_len=10) == 3 and parse(0.1, max_len=10) == sympy.Rational(1, 10)
+    assert parse("sqrt(2)/2", max_len=20) == sympy.sqrt(2) / 2
+    x0 = sympy.Symbol("x0", real=True)
+    assert parse("atan2(x0, 1)", max_len=50, local_dict={"atan2": sympy.atan2, "x0": x0},
+                 global_dict=MINIMAL_GLOBALS) == sympy.atan2(x0, 1)
+    for value, kind in ((True, "type"), (None, "type"), (float("inf"), "not-finite"), ("  ", "empty"),
+                        ("x" * 30, "invalid"), ("a[0]", "invalid"), ("2**", "unparsable"), ("(1, 2)", "not-expression")):
+        with pytest.raises(ExpressionError) as err:
+            parse(value, max_len=20)
+        assert err.value.kind == kind, value
