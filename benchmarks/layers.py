@@ -123,7 +123,8 @@ def setup(name: str, device: str = "cpu"):
     import torch
 
     from lieconv_runtime import load_group
-    from lieconv_runtime.nn import ImgLieResNet, LieConv
+    from lieconv_runtime.models import ImgLieResNet
+    from lieconv_runtime.nn import LieConv
 
     gen = torch.Generator().manual_seed(0)
     lift_gen = torch.Generator().manual_seed(0)

@@ -58,7 +58,6 @@ import http.client
 import importlib.util
 import json
 import math
-import os
 import posixpath
 import re
 import sys

@@ -64,7 +64,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import ClassVar, Iterator
 
 import numpy as np
 import torch
@@ -497,7 +497,10 @@ def clean_caches(data_dir: str | os.PathLike | None = None) -> list[Path]:
 @dataclass
 class ChunkData:
     """Training chunks: ``z0 (n, 2ND)``, ``ts (L,)`` relative times from 0,
-    ``zs (n, L, 2ND)`` target states (``zs[:, 0] == z0``), ``m, k (n, N)``."""
+    ``zs (n, L, 2ND)`` target states (``zs[:, 0] == z0``), ``m, k (n, N)``.  In memory: a batch is
+    ``data[LongTensor of indices]`` (``batched``; the trainer indexes it without a DataLoader)."""
+
+    batched: ClassVar[bool] = True
 
     z0: torch.Tensor
     ts: torch.Tensor

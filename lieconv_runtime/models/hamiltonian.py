@@ -28,12 +28,16 @@ from torch import nn
 from torchdiffeq import odeint
 
 from lieconv_runtime.data.springs import kinetic_energy, spring_potential, split_state
+from lieconv_runtime.nn.lieconv import frozen_radius
+from lieconv_runtime.nn.resnet import LieResNet
 
 __all__ = [
     "DynamicsModel",
     "HamiltonianModel",
     "HamiltonianDynamics",
+    "LieResNetPotential",
     "SpringPotential",
+    "build_hlieresnet",
     "rollout",
     "predict_chunks",
 ]
@@ -152,3 +156,39 @@ def predict_chunks(model: DynamicsModel, batch, method: str = "rk4") -> tuple[to
     """
     pred = rollout(model, batch.z0, batch.ts, batch.m, batch.k, method=method)
     return pred, batch.zs
+
+
+class LieResNetPotential(LieResNet):
+    """Potential V(q (bs, N, D), m (bs, N), k (bs, N)) -> (bs,) for HamiltonianDynamics.
+
+    Values (m_i, k_i) per particle; width 384, 4 blocks, no batch norm, every particle in every
+    neighbourhood, mean pooling to a scalar.  Positions are not centred: any translation
+    symmetry comes from the group.  The ball radius is irrelevant (fill 1), so ODE solves never
+    change the module's state.  Groups with a stabilizer lift by `group.stabilizer_frame` when
+    they can (SE2, SO3, SE3): V is then a deterministic, exactly invariant function of q, which
+    ODE solvers and Noether's theorem need; otherwise (Sim2) by Haar samples, redrawn per call.
+    """
+
+    def __init__(self, group, width: int = 384, num_layers: int = 4, **kw):
+        if group.stabilizer_dim > 0 and group.frame_support() is None:
+            kw.setdefault("lift_mode", "frame")
+        super().__init__(2, group, num_outputs=1, k=width, num_layers=num_layers, nbhd=None, fill=1.0, bn=False,
+                         mean=True, **kw)
+
+    def forward(self, q: torch.Tensor, m: torch.Tensor, k: torch.Tensor, stabilizer: torch.Tensor | None = None):
+        values = torch.stack([m, k], -1).to(q.dtype)
+        with frozen_radius(self):
+            return super().forward(q, values, None, stabilizer=stabilizer)[:, 0]
+
+
+def build_hlieresnet(n_particles: int, dim: int, group: str, **kw):
+    """Registry builder: HamiltonianDynamics with a LieResNetPotential over `group` (a group name).
+
+    The paper's HLieResNet lifts each particle once (``lift_samples=1``, whatever the spec's default;
+    pass ``lift_samples`` to change it)."""
+    from lieconv_runtime import load_group
+
+    kw.setdefault("lift_samples", 1)
+    alpha = kw.pop("alpha", None)
+    G = load_group(group) if alpha is None else load_group(group, alpha=alpha)
+    return HamiltonianDynamics(LieResNetPotential(G, **kw), n_particles, dim)

@@ -165,5 +165,5 @@ register("FC", FC, PAPER_LR["FC"], description="MLP neural ODE on [q - mean q, p
 register("HFC", HFC, PAPER_LR["HFC"], description="kinetic energy + MLP potential")
 register("OGN", OGN, PAPER_LR["OGN"], description="ODE graph network")
 register("HOGN", HOGN, PAPER_LR["HOGN"], description="Hamiltonian ODE graph network")
-register("HLieResNet", "lieconv_runtime.nn.models:build_hlieresnet", lr=1e-3, group_lr={"SO2": 3e-4}, needs_group=True,
+register("HLieResNet", "lieconv_runtime.models.hamiltonian:build_hlieresnet", lr=1e-3, group_lr={"SO2": 3e-4}, needs_group=True,
          description="kinetic energy + LieResNet potential over a generated group (paper §6)")

@@ -11,13 +11,12 @@ allocator tuning of `lieconv_runtime.perf.tune_malloc()` (the `lieconv` CLI and 
 """
 from lieconv_runtime.nn.geometry import PairGeometry
 from lieconv_runtime.nn.lieconv import KernelMLP, LieConv, frozen_radius, reset_rngs, subsample_cloud
-from lieconv_runtime.nn.models import ImgLieResNet, LieResNetPotential, MolecLieResNet, image_points
 from lieconv_runtime.nn.norm import MaskedBatchNorm, Swish, masked_mean, masked_sum
 from lieconv_runtime.nn.resnet import BottleBlock, LieResNet
 from lieconv_runtime.nn.sampling import farthest_point_sample, select_neighbours
 
 __all__ = [
-    "BottleBlock", "ImgLieResNet", "KernelMLP", "LieConv", "LieResNet", "LieResNetPotential", "MaskedBatchNorm",
-    "MolecLieResNet", "PairGeometry", "Swish", "farthest_point_sample", "frozen_radius", "image_points",
-    "masked_mean", "masked_sum", "reset_rngs", "select_neighbours", "subsample_cloud",
+    "BottleBlock", "KernelMLP", "LieConv", "LieResNet", "MaskedBatchNorm", "PairGeometry", "Swish",
+    "farthest_point_sample", "frozen_radius", "masked_mean", "masked_sum", "reset_rngs", "select_neighbours",
+    "subsample_cloud",
 ]

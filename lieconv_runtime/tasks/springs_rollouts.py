@@ -1,4 +1,4 @@
-"""Evaluation of spring-dynamics models: test MSE on chunks and long-rollout metrics.
+"""Evaluation of spring-dynamics models (the springs task): test MSE on chunks and long-rollout metrics.
 
 Rollout metrics (per test trajectory ``b`` and time ``t``; ``z`` true, ``ẑ`` predicted,
 both ``(K, T, 2ND)``; ``H`` the TRUE spring Hamiltonian):
@@ -56,18 +56,11 @@ import numpy as np
 import torch
 from torchdiffeq import odeint
 
-from lieconv_runtime.data.springs import (
-    SpringTrajectories,
-    angular_momentum,
-    energy,
-    load_spring_splits,
-    split_state,
-)
+from lieconv_runtime.data.springs import SpringTrajectories, angular_momentum, energy, split_state
 from lieconv_runtime.io import atomic_write, atomic_write_text
 from lieconv_runtime.models.hamiltonian import predict_chunks
 
 __all__ = [
-    "CheckpointError",
     "METRICS",
     "METRIC_DEFINITIONS",
     "StepBudgetExceeded",
@@ -76,75 +69,12 @@ __all__ = [
     "evaluate_model",
     "galilean_boost",
     "integrate",
-    "load_run_splits",
-    "model_from_checkpoint",
-    "read_checkpoint",
     "rollout_metrics",
     "test_mse",
     "worst_case_evaluations",
 ]
 
 METRICS = ("rollout_rel_error", "energy_rel_error", "linear_momentum_drift", "angular_momentum_drift")
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-
-class CheckpointError(ValueError):
-    """A missing, unreadable or foreign checkpoint."""
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
-
-
-# --------------------------------------------------------------------------- checkpoints
-def read_checkpoint(path) -> dict:
-    """Load a trainer checkpoint (``path`` or ``path/checkpoint.pt``) written by ``lieconv train springs``.
-
-    Returns the checkpoint dict with ``state["config"]["run"]`` (model, group,
-    data and training settings) and ``state["path"]``.
-    """
-    path = Path(path)
-    if path.is_dir():
-        path = path / "checkpoint.pt"
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated / not a torch file / foreign pickle
-        raise CheckpointError(f"cannot read checkpoint {path}: corrupt, truncated or not a torch checkpoint "
-                              f"({type(e).__name__})") from None
-    config = state.get("config") if isinstance(state, dict) else None
-    run = config.get("run") if isinstance(config, dict) else None
-    if not isinstance(run, dict) or run.get("task") != "springs" or "model" not in state:
-        raise CheckpointError(f"{path} is not a checkpoint of `lieconv train springs` (no springs run config)")
-    state["path"] = str(path)
-    return state
-
-
-def model_from_checkpoint(state: dict, dtype: torch.dtype | None = None):
-    """Rebuild the model of a checkpoint with its best-validation weights (eval mode)."""
-    from lieconv_runtime.models.registry import build_model
-
-    run = state["config"]["run"]
-    model = build_model(run["model"], run["n_particles"], run["dim"], run.get("group"), **run.get("model_kw", {}))
-    weights = state.get("best_state") or state["model"]
-    try:
-        model.load_state_dict(weights)
-    except (RuntimeError, KeyError) as e:
-        raise CheckpointError(f"weights in {state.get('path')} do not fit {run['model']}: {_one_line(e)}") from None
-    return model.to(dtype or DTYPES[run["dtype"]]).eval()
-
-
-def load_run_splits(run: dict, data_dir=None, dtype: torch.dtype | None = None, progress: bool = True,
-                    notify=None):
-    """The :class:`~lieconv_runtime.data.springs.SpringSplits` a run config describes."""
-    d = run["data"]
-    return load_spring_splits(
-        run["n_train"], d["n_val"], d["n_test"], n_systems=d["n_systems"], n_particles=run["n_particles"],
-        dim=run["dim"], n_times=d["n_times"], t_end=d["t_end"], seed=d["seed"], chunk_len=d["chunk_len"],
-        dtype=dtype or DTYPES[run["dtype"]], data_dir=data_dir, progress=progress, notify=notify,
-    )
 
 
 # --------------------------------------------------------------------------- metrics

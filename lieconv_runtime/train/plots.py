@@ -1,10 +1,12 @@
-"""PNG plots for the spring-dynamics experiments (matplotlib, Agg backend).
+"""The plots of the tasks (matplotlib, Agg backend).
 
 * :func:`plot_trajectories` -- predicted vs true particle paths (paper Fig. 6);
 * :func:`plot_conservation` -- rollout error, energy error and momentum drifts over
   time for one or several models (Fig. 7);
 * :func:`plot_study`        -- test MSE vs training-set size (Fig. 8);
-* :func:`plot_learning_curves` -- train / validation MSE per epoch of one or several runs.
+* :func:`plot_learning_curves` -- training loss / validation metric per epoch of one or several runs;
+* :func:`plot_confusion`     -- a classifier's confusion matrix (RotMNIST);
+* :func:`plot_predicted_vs_true` -- a regressor's test predictions against the truth (QM9).
 
 Files are written atomically (:func:`lieconv_runtime.io.atomic_write`).
 """
@@ -23,7 +25,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 
-__all__ = ["plot_trajectories", "plot_conservation", "plot_study", "plot_learning_curves"]
+__all__ = ["plot_conservation", "plot_confusion", "plot_learning_curves", "plot_predicted_vs_true", "plot_study",
+           "plot_trajectories"]
 
 _FLOOR = 1e-17  # exact zeros on log axes
 _TITLES = {
@@ -149,23 +152,73 @@ def plot_study(rows: list[dict], path, title: str = "Spring dynamics: test MSE v
     return _save(fig, path)
 
 
-def plot_learning_curves(runs: dict, path, title: str = "Learning curves"):
-    """Train (solid) and validation (dashed, markers) MSE per epoch, log scale, one colour per run.
+def _curve_keys(records: list[dict]) -> tuple[str | None, str | None]:
+    """The training-loss key (``train_*``) and the validation key of the primary metric (``val_*``
+    named by ``best_val_*``) of metrics.jsonl records."""
+    keys = {k for r in records for k in r}
+    train = next((k for k in sorted(keys) if k.startswith("train_")), None)
+    best = next((k for k in sorted(keys) if k.startswith("best_val_")), None)
+    val = best.replace("best_", "", 1) if best else next((k for k in sorted(keys) if k.startswith("val_")), None)
+    return train, val
 
-    ``runs = {label: [metrics.jsonl record, ...]}`` (``epoch``, ``train_mse``, ``val_mse``;
-    ``None`` values, e.g. epochs without validation, are skipped).
-    """
+
+def plot_learning_curves(runs: dict, path, title: str = "Learning curves"):
+    """Training loss (solid) and the validation metric (dashed, markers) per epoch, log scale, one
+    colour per run.  ``runs = {label: [metrics.jsonl record, ...]}``; the keys are read from the
+    records (``train_<loss>``, ``val_<primary metric>``); ``None`` values (epochs without validation)
+    are skipped."""
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    names = set()
     for i, (label, records) in enumerate(runs.items()):
         color = plt.cm.tab10(i % 10)
-        for key, style in (("train_mse", dict(ls="-")), ("val_mse", dict(ls="--", marker="o", ms=3))):
+        for key, style in zip(_curve_keys(records), (dict(ls="-"), dict(ls="--", marker="o", ms=3))):
+            if key is None:
+                continue
             pts = [(r["epoch"], r[key]) for r in records if isinstance(r.get(key), (int, float)) and r[key] > 0]
             if pts:
-                ax.plot(*zip(*pts), color=color, label=f"{label} {key.split('_')[0]}", **style)
+                names.add(key)
+                ax.plot(*zip(*pts), color=color, label=f"{label} {key}", **style)
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("MSE (log)")
+    ax.set_ylabel(", ".join(sorted(names)) + " (log)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3, which="both", lw=0.4)
     ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_confusion(matrix, path, title: str = "Confusion matrix (test)", labels=None):
+    """Row-normalised confusion matrix ``matrix (C, C)`` (rows: true class, columns: predicted), with counts."""
+    m = np.asarray(matrix, dtype=float)
+    frac = m / np.clip(m.sum(1, keepdims=True), 1, None)
+    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    im = ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
+    n = m.shape[0]
+    labels = [str(i) for i in range(n)] if labels is None else labels
+    ax.set_xticks(range(n), labels)
+    ax.set_yticks(range(n), labels)
+    for i in range(n):
+        for j in range(n):
+            if m[i, j]:
+                ax.text(j, i, f"{int(m[i, j])}", ha="center", va="center", fontsize=6,
+                        color="white" if frac[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of the true class")
+    return _save(fig, path)
+
+
+def plot_predicted_vs_true(pred, true, path, quantity: str, unit: str, title: str = ""):
+    """Scatter of predicted against true values (test set) with the diagonal; MAE in the legend."""
+    pred, true = np.asarray(pred, dtype=float), np.asarray(true, dtype=float)
+    fig, ax = plt.subplots(figsize=(4.8, 4.6))
+    ax.scatter(true, pred, s=3, alpha=0.4, lw=0, label=f"MAE {np.mean(np.abs(pred - true)):.4g} {unit}")
+    lo, hi = float(min(true.min(), pred.min())), float(max(true.max(), pred.max()))
+    ax.plot([lo, hi], [lo, hi], color="gray", lw=1, ls="--", label="predicted = true")
+    ax.set_xlabel(f"true {quantity} ({unit})")
+    ax.set_ylabel(f"predicted {quantity} ({unit})")
+    ax.set_title(title or f"{quantity}: predicted vs true (test)", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, lw=0.4)
     return _save(fig, path)

@@ -12,7 +12,7 @@ from lieconv_runtime.cli import main
 from lieconv_runtime.data.springs import load_spring_splits
 from lieconv_runtime.models import registry
 from lieconv_runtime.models.hamiltonian import HamiltonianDynamics, SpringPotential
-from lieconv_runtime.train.evaluate import METRICS, evaluate_model, galilean_boost, rollout_metrics
+from lieconv_runtime.tasks.springs_rollouts import METRICS, evaluate_model, galilean_boost, rollout_metrics
 
 KEYS = ("test_mse", *METRICS, "model", "group", "n_train", "seed")
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -66,7 +66,7 @@ def test_train_eval_writes_checkpoint_metrics_summary_and_plots(trained):
     for png in ("trajectories.png", "conservation.png"):
         assert (out / "eval" / png).read_bytes()[:8] == PNG
     assert printed["test_mse"] == summary["test_mse"] and printed["train"]["finished"]
-    run = torch.load(out / "checkpoint.pt", weights_only=True)["config"]["run"]
+    run = torch.load(out / "checkpoint.pt", weights_only=True)["config"]
     assert (run["model"], run["group"], run["model_kw"]) == ("HFC", None, {"width": 16, "n_hidden": 2})
 
 
@@ -113,7 +113,7 @@ def corrupt_checkpoint(trained, tmp_path):
 
 BAD = {
     "unknown model": (["--model", "NoSuchNet"], "unknown model 'NoSuchNet'; available models: FC, HFC"),
-    "unknown group": (["--group", "T9"], "unknown group 'T9'; available groups:"),
+    "unknown group": (["--group", "T9"], "unknown group 'T9' (available: Boost, "),
     "n_train too large": (["--n-train", "17"], "n_train=17 exceeds the 16 training systems"),
 }
 
@@ -223,13 +223,13 @@ def test_study_dry_run_and_table(capsys, tmp_path):
     plan = json.loads(capsys.readouterr().out)
     assert [r["epochs"] for r in plan["runs"] if r["label"] == "HFC"] == [79, 60, 30]
     from lieconv_runtime.train.plots import plot_study
-    from lieconv_runtime.train.study import markdown_table
+    from lieconv_runtime.tasks.springs import markdown_table
 
-    rows = [{"label": l, "n_train": n, "test_mse": v, "epoch_time_s": 0.1}
+    rows = [{"label": l, "n_train": n, "test_mse": v, "s_per_step": 0.1}
             for l, n, v in [("HFC", 10, 0.2), ("HFC", 10, 0.1), ("HFC", 20, 0.05), ("FC", 10, 0.3)]]
     table = markdown_table(rows, [10, 20], 0.17)
     assert "| HFC | 0.15 ± 0.05 | 0.05 | 0.1 |" in table and "| FC | 0.3 | – |" in table
-    from lieconv_runtime.train.study import rollout_table
+    from lieconv_runtime.tasks.springs import rollout_table
 
     rows = [dict(r, energy_rel_error=1e-3, linear_momentum_drift=None, angular_momentum_drift=2e-12,
                  rollout_rel_error=0.5) for r in rows if r["n_train"] == 20]
@@ -238,11 +238,12 @@ def test_study_dry_run_and_table(capsys, tmp_path):
 
 
 def test_run_main_job_defaults_to_hlieresnet_t2(data_dir, tmp_path, capsys):
-    from lieconv_runtime.cli import build_parser, make_run
+    from lieconv_runtime.cli import build_parser
+    from lieconv_runtime.tasks import get_task
 
     args = build_parser().parse_args(["run", "springs"])
     assert (args.model, args.group, args.eval, args.threads) == ("HLieResNet", "T2", True, 2)
-    assert make_run(build_parser().parse_args(["run", "springs", "--model", "HFC"]))["group"] is None
+    assert get_task("springs").config(build_parser().parse_args(["run", "springs", "--model", "HFC"]))["group"] is None
     rc = main(["run", "springs", "--n-train", "8", "--n-val", "4", "--n-test", "4", "--n-systems", "16",
                "--n-times", "40", "--t-end", "0.5", "--batch-size", "8", "--epochs", "1", "--n-rollouts", "2",
                "--model-kw", "width=16", "num_layers=1", "--data-dir", data_dir, "--out", str(tmp_path),
@@ -254,7 +255,7 @@ def test_run_main_job_defaults_to_hlieresnet_t2(data_dir, tmp_path, capsys):
 
 
 def test_study_sets_aside_runs_made_with_other_settings(tmp_path):
-    from lieconv_runtime.train.study import _set_aside_stale
+    from lieconv_runtime.tasks.study import _set_aside_stale
 
     run_dir = tmp_path / "runs" / "HFC" / "n25" / "seed0"
     run_dir.mkdir(parents=True)
@@ -268,13 +269,17 @@ def test_study_sets_aside_runs_made_with_other_settings(tmp_path):
 def test_study_runs_end_to_end_in_parallel_and_resumes(data_dir, tmp_path, monkeypatch):
     """A tiny preset through run_study with 2 worker processes: rows in plan order, largest size
     rolled out with the preset's solver options, and a second call reuses every finished run."""
-    from lieconv_runtime.train import study
+    import argparse
 
-    tiny = study.Preset(("HFC", "FC"), (4, 8), 1, 0.001, 4, 4, jobs=2, batch_size=8, n_rollouts=2,
-                        validations=1, rollout={"solver": "rk4"})
-    monkeypatch.setitem(study.PRESETS, "tiny", tiny)
+    from lieconv_runtime.tasks import get_task, springs
+    from lieconv_runtime.tasks.study import run_study
+
+    tiny = dict(models=("HFC", "FC"), n_train=(4, 8), repeats=1, epoch_scale=0.001, n_val=4, n_test=4, jobs=2,
+                n_rollouts=2, min_steps=0, validations=1, rollout={"solver": "rk4"}, description="tiny")
+    monkeypatch.setitem(springs.PRESETS, "tiny", tiny)
+    task, args = get_task("springs"), argparse.Namespace(models=None, n_train=None, repeats=None)
     out = tmp_path / "study"
-    result = study.run_study("tiny", out_dir=out, data_dir=data_dir, progress=False)
+    result = run_study(task, "tiny", args, out_dir=out, data_dir=data_dir, progress=False)
     rows = [json.loads(l) for l in (out / "results.jsonl").read_text().splitlines()]
     assert [(r["label"], r["n_train"]) for r in rows] == [("HFC", 4), ("HFC", 8), ("FC", 4), ("FC", 8)]
     assert [r["label"] for r in rows if "energy_rel_error" in r] == ["HFC", "FC"]
@@ -282,5 +287,6 @@ def test_study_runs_end_to_end_in_parallel_and_resumes(data_dir, tmp_path, monke
     assert rows[1]["linear_momentum_drift"] < 1e-9  # HFC is translation-invariant: exact in RK4
     assert "RK4, fixed steps on the data grid" in (out / "rollouts.md").read_text()
     assert (out / "conservation.png").read_bytes()[:8] == PNG and result["rows"] == rows
-    again = study.run_study("tiny", out_dir=out, data_dir=data_dir, progress=False, jobs=1)
-    assert again["rows"] == rows and again["wall_time_s"] < result["wall_time_s"]
+    again = run_study(task, "tiny", args, out_dir=out, data_dir=data_dir, progress=False, jobs=1)
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "eval_dir"} for r in rs]  # noqa: E731
+    assert strip(again["rows"]) == strip(rows) and again["wall_time_s"] < result["wall_time_s"]

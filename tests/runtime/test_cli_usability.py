@@ -45,10 +45,15 @@ def _one_line_error(capsys, *needles):
 
 
 # --------------------------------------------------------------------------- help and version
-def _subparsers():
+def _subparsers(task: str = "springs"):
+    """{command: the parser of `lieconv COMMAND TASK`} (plot: `lieconv plot`)."""
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return sub.choices
+    out = {}
+    for command, p in sub.choices.items():
+        tasks = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
+        out[command] = tasks[0].choices[task] if tasks else p
+    return out
 
 
 def test_every_option_has_help_and_shows_its_default():
@@ -75,7 +80,7 @@ def test_help_lists_models_groups_and_cache_folder():
     assert ", ".join(available_groups()) in text
     assert "XDG_CACHE_HOME" in text and "LIECONV_CACHE" in text
     ev = " ".join(_subparsers()["eval"].format_help().split())
-    assert "2 + 6 x STEPS" in ev and "13,974" in ev and "4 x (n_times - 1)" in ev
+    assert "2 + 6 x STEPS" in ev and "13,974" in ev and "4 x (n_times - 1)" in ev and "--rollout-steps" in ev
 
 
 def test_run_help_names_one_out_default():
@@ -170,12 +175,12 @@ def test_read_only_file_system_is_one_line(data_dir, tmp_path, capsys, monkeypat
 
 
 def test_os_errors_while_writing_become_one_line(data_dir, tmp_path, capsys, monkeypatch):
-    from lieconv_runtime.train import evaluate
+    from lieconv_runtime.tasks import springs_rollouts
 
     def full_disk(path, text):
         raise OSError(28, "No space left on device", str(path))
 
-    monkeypatch.setattr(evaluate, "atomic_write_text", full_disk)
+    monkeypatch.setattr(springs_rollouts, "atomic_write_text", full_disk)
     assert main(_args(data_dir, tmp_path / "out", "--eval", "--n-rollouts", "1", "--no-plots")) == 2
     err = capsys.readouterr().err  # phase lines, then the error as the one last line
     assert "Traceback" not in err and err.count("lieconv: error:") == 1
@@ -224,7 +229,7 @@ def test_phase_lines_json_stdout_and_last_line(tmp_path, capsys):
     lines = cap.err.splitlines()
     gen = next(l for l in lines if l.startswith("lieconv: data: generating"))
     assert "16 systems x 30 time steps" in gen and str(data) in gen and "kB on disk" in gen
-    assert any(l.startswith("lieconv: train: HFC on 8 systems") for l in lines)
+    assert any(l.startswith("lieconv: train: HFC on 8 examples") for l in lines)
     assert any(l.startswith("lieconv: eval: rolling out 2 test trajectories") for l in lines)
     assert any(l.startswith("lieconv: eval: writing plots") for l in lines)
     last = lines[-1]

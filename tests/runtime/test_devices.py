@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from lieconv_runtime import load_group
-from lieconv_runtime.nn import ImgLieResNet
+from lieconv_runtime.models import ImgLieResNet
 from lieconv_runtime.testing import equivariance_error
 from tests.runtime.test_equivariance import GROUPS, TOL, inputs, tag, tiny_net
 

@@ -9,7 +9,7 @@ import torch
 
 from lieconv_runtime.data.springs import SpringTrajectories, generate_springs
 from lieconv_runtime.models.hamiltonian import HamiltonianDynamics, SpringPotential
-from lieconv_runtime.train import evaluate as E
+from lieconv_runtime.tasks import springs_rollouts as E
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -90,7 +90,7 @@ def test_progress_bar_shows_the_fallback_count(traj, capsys):
     assert capsys.readouterr().err == ""
 
 
-def test_cli_eval_takes_max_steps_and_counts_fallbacks(tmp_path, capsys):
+def test_cli_eval_takes_a_step_budget_and_counts_fallbacks(tmp_path, capsys):
     from lieconv_runtime.cli import main
 
     data, out = str(tmp_path / "data"), tmp_path / "run"
@@ -99,7 +99,7 @@ def test_cli_eval_takes_max_steps_and_counts_fallbacks(tmp_path, capsys):
             "--data-dir", data, "--no-progress"]
     assert main(["train", "springs", *args, "--epochs", "1", "--out", str(out)]) == 0
     capsys.readouterr()
-    assert main(["eval", "springs", "--checkpoint", str(out), "--n-rollouts", "4", "--max-steps", "3",
+    assert main(["eval", "springs", "--checkpoint", str(out), "--n-rollouts", "4", "--rollout-steps", "3",
                  "--rollout-batch", "2", "--no-plots", "--no-progress"]) == 0
     s = json.loads((out / "eval" / "summary.json").read_text())
     assert (s["max_steps"], s["rollout_batch_size"], s["rk4_fallback_rollouts"]) == (3, 2, 4)

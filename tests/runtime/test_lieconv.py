@@ -9,9 +9,8 @@ import pytest
 import torch
 
 from lieconv_runtime import load_group
-from lieconv_runtime.nn import (ImgLieResNet, LieConv, LieResNet, LieResNetPotential, MaskedBatchNorm,
-                                MolecLieResNet, PairGeometry, farthest_point_sample, frozen_radius, image_points,
-                                select_neighbours)
+from lieconv_runtime.models import ImgLieResNet, LieResNetPotential, MolecLieResNet, image_points
+from lieconv_runtime.nn import LieConv, LieResNet, MaskedBatchNorm, PairGeometry, farthest_point_sample, frozen_radius, select_neighbours
 from lieconv_runtime.nn.sampling import pair_keys
 from lieconv_runtime.orthogonal import orthogonal_log
 

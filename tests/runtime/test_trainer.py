@@ -1,4 +1,5 @@
-"""Trainer: exact resume, atomic checkpoints, metrics, early stopping, weighted MSE, schedule."""
+"""Trainer: exact resume (also inside an epoch), atomic checkpoints, metrics, early stopping, weighted
+metrics, fractional epochs and max_steps, the cosine schedule as a LambdaLR, layer generators."""
 
 import json
 import math
@@ -10,7 +11,7 @@ from torch.utils.data import TensorDataset
 
 from lieconv_runtime.data.springs import generate_springs, make_chunks
 from lieconv_runtime.models import FC, predict_chunks
-from lieconv_runtime.train import CosineSchedule, Trainer, cosine_factor
+from lieconv_runtime.train import Regression, Trainer, cosine_factor, cosine_schedule
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -38,7 +39,7 @@ def _trainer(model, chunks, out, **kw):
     train, val, test = chunks
     args = dict(out_dir=out, epochs=4, lr=1e-2, batch_size=8, patience=10, seed=7, progress=False)
     args.update(kw)
-    return Trainer(model, train, val, test, **args)
+    return Trainer(model, Regression(predict_chunks), train, val, test, **args)
 
 
 def test_resume_reproduces_uninterrupted_run(chunks, tmp_path):
@@ -82,7 +83,7 @@ def test_checkpoint_metrics_and_summary_files(chunks, tmp_path):
     for key in ("model", "optimizer", "schedule", "epoch", "best_val", "best_state", "rng"):
         assert key in ck
     assert set(ck["rng"]) == {"torch", "numpy", "python"}
-    assert ck["epoch"] == 2 and ck["schedule"]["step_count"] == 6
+    assert ck["epoch"] == 2 and ck["step"] == 6 and ck["schedule"]["last_epoch"] == 6
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     rows = [json.loads(l) for l in lines]
     assert len(rows) == 2 and all({"epoch", "train_mse", "val_mse", "lr"} <= set(r) for r in rows)
@@ -108,7 +109,7 @@ def test_early_stopping_keeps_best_weights(chunks, tmp_path):
     rows = [json.loads(l) for l in (tmp_path / "up" / "metrics.jsonl").read_text().splitlines()]
     vals = [r["val_mse"] for r in rows]
     assert summary["best_val_mse"] == min(vals) and summary["best_epoch"] < 6 and vals[-1] > min(vals)
-    assert tr.evaluate(chunks[1]) == pytest.approx(summary["best_val_mse"], rel=1e-12)
+    assert tr.evaluate(chunks[1])["mse"] == pytest.approx(summary["best_val_mse"], rel=1e-12)
 
 
 def test_val_every_validates_on_schedule_and_last_epoch(chunks, tmp_path):
@@ -139,8 +140,8 @@ def test_mse_is_weighted_by_batch_size(chunks, tmp_path):
     with torch.no_grad():
         pred, target = predict_chunks(model, test)
         ref = float(((pred - target) ** 2).mean())
-    assert tr.evaluate(test) == pytest.approx(ref, rel=1e-12)
-    per_batch_mean = sum(tr.evaluate(test[torch.arange(s, min(s + 5, 7))]) for s in (0, 5)) / 2
+    assert tr.evaluate(test)["mse"] == pytest.approx(ref, rel=1e-12)
+    per_batch_mean = sum(tr.evaluate(test[torch.arange(s, min(s + 5, 7))])["mse"] for s in (0, 5)) / 2
     assert abs(per_batch_mean - ref) > 1e-6 * ref  # the unweighted average would differ
 
 
@@ -150,7 +151,7 @@ def test_generic_tensor_dataset(tmp_path):
     y = x @ torch.tensor([[1.0], [-2.0], [0.5]])
     ds = TensorDataset(x, y)
     model = torch.nn.Linear(3, 1)
-    summary = Trainer(model, ds, ds, ds, out_dir=tmp_path, epochs=30, lr=0.1, batch_size=16,
+    summary = Trainer(model, Regression(), ds, ds, ds, out_dir=tmp_path, epochs=30, lr=0.1, batch_size=16,
                       progress=False).fit()
     assert summary["test_mse"] < 1e-2
 
@@ -160,13 +161,81 @@ def test_cosine_schedule():
     assert cosine_factor(5, 10) == pytest.approx(0.5)
     assert cosine_factor(10, 10) == 1e-3  # floor
     assert cosine_factor(0.05, 10, warmup_frac=0.01) == pytest.approx(0.5 * 0.5 * (1 + math.cos(math.pi * 0.005)))
-    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=123.0)
-    sched = CosineSchedule(opt, 2.0, total_epochs=4, steps_per_epoch=3)
-    assert opt.param_groups[0]["lr"] == 2.0
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=2.0)
+    sched = cosine_schedule(opt, total_steps=12)
+    assert isinstance(sched, torch.optim.lr_scheduler.LambdaLR) and opt.param_groups[0]["lr"] == 2.0
     for _ in range(6):
+        opt.step()
         sched.step()
-    assert opt.param_groups[0]["lr"] == pytest.approx(2.0 * 0.5)  # e = 2 of 4
+    assert opt.param_groups[0]["lr"] == pytest.approx(2.0 * 0.5)  # step 6 of 12
     state = sched.state_dict()
-    other = CosineSchedule(opt, 9.0, total_epochs=1, steps_per_epoch=1)
+    opt2 = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=2.0)
+    other = cosine_schedule(opt2, total_steps=12)
     other.load_state_dict(state)
-    assert other.get_lr() == sched.get_lr() and opt.param_groups[0]["lr"] == pytest.approx(1.0)
+    assert other.get_last_lr() == sched.get_last_lr()
+
+
+def test_fractional_epochs_and_max_steps(chunks, tmp_path):
+    """24 chunks in batches of 8: 3 steps per epoch; 2.5 epochs = 8 steps; max_steps caps the run and the
+    cosine schedule spans the capped run."""
+    s = _trainer(_model(), chunks, tmp_path / "a", epochs=2.5).fit()
+    assert s["steps"] == 8 and s["epochs_completed"] == 3 and s["finished"] and s["s_per_step"] > 0
+    rows = [json.loads(l) for l in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [3, 6, 8]
+    tr = _trainer(_model(), chunks, tmp_path / "b", epochs=10, max_steps=5)
+    s = tr.fit()
+    assert s["steps"] == 5 and s["epochs_completed"] == 2 and tr.total_steps == 5
+    assert tr.optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 * 1e-3)  # the end of the schedule
+
+
+def test_resume_inside_an_epoch_is_exact(chunks, tmp_path, monkeypatch):
+    """A checkpoint written inside an epoch (checkpoint_every_s = 0), then a crash: resuming from it gives
+    the weights of an uninterrupted run."""
+    straight = _model()
+    _trainer(straight, chunks, tmp_path / "a", epochs=2).fit()
+    crashing = _model()
+    tr = _trainer(crashing, chunks, tmp_path / "b", epochs=2, checkpoint_every_s=0.0)
+    real_step, calls = tr._train_step, []
+
+    def crash_on_fifth(batch):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return real_step(batch)
+
+    monkeypatch.setattr(tr, "_train_step", crash_on_fifth)
+    with pytest.raises(KeyboardInterrupt):
+        tr.fit()
+    ck = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
+    assert ck["epoch"] == 1 and ck["step_in_epoch"] == 1 and ck["step"] == 4
+    resumed = _model(seed=9)
+    _trainer(resumed, chunks, tmp_path / "b", epochs=2, resume=True).fit()
+    for (name, p), q in zip(straight.named_parameters(), resumed.parameters()):
+        assert torch.equal(p, q), name
+
+
+def test_layer_generators_are_checkpointed(tmp_path):
+    """LieConv layers draw neighbourhoods from their own generators: a resumed run continues their streams
+    (ball sampling with a random subset), so it ends with the weights of an uninterrupted run."""
+    from lieconv_runtime import load_group
+    from lieconv_runtime.nn import LieResNet
+
+    G = load_group("SE2", lift_samples=2)
+    gen = torch.Generator().manual_seed(0)
+    x, v = torch.randn(24, 12, 2, generator=gen), torch.randn(24, 12, 1, generator=gen)
+    y = (x.norm(dim=-1).mean(-1, keepdim=True) > 1.2).double()
+    ds = TensorDataset(x.double(), v.double(), y)
+
+    def trainer(out, resume=False):
+        torch.manual_seed(0)
+        net = LieResNet(1, G, num_outputs=1, k=8, num_layers=1, nbhd=4, fill=0.5).double()
+        return net, Trainer(net, Regression(), ds, ds, out_dir=out, epochs=3, lr=1e-2, batch_size=8, progress=False,
+                            resume=resume)
+
+    straight, tr = trainer(tmp_path / "a")
+    tr.fit()
+    for _ in range(3):  # a fresh process after every epoch: new modules, generators restarted
+        net, tr = trainer(tmp_path / "b", resume=True)
+        tr.fit(stop_after_epochs=1)
+    for (name, p), q in zip(straight.named_parameters(), net.parameters()):
+        assert torch.equal(p, q), name
