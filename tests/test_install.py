@@ -32,7 +32,7 @@ generators:
 lift: {window: {s: 1.0}}
 """
 
-pytestmark = pytest.mark.skipif(os.environ.get("LIECONV_SKIP_INSTALL_TEST") == "1",
+SKIP_VENV = pytest.mark.skipif(os.environ.get("LIECONV_SKIP_INSTALL_TEST") == "1",
                                 reason="LIECONV_SKIP_INSTALL_TEST=1")
 
 
@@ -42,6 +42,7 @@ def _run(args, cwd, env, timeout=900):
     return out
 
 
+@SKIP_VENV
 def test_readme_setup_and_worked_example_in_a_fresh_venv(tmp_path):
     venv = tmp_path / "venv"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "LIECONV_GROUP_PATH")}
@@ -73,3 +74,15 @@ def test_readme_setup_and_worked_example_in_a_fresh_venv(tmp_path):
                   "--batch-size", "4", "--epochs", "1", "--out", str(tmp_path / "run"),
                   "--data-dir", str(tmp_path / "springs"), "--no-progress"], tmp_path, env)
     assert (tmp_path / "run" / "checkpoint.pt").is_file(), train.stderr
+
+
+def test_every_package_folder_is_installed():
+    """pyproject.toml lists packages explicitly (generated/ is mapped into lieconv_runtime): a new
+    folder with an __init__.py must be listed too, or `pip install .` leaves it out."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for top in ("groupgen", "lieconv_runtime")
+             for p in (ROOT / top).rglob("__init__.py")}
+    found.add("lieconv_runtime.generated")
+    assert found <= listed, f"not installed: {sorted(found - listed)}"
