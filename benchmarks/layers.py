@@ -118,11 +118,22 @@ def disc_points(bs: int, n: int, radius: float, gen):
     return torch.stack([r * torch.cos(phi), r * torch.sin(phi)], -1)
 
 
-def setup(name: str, device: str = "cpu"):
-    """Returns (lift(), fwd(cloud), loss(out), module) with inputs and module on `device`."""
+#: --metric: a non-default metric per configuration's group (the original's alpha weighting for SE(n),
+#: an anisotropic one for T(n)); the speed must not depend on it
+NONDEFAULT_METRIC = {"SE2": lambda G: G.original_weighting(0.05), "SE3": lambda G: G.original_weighting(0.2),
+                     "T2": lambda G: {"tx": 2.0, "ty": 0.5}, "T3": lambda G: {"tx": 2.0, "ty": 0.5}}
+
+
+def setup(name: str, device: str = "cpu", metric: bool = False):
+    """Returns (lift(), fwd(cloud), loss(out), module) with inputs and module on `device`; ``metric``:
+    the group gets NONDEFAULT_METRIC."""
     import torch
 
-    from lieconv_runtime import load_group
+    from lieconv_runtime import load_group as _load
+
+    def load_group(group, **kw):
+        G = _load(group, **kw)
+        return _load(group, metric=NONDEFAULT_METRIC[group](G), **kw) if metric else G
     from lieconv_runtime.models import ImgLieResNet
     from lieconv_runtime.nn import LieConv
 
@@ -151,7 +162,7 @@ def setup(name: str, device: str = "cpu"):
     return lift, layer, lambda out: out.values.pow(2).mean(), layer
 
 
-def run_config(name: str, threads: int = 2, device: str = "cpu") -> dict:
+def run_config(name: str, threads: int = 2, device: str = "cpu", metric: bool = False) -> dict:
     import torch
 
     from lieconv_runtime.perf import tune_malloc
@@ -160,10 +171,10 @@ def run_config(name: str, threads: int = 2, device: str = "cpu") -> dict:
     torch.manual_seed(0)
     tune_malloc()  # as a training process (the lieconv CLI) does
     row = {"config": name, "threads": threads, "load_avg": round(os.getloadavg()[0], 2),
-           "matmul_gflops": round(matmul_gflops(), 1)}
+           "matmul_gflops": round(matmul_gflops(), 1), **({"metric": "nondefault"} if metric else {})}
     if device != "cpu":
         return run_config_accelerator(name, device, row)
-    lift, fwd, loss, module = setup(name)
+    lift, fwd, loss, module = setup(name, metric=metric)
     cloud = lift()
     row["rss_base_mb"] = round(rss_mb(), 1)
     (row["lift_ms"], row["lift_min_ms"]), peak = timed(lift, repeats=20)
@@ -232,6 +243,8 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (the issue's setting: 2)")
     parser.add_argument("--device", default="cpu",
                         help="cpu (the issue's setting) or an accelerator, e.g. cuda: synchronised times, device memory")
+    parser.add_argument("--metric", action="store_true",
+                        help="give each group a non-default metric (NONDEFAULT_METRIC): the speed must not change")
     parser.add_argument("--plain-mlp", action="store_true",
                         help="kernel MLP as plain modules at every size (LEAN_MIN_ROWS = inf): faster, more memory")
     args = parser.parse_args(argv)
@@ -242,13 +255,13 @@ def main(argv=None) -> None:
             from lieconv_runtime.nn import lieconv
 
             lieconv.LEAN_MIN_ROWS = math.inf
-        row = run_config(args.config, args.threads, args.device)
+        row = run_config(args.config, args.threads, args.device, args.metric)
         print(json.dumps({**row, "plain_mlp": True} if args.plain_mlp else row), flush=True)
         return
     for name in CONFIGS:  # each in a fresh subprocess: clean peak RSS and allocator state
         out = subprocess.run([sys.executable, __file__, "--config", name, "--threads", str(args.threads),
-                              "--device", args.device]
-                             + (["--plain-mlp"] if args.plain_mlp else []), capture_output=True, text=True)
+                              "--device", args.device] + (["--plain-mlp"] if args.plain_mlp else [])
+                             + (["--metric"] if args.metric else []), capture_output=True, text=True)
         if out.returncode:
             print(json.dumps({"config": name, "error": out.stderr.strip().splitlines()[-1:]}), flush=True)
         else:

@@ -25,6 +25,8 @@ from lieconv_runtime.group_base import GeneratedGroup, combine, const, det, eye,
 GENERATORS = [[[1.0, 0.0], [0.0, 1.0]]]
 DUAL = [[0.5, 0.0, 0.0, 0.5]]
 STRUCTURE_CONSTANTS = [[[0.0]]]
+# d((u_i, q_i), (u_j, q_j))^2 = a^T METRIC a + alpha |q_i - q_j|^2, a = log(u_i^-1 u_j) (Frobenius: |hat(a)|_F^2)
+METRIC = [[2.0]]
 LINEAR = [[[1.0, 0.0], [0.0, 1.0]]]
 
 # block 0: its invariant form M and M^-1
@@ -163,6 +165,8 @@ class Rx(GeneratedGroup):
     GENERATORS = GENERATORS
     DUAL = DUAL
     STRUCTURE_CONSTANTS = STRUCTURE_CONSTANTS
+    METRIC = METRIC
+    METRIC_SOURCE = "frobenius"
     _exp = staticmethod(exp)
     _log = staticmethod(log)
     _inv = staticmethod(inv)

@@ -30,6 +30,8 @@ TAU = 0.25
 GENERATORS = [[[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]]
 DUAL = [[0.0, -0.5, 0.0, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0]]
 STRUCTURE_CONSTANTS = [[[0.0]]]
+# d((u_i, q_i), (u_j, q_j))^2 = a^T METRIC a + alpha |q_i - q_j|^2, a = log(u_i^-1 u_j) (Frobenius: |hat(a)|_F^2)
+METRIC = [[2.0]]
 LINEAR = [[[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]]
 
 # block 0: its basis (right) and dual basis (left)
@@ -235,6 +237,8 @@ class SO2z(GeneratedGroup):
     GENERATORS = GENERATORS
     DUAL = DUAL
     STRUCTURE_CONSTANTS = STRUCTURE_CONSTANTS
+    METRIC = METRIC
+    METRIC_SOURCE = "frobenius"
     _exp = staticmethod(exp)
     _log = staticmethod(log)
     _inv = staticmethod(inv)

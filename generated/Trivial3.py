@@ -14,6 +14,8 @@ from lieconv_runtime.group_base import GeneratedGroup, eye, zero_spectrum
 GENERATORS = []
 DUAL = []
 STRUCTURE_CONSTANTS = []
+# d((u_i, q_i), (u_j, q_j))^2 = a^T METRIC a + alpha |q_i - q_j|^2, a = log(u_i^-1 u_j) (Frobenius: |hat(a)|_F^2)
+METRIC = []
 
 
 def exp(a):
@@ -115,6 +117,8 @@ class Trivial3(GeneratedGroup):
     GENERATORS = GENERATORS
     DUAL = DUAL
     STRUCTURE_CONSTANTS = STRUCTURE_CONSTANTS
+    METRIC = METRIC
+    METRIC_SOURCE = "frobenius"
     _exp = staticmethod(exp)
     _log = staticmethod(log)
     _inv = staticmethod(inv)

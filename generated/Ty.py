@@ -20,6 +20,8 @@ from lieconv_runtime.group_base import GeneratedGroup, affine, combine, eye, vee
 GENERATORS = [[[0.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]]]
 DUAL = [[0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0]]
 STRUCTURE_CONSTANTS = [[[0.0]]]
+# d((u_i, q_i), (u_j, q_j))^2 = a^T METRIC a + alpha |q_i - q_j|^2, a = log(u_i^-1 u_j) (Frobenius: |hat(a)|_F^2)
+METRIC = [[1.0]]
 TRANSLATION = [[0.0, 1.0]]
 
 
@@ -124,6 +126,8 @@ class Ty(GeneratedGroup):
     GENERATORS = GENERATORS
     DUAL = DUAL
     STRUCTURE_CONSTANTS = STRUCTURE_CONSTANTS
+    METRIC = METRIC
+    METRIC_SOURCE = "frobenius"
     _exp = staticmethod(exp)
     _log = staticmethod(log)
     _inv = staticmethod(inv)

@@ -62,6 +62,7 @@ class Report:
     error: str = ""
     spec_error: bool = False  # the error is the spec's (exit status 2), not an internal failure (1)
     no_lift: str = ""  # why the group cannot lift points (so LieConv cannot use it), if it cannot
+    warnings: list = field(default_factory=list)  # settings that have no effect
 
     @property
     def passed(self) -> bool:
@@ -78,6 +79,7 @@ class Report:
             lines.append(f"  error: {self.error}")
         if self.no_lift:
             lines.append(f"  lifting: {self.no_lift}")
+        lines += [f"  warning: {w}" for w in self.warnings]
         for r in self.rows:
             lines.append(f"  [{r.status}] {r.name:<52s} worst {r.worst:9.2e}  (tol {r.tol:.0e})")
         if any(r.status == "LIMIT" for r in self.rows):
@@ -196,4 +198,8 @@ def check_spec(path, samples: int = 200, seed: int = 0) -> Report:
         report.rows += [Row(name, worst, tol) for name, worst, tol in lift_rows]
         if not lift_rows:
             report.no_lift = str(G.LIFT.get("reason") or "no lifting data was derived")
+        if "alpha" in spec.defaults and G.alpha_unused():
+            report.warnings.append(
+                f"defaults.alpha = {spec.defaults['alpha']:g} has no effect ({G.alpha_unused()}: alpha weighs the "
+                "distance between orbits); remove it, and weigh the generators with `metric:` instead")
     return report

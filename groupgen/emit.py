@@ -278,6 +278,8 @@ def module_context(spec, alg: Algebra | None = None) -> dict:
         "translation": ("[" + ", ".join("[" + ", ".join(repr(float(v)) for v in alg.translation.diff(c)) + "]"
                                         for c in alg.coords) + "]") if alg.translation is not None and d else "[]",
         "defaults": repr(dict(sorted(spec.defaults.items()))),
+        "metric": matrix_literal(metric_matrix(spec)) if d else "[]",
+        "metric_source": "spec" if spec.metric is not None else "frobenius",
         "generator_names": repr(tuple(spec.generator_names)),
         "tau": repr(TAU),
         "blocks": [],
@@ -339,6 +341,15 @@ def _with_imports(source: str) -> str:
             row += f" {name},"
         lines += [row, ")"]
     return source.replace(_IMPORTS, "\n".join(lines), 1)
+
+
+def metric_matrix(spec) -> sympy.Matrix:
+    """The metric on the Lie algebra (exact): the spec's ``metric:``, else the Frobenius Gram
+    tr(G_k^T G_l) of the generators, so that a^T M a = |hat(a)|_F^2 (basis-independent)."""
+    if spec.metric is not None:
+        return sympy.Matrix(spec.metric)
+    gens = [sympy.Matrix(g) for g in spec.generators]
+    return sympy.Matrix(len(gens), len(gens), lambda k, l: (gens[k].T * gens[l]).trace())
 
 
 def render(spec, alg: Algebra | None = None) -> str:

@@ -45,7 +45,7 @@ from groupgen.expressions import ExpressionError, parse
 __all__ = ["GroupSpec", "SpecError", "find_specs", "load_spec", "parse_spec"]
 
 REQUIRED_FIELDS = ("name", "action", "generators")
-OPTIONAL_FIELDS = ("description", "defaults", "space_dim", "lift", "numeric_fallback")
+OPTIONAL_FIELDS = ("description", "defaults", "space_dim", "lift", "numeric_fallback", "metric")
 ALLOWED_FIELDS = REQUIRED_FIELDS + OPTIONAL_FIELDS
 ACTIONS = ("linear", "affine")
 DEFAULT_KEYS = ("alpha", "lift_samples")
@@ -92,6 +92,8 @@ class GroupSpec:
     numeric_fallback: bool
     path: str
     source_hash: str
+    # the metric on the Lie algebra: d^2 = a^T M a; None = the Frobenius Gram tr(G_k^T G_l)
+    metric: sympy.ImmutableMatrix | None = None
 
     @property
     def dim(self) -> int:
@@ -572,6 +574,56 @@ def _analyze_algebra(
 # --------------------------------------------------------------------------
 
 
+_METRIC_HOW = ("give a mapping generator -> positive weight (a diagonal metric, unlisted generators weigh 1), "
+               "e.g. 'metric: {theta: 0.0028}', or a symmetric positive-definite matrix in generator order")
+
+
+def _check_metric(value: Any, names: tuple[str, ...], file: str) -> sympy.ImmutableMatrix | None:
+    """The spec's `metric:` as an exact symmetric positive-definite matrix in generator order (None: absent)."""
+    if value is None:
+        return None
+    n = len(names)
+    if not n:
+        raise SpecError(file, "metric", "the trivial group has no Lie algebra to put a metric on; remove 'metric:'")
+    if isinstance(value, dict):
+        weights = [sympy.Integer(1)] * n
+        for key, item in value.items():
+            if key not in names:
+                raise SpecError(file, f"metric.{key}", f"unknown generator {key!r}; "
+                                f"{_did_you_mean(key, names)}the generators are {', '.join(names)}")
+            try:
+                w = _exact_entry(item)
+            except _EntryError as exc:
+                raise SpecError(file, f"metric.{key}", f"{exc}") from None
+            if not w > 0:
+                raise SpecError(file, f"metric.{key}", f"weight {item} is not positive; {_METRIC_HOW}")
+            weights[names.index(key)] = w
+        return sympy.ImmutableMatrix(sympy.diag(*weights))
+    if not isinstance(value, list) or not all(isinstance(row, list) for row in value):
+        raise SpecError(file, "metric", f"metric is a {type(value).__name__}; {_METRIC_HOW}")
+    if len(value) != n or any(len(row) != n for row in value):
+        shape = f"{len(value)} x {len(value[0]) if value and isinstance(value[0], list) else 0}"
+        raise SpecError(file, "metric", f"the matrix is {shape}, but there are {n} generators ({', '.join(names)}); "
+                        f"give a {n} x {n} matrix in generator order")
+    rows = []
+    for r, row in enumerate(value):
+        try:
+            rows.append([_exact_entry(v) for v in row])
+        except _EntryError as exc:
+            raise SpecError(file, "metric", f"row {r + 1}: {exc}") from None
+    M = sympy.ImmutableMatrix(rows)
+    if M != M.T:
+        i, j = next((i, j) for i in range(n) for j in range(n) if M[i, j] != M[j, i])
+        raise SpecError(file, "metric", f"the matrix is not symmetric (row {i + 1}, column {j + 1} is {M[i, j]}, "
+                        f"row {j + 1}, column {i + 1} is {M[j, i]}); {_METRIC_HOW}")
+    minors = [M[:k, :k].det() for k in range(1, n + 1)]
+    if not all(m > 0 for m in minors):
+        k = next(k for k, m in enumerate(minors) if not m > 0)
+        raise SpecError(file, "metric", f"the matrix is not positive definite (its leading {k + 1} x {k + 1} "
+                        f"minor is {minors[k]}); {_METRIC_HOW}")
+    return M
+
+
 def _parse(text: str, file: str, source_hash: str) -> GroupSpec:
     data = _check_top_level(_load_yaml(text, file), file)
 
@@ -622,6 +674,7 @@ def _parse(text: str, file: str, source_hash: str) -> GroupSpec:
         rep_dim = space_dim + offset
 
     structure_constants = _analyze_algebra(names, mats, file)
+    metric = _check_metric(data.get("metric"), names, file)
 
     return GroupSpec(
         name=name,
@@ -637,4 +690,5 @@ def _parse(text: str, file: str, source_hash: str) -> GroupSpec:
         numeric_fallback=numeric_fallback,
         path=file,
         source_hash=source_hash,
+        metric=metric,
     )

@@ -70,6 +70,28 @@ def _version() -> str:
 
 
 # --------------------------------------------------------------------------- groups
+def _metric(text: str):
+    """--metric: 'name=w,name=w' -> {name: w}, or a JSON matrix -> nested lists."""
+    text = text.strip()
+    if text.startswith("["):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise argparse.ArgumentTypeError(f"not a JSON matrix ({e.msg}): {text!r}") from None
+        return value
+    out = {}
+    for part in text.split(","):
+        key, eq, val = part.partition("=")
+        try:
+            out[key.strip()] = float(val)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected NAME=WEIGHT[,NAME=WEIGHT...] or a JSON matrix, got {text!r}") \
+                from None
+        if not eq or not key.strip():
+            raise argparse.ArgumentTypeError(f"expected NAME=WEIGHT[,NAME=WEIGHT...], got {text!r}")
+    return out
+
+
 def _resolve_group(args) -> None:
     """Make ``args.group`` a name that `load_group` finds: ``--group-path`` folders and the folder of a
     compiled ``--group spec.yaml`` go in front of $LIECONV_GROUP_PATH (for this process and its workers),
@@ -91,6 +113,13 @@ def _resolve_group(args) -> None:
         from lieconv_runtime.loader import available_groups, search_folders
 
         known = available_groups()
+        if args.group in known and getattr(args, "metric", None) is not None:
+            from lieconv_runtime import load_group
+
+            try:
+                load_group(args.group, metric=args.metric)
+            except ValueError as e:
+                raise CLIError(f"--metric: {e}") from None
         if args.group not in known:
             where = ", ".join(str(f) for f in search_folders())
             raise CLIError(f"unknown group {args.group!r} (available: {', '.join(known)}): no {args.group}.py in "
@@ -374,6 +403,10 @@ def _add_group_options(p, d: dict) -> None:
                         "(path/to/spec.yaml, compiled and cached)")
     p.add_argument("--group-path", action="append", default=None, metavar="DIR",
                    help="folder of generated group modules, searched first (repeatable)")
+    p.add_argument("--metric", type=_metric, default=None, metavar="METRIC",
+                   help="metric on the group's Lie algebra, d^2 = a^T M a + alpha |dq|^2 (default: the spec's, else "
+                        "Frobenius): generator weights 'theta=0.0028,tx=1' (unlisted: 1) or a JSON matrix "
+                        "'[[...], ...]' in generator order")
 
 
 def _add_train_options(p, task, d: dict) -> None:

@@ -399,14 +399,97 @@ class GeneratedGroup(LiftMixin):
     _inv: Callable
     _spectrum: Callable | None = None  # closed form emitted by groupgen (None: numeric fallback)
 
-    def __init__(self, alpha: float | None = None, lift_samples: int | None = None):
+    METRIC: list = []
+    METRIC_SOURCE: str = "frobenius"
+
+    def __init__(self, alpha: float | None = None, lift_samples: int | None = None, metric=None):
+        """alpha, lift_samples: runtime settings (default: the spec's ``defaults``).  metric: the metric
+        on the Lie algebra, overriding the spec's (default: the spec's ``metric:``, else the Frobenius
+        Gram): a mapping generator name -> positive weight (diagonal; unlisted generators weigh 1) or a
+        symmetric positive-definite (lie_dim, lie_dim) matrix in generator order."""
         self.alpha = float(self.defaults.get("alpha", 0.2) if alpha is None else alpha)
         self.lift_samples = int(self.defaults.get("lift_samples", 1) if lift_samples is None else lift_samples)
+        self.metric_source = self.METRIC_SOURCE if metric is None else "override"
+        self._metric = self.METRIC if metric is None else self._check_metric(metric)
+
+    def _check_metric(self, metric) -> list:
+        """A metric override as nested lists of floats (ValueError, one line, if it is not one)."""
+        import numpy as np
+
+        names, n = self.generator_names, self.lie_dim
+        how = "give {generator: positive weight} or a symmetric positive-definite matrix in generator order"
+        if isinstance(metric, dict):
+            M = np.eye(n)
+            for key, w in metric.items():
+                if key not in names:
+                    raise ValueError(f"{self.name}: metric: unknown generator {key!r}; the generators are "
+                                     f"{', '.join(names)}")
+                w = float(w)
+                if not (w > 0 and math.isfinite(w)):
+                    raise ValueError(f"{self.name}: metric.{key}: weight {w} is not a positive finite number; {how}")
+                M[names.index(key), names.index(key)] = w
+            return M.tolist()
+        M = np.asarray(metric.detach().cpu() if isinstance(metric, torch.Tensor) else metric, dtype=float)
+        if M.shape != (n, n):
+            raise ValueError(f"{self.name}: metric: shape {M.shape}, but there are {n} generators "
+                             f"({', '.join(names)}); {how}")
+        if not np.all(np.isfinite(M)) or np.abs(M - M.T).max(initial=0) > 1e-12 * max(1.0, np.abs(M).max(initial=0)):
+            raise ValueError(f"{self.name}: metric: the matrix is not symmetric (or not finite); {how}")
+        if n and np.linalg.eigvalsh(0.5 * (M + M.T)).min() <= 0:
+            raise ValueError(f"{self.name}: metric: the matrix is not positive definite; {how}")
+        return (0.5 * (M + M.T)).tolist()
+
+    def metric(self, ref: torch.Tensor | None = None) -> torch.Tensor:
+        """The metric M (lie_dim, lie_dim) on the Lie algebra: d^2 = a^T M a + alpha |q_i - q_j|^2."""
+        ref = torch.empty(0) if ref is None else ref
+        if not self.lie_dim:
+            return torch.zeros(0, 0, dtype=ref.dtype, device=ref.device)
+        return const(self._metric, ref)
+
+    def describe_metric(self) -> str:
+        """'frobenius', 'diag(theta=0.0028, tx=1, ty=1)' or 'matrix [[...]]' (with where it came from)."""
+        import numpy as np
+
+        M = np.asarray(self._metric, dtype=float).reshape(self.lie_dim, self.lie_dim)
+        if self.metric_source == "frobenius":
+            return "frobenius"
+        if np.count_nonzero(M - np.diag(np.diag(M))) == 0:
+            body = "diag(" + ", ".join(f"{g}={w:.4g}" for g, w in zip(self.generator_names, np.diag(M))) + ")"
+        else:
+            body = "matrix " + str(np.round(M, 4).tolist())
+        return f"{body} [{self.metric_source}]"
+
+    def original_weighting(self, alpha: float) -> dict:
+        """The metric that weighs this group's distance as the original LieConv code's alpha did:
+        it computed alpha |rotation part| + (1 - alpha) |the rest| (SE2, SE3, SO2, RxSO2, Sim2), so
+        here rotation generators (antisymmetric linear part, no translation) get weight
+        (alpha / (1 - alpha))^2 and every other generator 1 (e.g. SE2 at the paper's alpha = 0.05:
+        {"theta": 0.00277}).  Pass it as ``load_group(name, metric=...)``."""
+        if not 0 < alpha < 1:
+            raise ValueError(f"{self.name}: the original's alpha must be in (0, 1), got {alpha}")
+        m = self.space_dim if self.action == "affine" else self.rep_dim
+        G = self.generators(torch.empty(0, dtype=torch.float64))
+        weights = {}
+        for name, X in zip(self.generator_names, G):
+            B = X[:m, :m]
+            rotation = bool((B + B.T).abs().max() == 0) and bool(B.abs().max() > 0) and (
+                self.action != "affine" or bool(X[:m, m].abs().max() == 0))
+            if rotation:
+                weights[name] = (alpha / (1 - alpha)) ** 2
+        return weights
+
+    def alpha_unused(self) -> str | None:
+        """Why alpha has no effect (one orbit, or no lifting), or None when it weighs the orbit distance."""
+        if not self.can_lift:
+            return "no lifting"
+        return "one orbit" if self.q_dim == 0 else None
 
     def __repr__(self) -> str:
         kind = "closed form" if self.closed_form else "numeric fallback"
+        unused = self.alpha_unused()
+        alpha = f"alpha={self.alpha}" + (f" (unused: {unused})" if unused else "")
         return (f"{self.name}(lie_dim={self.lie_dim}, rep_dim={self.rep_dim}, action={self.action!r}, "
-                f"alpha={self.alpha}, {kind})")
+                f"{alpha}, metric={self.describe_metric()}, {kind})")
 
     # --- Lie algebra ---------------------------------------------------------------
     def generators(self, ref: torch.Tensor | None = None) -> torch.Tensor:

@@ -407,18 +407,17 @@ class LiftMixin:
 
     def distance(self, lifted: Lifted, i_idx: torch.Tensor, j_idx: torch.Tensor,
                  embedding: torch.Tensor | None = None) -> torch.Tensor:
-        """d_ij = sqrt(||hat(log(u_i^-1 u_j))||_F^2 + alpha ||q_i - q_j||^2): (bs, *S); +inf if a member is padded.
+        """d_ij = sqrt(a^T M a + alpha ||q_i - q_j||^2), a = log(u_i^-1 u_j): (bs, *S); +inf if a member is padded.
 
-        Left-invariant in u, basis-independent (Frobenius norm of the matrix hat(a)); pass the
-        `embedding` from pair_embedding to avoid recomputing the logs.
+        M is the group's metric (`metric()`: by default the Frobenius Gram, so a^T M a = ||hat(a)||_F^2,
+        basis-independent).  Left-invariant in u; pass the `embedding` from pair_embedding to avoid
+        recomputing the logs.
         """
         if embedding is None:
             embedding = self.pair_embedding(lifted, i_idx, j_idx)
         d, k = self.lie_dim, (embedding.shape[-1] - self.lie_dim) // 2
         a, qi, qj = embedding[..., :d], embedding[..., d:d + k], embedding[..., d + k:]
-        G = self.generators(a)
-        gram = torch.einsum("kij,lij->kl", G, G)
-        d2 = torch.einsum("...k,kl,...l->...", a, gram, a) + self.alpha * (qi - qj).pow(2).sum(-1)
+        d2 = torch.einsum("...k,kl,...l->...", a, self.metric(a), a) + self.alpha * (qi - qj).pow(2).sum(-1)
         pos = d2 > 0
         dist = torch.where(pos, torch.sqrt(torch.where(pos, d2, torch.ones_like(d2))), torch.zeros_like(d2))
         valid = _gather(lifted.mask, i_idx) & _gather(lifted.mask, j_idx)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["linear_block", "orthogonal_linear_parts", "orthogonal_log", "orthogonal_log_parts", "orthogonal_sq_norm",
+__all__ = ["linear_block", "metric_weights", "orthogonal_linear_parts", "orthogonal_log", "orthogonal_log_parts", "orthogonal_sq_norm",
            "orthogonal_sq_norm_parts", "rotation_generators", "vee_maps", "log_coordinates"]
 
 
@@ -29,23 +29,52 @@ def orthogonal_linear_parts(group) -> bool:
     return bool((B + B.transpose(1, 2)).abs().max() == 0)
 
 
+def metric_weights(group) -> tuple[float, float] | None:
+    """(c_rot, c_trans) with a^T M a = c_rot |B(a)|_F^2 + c_trans |t(a)|^2 for the group's metric M
+    (B(a) the linear part and t(a) the translation of hat(a)); None when M is not of that form (it
+    weighs rotation directions unequally, or mixes rotations and translations).  The default
+    (Frobenius) metric gives (1, 1); the closed forms below then only need the two weights."""
+    m = linear_block(group)
+    ref = torch.empty(0, dtype=torch.float64)
+    G = group.generators(ref)
+    d = G.shape[0]
+    if not d:
+        return None
+    B = G[:, :m, :m].reshape(d, -1)
+    T = G[:, :m, m] if group.action == "affine" else G.new_zeros(d, 0)
+    basis = [B @ B.T, T @ T.T]  # |B(a)|_F^2 = a^T Glin a, |t(a)|^2 = a^T Gt a
+    M = group.metric(ref)
+    used = [k for k, X in enumerate(basis) if X.numel() and float(X.abs().max()) > 0]
+    A = torch.stack([basis[k].reshape(-1) for k in used], 1)  # (d^2, 1 or 2): least squares by hand (no LAPACK)
+    AtA, Atb = A.T @ A, A.T @ M.reshape(-1)
+    c = torch.linalg.solve(AtA, Atb) if len(used) == 2 else Atb / AtA[0, 0]
+    weights = [1.0, 1.0]
+    for k, v in zip(used, c.tolist()):
+        weights[k] = v
+    fit = sum(weights[k] * basis[k] for k in used)
+    if min(weights) <= 0 or float((fit - M).abs().max()) > 1e-12 * max(1.0, float(M.abs().max())):
+        return None
+    return weights[0], weights[1]
+
+
 _COS_FAR = -0.999  # beyond this rotation angle (sin < 0.045) the axis comes from the symmetric part
 
 
-def orthogonal_sq_norm(R: torch.Tensor, u: torch.Tensor | None) -> torch.Tensor:
-    """|hat(log g)|_F^2 for g = [[R, u], [0, 1]] (or g = R if u is None), R (..., m, m) orthogonal, m <= 3.
-
-    Reads R entry by entry (any strided view); see `orthogonal_sq_norm_parts`.
-    """
+def orthogonal_sq_norm(R: torch.Tensor, u: torch.Tensor | None, rot_weight: float = 1.0) -> torch.Tensor:
+    """rot_weight |B|_F^2 + |V^-1 u|^2 for log g = [[B, V^-1 u], [0, 0]], g = [[R, u], [0, 1]] (or g = R if
+    u is None), R (..., m, m) orthogonal, m <= 3: |hat(log g)|_F^2 at rot_weight 1.  (A translation
+    weight is applied by scaling u.)  Reads R entry by entry (any strided view); see
+    `orthogonal_sq_norm_parts`."""
     m = R.shape[-1]
     e = lambda i, j: R[..., i, j]  # noqa: E731
     cos = (R.diagonal(dim1=-2, dim2=-1).sum(-1) - (m - 2)) / 2
     w = [e(2, 1) - e(1, 2), e(0, 2) - e(2, 0), e(1, 0) - e(0, 1)] if m == 3 else [e(1, 0) - e(0, 1)] if m == 2 else []
-    return orthogonal_sq_norm_parts(cos, w, None if u is None else u.unbind(-1), lambda far: R[far])
+    return orthogonal_sq_norm_parts(cos, w, None if u is None else u.unbind(-1), lambda far: R[far], rot_weight)
 
 
-def orthogonal_sq_norm_parts(cos: torch.Tensor, w: list, u: list | None, far_R) -> torch.Tensor:
-    """|hat(log g)|_F^2 from the parts of g = [[R, u], [0, 1]], R orthogonal (m x m, m <= 3), all (...):
+def orthogonal_sq_norm_parts(cos: torch.Tensor, w: list, u: list | None, far_R, rot_weight: float = 1.0) -> torch.Tensor:
+    """rot_weight |B|_F^2 + |V^-1 u|^2 (|hat(log g)|_F^2 at rot_weight 1) from the parts of
+    g = [[R, u], [0, 1]], R orthogonal (m x m, m <= 3), all (...):
     cos = cos theta = (tr R - (m - 2)) / 2, w = vee(R - R^T) as m = 3: 3 tensors (2 sin(theta) n),
     m = 2: [R_10 - R_01], m = 1: [], u: m tensors (None: g = R), far_R(index): R at the few
     entries `index` (a nonzero tuple) beyond cos theta = -0.999.
@@ -57,7 +86,7 @@ def orthogonal_sq_norm_parts(cos: torch.Tensor, w: list, u: list | None, far_R) 
     """
     a2 = sum(x * x for x in w) if w else torch.zeros_like(cos)  # |w|^2 = 4 sin^2 theta
     theta = torch.atan2(torch.sqrt(a2) / 2, cos)
-    d2 = 2 * theta * theta
+    d2 = (2 * rot_weight) * theta * theta
     if u is None:
         return d2
     half = theta / 2

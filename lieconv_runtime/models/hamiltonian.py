@@ -189,6 +189,5 @@ def build_hlieresnet(n_particles: int, dim: int, group: str, **kw):
     from lieconv_runtime import load_group
 
     kw.setdefault("lift_samples", 1)
-    alpha = kw.pop("alpha", None)
-    G = load_group(group) if alpha is None else load_group(group, alpha=alpha)
+    G = load_group(group, alpha=kw.pop("alpha", None), metric=kw.pop("metric", None))
     return HamiltonianDynamics(LieResNetPotential(G, **kw), n_particles, dim)

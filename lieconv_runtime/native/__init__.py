@@ -4,10 +4,9 @@
     native.available()          # True once the library is built and loaded
     native.flat_ball_select(f, mask, qidx, qmask, r2, seed, k)            # T2, T3, Trivial, ...
     native.orthogonal_ball_select(R, t, qs, mask, qidx, qmask, r2, seed, k)  # SE2, SE3, SO2, SO3
-    native.orthogonal_log_pairs(R, t, mask, qidx, nb, vee_map)             # their pair embeddings
     native.bn_act_forward(z, gamma, beta, eps, act)              # training batch norm (+ swish)
 
-The C sources next to this file (ball_select.c, orth_embed.c, bn_act.c, angle.h) are compiled in
+The C sources next to this file (ball_select.c, bn_act.c, angle.h) are compiled in
 parallel with `cc -O3 -march=native -fopenmp` and per-source flags (`_SOURCES`: the selection keeps
 -ffp-contract=off so its distances round as torch's) into a cache folder (LIECONV_NATIVE_CACHE,
 default ~/.cache/lieconv/native), named by a hash of the sources, the compiler, the flags and the
@@ -31,10 +30,10 @@ from pathlib import Path
 import torch
 
 __all__ = ["available", "bn_act_backward", "bn_act_forward", "flat_ball_select", "orthogonal_ball_select",
-           "orthogonal_log_pairs", "usable"]
+           "usable"]
 
 #: sources and their own flags: the ball selection must round as torch does (no fused multiply-add)
-_SOURCES = {"ball_select.c": ["-ffp-contract=off", "-fno-math-errno"], "orth_embed.c": ["-fno-math-errno"],
+_SOURCES = {"ball_select.c": ["-ffp-contract=off", "-fno-math-errno"],
             "bn_act.c": ["-fno-math-errno"]}
 _FLAGS = ["-O3", "-march=native", "-fPIC", "-std=c11"]
 _lib: ctypes.CDLL | None | bool = None  # None: not tried yet; False: unavailable
@@ -114,8 +113,6 @@ def _load():
         fn = getattr(lib, name)
         fn.argtypes = [p, p, i64, i64, i64, p, p, i64, ctypes.c_double, ctypes.c_uint64, i64, p, p, ctypes.c_int]
         fn.restype = i64
-    fn = lib.lc_orth_embed_f64
-    fn.argtypes, fn.restype = [p, p, p, i64, i64, i64, p, i64, p, i64, p, i64, p, ctypes.c_int], None
     for name in ("lc_orth_ball_select_f64", "lc_orth_ball_select_f32"):
         fn = getattr(lib, name)
         fn.argtypes = [p, p, p, p, p, p, i64, i64, p, i64, i64, p, p, i64, ctypes.c_double, ctypes.c_double,
@@ -200,29 +197,6 @@ def orthogonal_ball_select(R: torch.Tensor, t: torch.Tensor | None, qs: torch.Te
                 m, mask8.data_ptr(), bs, n, qidx.data_ptr(), qmask8.data_ptr(), c, float(r2), tol,
                 seed % 2**64, k, idx.data_ptr(), valid.data_ptr(), torch.get_num_threads())
     return idx, valid, int(inside)
-
-
-def orthogonal_log_pairs(R: torch.Tensor, t: torch.Tensor | None, mask: torch.Tensor, qidx: torch.Tensor,
-                         nb: torch.Tensor, vee_map: torch.Tensor) -> torch.Tensor:
-    """log(g_i^-1 g_j) in algebra coordinates for i = qidx (bs, c) and its neighbours j = nb
-    (bs, c, k), 0 where i or j is padding (mask (bs, N)), with the formulas of
-    orthogonal.orthogonal_log_parts: from linear parts R (bs, N, m, m) (m = 2, 3), translations t
-    (bs, N, m) (None for linear groups) and vee_map (n_omega [+ m], lie_dim), the vee maps of
-    orthogonal.vee_maps stacked.  Returns (bs, c, k, lie_dim); computed in double, no autograd."""
-    lib = _load()
-    bs, n, m = R.shape[:3]
-    c, k = nb.shape[1:]
-    dtype = R.dtype
-    R = R.detach().reshape(bs, n, m * m).to(torch.float64).contiguous()
-    t = None if t is None else t.detach().to(torch.float64).contiguous()
-    vee_map = vee_map.detach().to(torch.float64).contiguous()
-    mask8, qidx, nb = _u8(mask), qidx.contiguous(), nb.contiguous()  # held: the C call reads their memory
-    L = vee_map.shape[1]
-    out = R.new_empty(bs, c, k, L)
-    lib.lc_orth_embed_f64(R.data_ptr(), _ptr(t), mask8.data_ptr(), m, bs, n, qidx.data_ptr(), c, nb.data_ptr(), k,
-                          vee_map.data_ptr(), L, out.data_ptr(), torch.get_num_threads())
-    return out.to(dtype)
-
 
 
 def bn_act_forward(z: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float,

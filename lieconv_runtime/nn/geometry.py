@@ -39,14 +39,12 @@ import torch
 
 from lieconv_runtime import native
 from lieconv_runtime.lift import Lifted
-from lieconv_runtime.orthogonal import (linear_block, orthogonal_linear_parts, orthogonal_log_parts, orthogonal_sq_norm,
-                                        orthogonal_sq_norm_parts, rotation_generators, vee_maps)
+from lieconv_runtime.orthogonal import (linear_block, metric_weights, orthogonal_linear_parts, orthogonal_log_parts,
+                                        orthogonal_sq_norm, orthogonal_sq_norm_parts, rotation_generators, vee_maps)
 from lieconv_runtime.perf import chunk_scale
 
-__all__ = ["PairGeometry", "gram"]
+__all__ = ["PairGeometry"]
 
-#: pair embeddings of orthogonal groups through the native kernel when it builds (same formulas)
-USE_NATIVE_EMBED = True
 PAIRS_PER_CHUNK = {"flat": 1 << 21, "orthogonal": 1 << 19, "general": 1 << 15}
 _BAND_TOL = {torch.float64: 1e-9, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 1e-2}
 
@@ -56,10 +54,6 @@ def band_tol(dtype: torch.dtype) -> float:
     return _BAND_TOL.get(dtype, 1e-4)
 
 
-def gram(group, ref: torch.Tensor) -> torch.Tensor:
-    """Gram matrix tr(G_k^T G_l) of the generators: (lie_dim, lie_dim); |hat(a)|_F^2 = a^T Gram a."""
-    G = group.generators(ref)
-    return torch.einsum("kij,lij->kl", G, G)
 
 
 def _gather_rows(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -89,10 +83,12 @@ class PairGeometry:
         self.group, self.cloud = group, cloud
         self.bs, self.n = cloud.mask.shape
         rotation = (group.LIFT or {}).get("has_rotation", True)
+        weights = orthogonal_linear_parts(group) and metric_weights(group)
         if group.abelian and not rotation:
             self.kind = "flat"
-        elif orthogonal_linear_parts(group):
+        elif weights:
             self.kind = "orthogonal"
+            self.c_rot, self.c_trans = weights  # d^2 = c_rot |B|_F^2 + c_trans |V^-1 u|^2 + alpha |dq|^2
         else:
             self.kind = "general"
         if self.kind == "orthogonal":
@@ -119,14 +115,16 @@ class PairGeometry:
         qs = [math.sqrt(group.alpha) * cloud.q.detach()] if cloud.q.shape[-1] else []
         if self.kind == "flat":  # z: |z_i - z_j| is the distance
             a = cloud.a.detach()
-            L = torch.linalg.cholesky(gram(group, a)) if group.lie_dim else a.new_zeros(0, 0)
+            L = torch.linalg.cholesky(group.metric(a)) if group.lie_dim else a.new_zeros(0, 0)
             parts, self.n_rot = [a @ L] + qs, 0
-        else:  # [vec R, t, sqrt(alpha) q]: |f_i - f_j|^2 is the lower bound, its R part rot2
+        else:  # [sqrt(c_rot) vec R, sqrt(c_trans) t, sqrt(alpha) q]: |f_i - f_j|^2 is the lower bound
             m = self.m
             self.R = g[..., :m, :m].reshape(self.bs, self.n, m * m)
             self.t = g[..., :m, m].contiguous() if group.action == "affine" else None  # gathers from a strided view are ~30x slower
             self.qs = qs[0] if qs else None
-            parts, self.n_rot = [self.R] + ([self.t] if self.t is not None else []) + qs, m * m
+            sr, st = math.sqrt(self.c_rot), math.sqrt(self.c_trans)
+            parts = [self.R if sr == 1 else sr * self.R] + ([] if self.t is None else [self.t if st == 1 else st * self.t])
+            parts, self.n_rot = parts + qs, m * m
         f = torch.cat(parts, -1)
         w = mask[..., None].to(f.dtype)
         f = f - (f * w).sum(1, keepdim=True) / w.sum(1, keepdim=True).clamp_min(1)  # centre: less cancellation
@@ -222,6 +220,15 @@ class PairGeometry:
             keep[unsure] = self.exact_sq(*self._flat_elements(lin.index_select(0, unsure), qidx)) < r2
         return lin.index_select(0, keep.nonzero()[:, 0])
 
+    def native_orthogonal(self):
+        """(R, t, qs, scale) for the native orthogonal selection, which computes |B|_F^2 + |V^-1 u|^2 +
+        |qs_i - qs_j|^2 with unit weights: the metric's weights go into t and qs, and the squared
+        radius is divided by ``scale`` = c_rot."""
+        f = 1 / math.sqrt(self.c_rot)
+        t = self.t if self.t is None or self.c_trans == self.c_rot else math.sqrt(self.c_trans) * f * self.t
+        qs = self.qs if self.qs is None or self.c_rot == 1 else f * self.qs
+        return self.R, t, qs, self.c_rot
+
     def _flat_elements(self, lin: torch.Tensor, qidx: torch.Tensor):
         """Flat indices into (bs, c, N) -> the pairs' element indices (ei, ej) into (bs N)."""
         c, n = qidx.shape[1], self.n
@@ -300,7 +307,7 @@ class PairGeometry:
             b, i, j = far
             return R[b, qidx[b, i]].transpose(-1, -2) @ R[b, j]
 
-        d2 = orthogonal_sq_norm_parts(cos, w, u, far_R)
+        d2 = orthogonal_sq_norm_parts(cos, w, u, far_R, self.c_rot)  # u from the features: scaled by sqrt(c_trans)
         if self.qs is not None:
             d2 = d2 + _sqdist(_gather_rows(self.qs, qidx), self.qs)
         return d2
@@ -316,26 +323,22 @@ class PairGeometry:
         if m > 3:
             r = cl.g.shape[-1]
             emb = self.group.log(cl.g_inv.reshape(bn, r, r).index_select(0, ei) @ cl.g.reshape(bn, r, r).index_select(0, ej))
-            d2 = torch.einsum("pk,kl,pl->p", emb, gram(self.group, emb), emb)
+            d2 = torch.einsum("pk,kl,pl->p", emb, self.group.metric(emb), emb)
         else:
-            d2 = orthogonal_sq_norm(*self._relative_pairs(ei, ej))
+            Rij, u = self._relative_pairs(ei, ej)
+            d2 = orthogonal_sq_norm(Rij, u if u is None or self.c_trans == 1 else math.sqrt(self.c_trans) * u, self.c_rot)
         if self.qs is not None:
             qs = self.qs.reshape(bn, -1)
             d2 = d2 + (qs.index_select(0, ei) - qs.index_select(0, ej)).square().sum(-1)
         return d2
 
     # --- embeddings -----------------------------------------------------------------------------
-    def native_embed(self) -> bool:
-        """Whether `embed` runs the native kernel (USE_NATIVE_EMBED, data the kernels take)."""
-        return USE_NATIVE_EMBED and native.usable(self.cloud.g)
-
     def embed(self, i_idx: torch.Tensor, j_idx: torch.Tensor) -> torch.Tensor:
         """[log(u_i^-1 u_j), q_i, q_j] for the requested pairs: (bs, *S, lie_dim + 2 q_dim), 0 if padded.
 
         Orthogonal groups with one rotation plane use the closed-form log (`orthogonal_log_parts`,
         the same values as the group's log to roundoff) unless gradients must flow to the group
-        elements; for (bs, m, 1) queries with (bs, m, k) neighbours, one GEMM per query, or on
-        the CPU the native kernel (`native.orthogonal_log_pairs`, the same formulas in double).
+        elements; for (bs, m, 1) queries with (bs, m, k) neighbours, with one GEMM per query.
         """
         cl = self.cloud
         if (self.kind != "orthogonal" or self.m > 3 or (torch.is_grad_enabled() and cl.g.requires_grad)):
@@ -345,25 +348,15 @@ class PairGeometry:
         k = shape[-1]
         per_query = i_idx.shape == shape[:-1] + (1,) and len(shape) == 3
         v_rot, v_trans = self._vee_maps()
-        native_a = None
-        if per_query and self.native_embed():  # one C pass per query over its k neighbours, masked
-            vmap = torch.cat([v_rot, v_trans]) if self.t is not None else v_rot
-            native_a = native.orthogonal_log_pairs(self.R.view(bs, n, self.m, self.m), self.t, cl.mask, i_idx[..., 0],
-                                                   j_idx.expand(shape), vmap)
-            if not cl.q.shape[-1]:
-                return native_a
         base = n * torch.arange(bs, device=i_idx.device).reshape((bs,) + (1,) * (len(shape) - 1))
         ei = (base + i_idx).expand(shape).reshape(-1)
         ej = (base + j_idx).expand(shape).reshape(-1)
-        if native_a is not None:
-            a = native_a.reshape(-1, native_a.shape[-1])
+        if per_query and k > 1:  # one query, k neighbours: per-query GEMMs
+            Rij, u = self._relative_per_query(ei.view(-1, k)[:, 0], ej.view(-1, k))
         else:
-            if per_query and k > 1:  # one query, k neighbours: per-query GEMMs
-                Rij, u = self._relative_per_query(ei.view(-1, k)[:, 0], ej.view(-1, k))
-            else:
-                Rij, u = self._relative_pairs(ei, ej)
-            omega, v = orthogonal_log_parts(Rij, u)
-            a = omega @ v_rot + (0 if v is None else v @ v_trans)
+            Rij, u = self._relative_pairs(ei, ej)
+        omega, v = orthogonal_log_parts(Rij, u)
+        a = omega @ v_rot + (0 if v is None else v @ v_trans)
         valid = cl.mask.reshape(-1).index_select(0, ei) & cl.mask.reshape(-1).index_select(0, ej)
         parts = [a]
         if cl.q.shape[-1]:

@@ -147,9 +147,10 @@ def select_neighbours(geometry: PairGeometry, qidx: torch.Tensor, qmask: torch.T
         if geometry.kind == "flat":
             idx, valid, inside = native.flat_ball_select(geometry.f, mask, qidx, qmask, radius * radius, seed, k)
         else:
-            R = geometry.R.view(bs, n, geometry.m, geometry.m)
-            idx, valid, inside = native.orthogonal_ball_select(R, geometry.t, geometry.qs, mask, qidx, qmask,
-                                                               radius * radius, seed, k, band_tol(R.dtype))
+            R, t, qs, scale = geometry.native_orthogonal()
+            R = R.view(bs, n, geometry.m, geometry.m)
+            idx, valid, inside = native.orthogonal_ball_select(R, t, qs, mask, qidx, qmask, radius * radius / scale,
+                                                               seed, k, band_tol(R.dtype))
         return Neighbourhoods(idx, valid, float(inside), pairs)
     idx_chunks, valid_chunks, inside = [], [], 0.0
     step = geometry.chunk(m)

@@ -141,6 +141,7 @@ class Springs(Task):
             "task": "springs", "model": spec.name, "group": group, "model_kw": dict(args.model_kw or []),
             "n_particles": args.n_particles, "dim": args.dim, "n_train": args.n_train, "dtype": args.dtype,
             "epochs": args.epochs, "lr": args.lr if args.lr is not None else paper_lr(spec.name, group),
+            **({"metric": args.metric} if getattr(args, "metric", None) is not None else {}),
             "batch_size": args.batch_size, "seed": args.seed, "patience": args.patience,
             **({"val_every": args.val_every} if args.val_every != 1 else {}),
             **({"max_steps": args.max_steps} if args.max_steps is not None else {}),
@@ -180,9 +181,13 @@ class Springs(Task):
     def build_model(self, config: dict):
         from lieconv_runtime.models.registry import RegistryError, build_model
 
+        kw = dict(config.get("model_kw", {}))
+        if config.get("metric") is not None:
+            if not config["group"]:
+                raise TaskError(f"--metric: model {config['model']} has no group to put a metric on")
+            kw["metric"] = config["metric"]
         try:
-            return build_model(config["model"], config["n_particles"], config["dim"], config["group"],
-                               **config.get("model_kw", {}))
+            return build_model(config["model"], config["n_particles"], config["dim"], config["group"], **kw)
         except RegistryError as e:
             raise TaskError(str(e)) from None
 

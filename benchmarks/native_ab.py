@@ -1,0 +1,119 @@
+"""Does each native CPU kernel win the whole training step?  One JSON line per configuration.
+
+    python benchmarks/native_ab.py [--config NAME ...] [--rounds 15] [--threads 2] [--compile]
+
+For each configuration of layers.py (the same inputs and layer), one whole training step (lifting,
+training-mode forward, loss, backward) is timed under these variants, interleaved round by round
+(variant order shuffled per round, a seeded shuffle) so that the machine's drift hits all alike:
+
+* ``native``: every native kernel on (the default);
+* ``torch``: every native kernel off (the torch paths: same neighbours and values);
+* ``no_ball`` / ``no_embed`` / ``no_fused``: one kernel off (ball selection, orthogonal pair
+  embeddings, batch norm + swish);
+* with ``--compile``: ``torch_compiled``: the torch paths with the orthogonal closed forms
+  (`orthogonal_sq_norm_parts`, `orthogonal_log_parts`) compiled by torch.compile (inductor).
+
+Keys: config, rounds, ``<variant>_ms`` (median), ``<variant>_min_ms``, and ``gain_<kernel>`` =
+median step time without the kernel / with everything on, minus 1 (0.10 = the kernel saves 10 % of
+the step); ``compile_s`` (first compiled call).  Times in ms; torch.set_num_threads(--threads).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from layers import setup  # noqa: E402
+
+CONFIGS = ["img_layer", "img_layer_se2", "molec_layer", "molec_layer_se3", "img_resnet"]
+SWITCHES = {"ball": ("lieconv_runtime.nn.sampling", "USE_NATIVE"),
+            "embed": ("lieconv_runtime.nn.geometry", "USE_NATIVE_EMBED"),
+            "fused": ("lieconv_runtime.nn.fused", "USE_FUSED")}
+
+
+def _set(on: dict) -> None:
+    import importlib
+
+    for kernel, (module, flag) in SWITCHES.items():
+        setattr(importlib.import_module(module), flag, on[kernel])
+
+
+def run(name: str, rounds: int, compile_: bool) -> dict:
+    import torch
+
+    from lieconv_runtime import native
+    from lieconv_runtime.nn import geometry
+
+    lift, fwd, loss, module = setup(name)
+    variants = {"native": dict(ball=True, embed=True, fused=True), "torch": dict(ball=False, embed=False, fused=False)}
+    for kernel in SWITCHES:
+        variants[f"no_{kernel}"] = {k: k != kernel for k in SWITCHES}
+    row = {"config": name, "rounds": rounds, "threads": torch.get_num_threads(), "native_built": native.available(),
+           "load_avg": round(os.getloadavg()[0], 2)}
+    originals = (geometry.orthogonal_sq_norm_parts, geometry.orthogonal_log_parts)
+    compiled = None
+    if compile_:
+        compiled = (torch.compile(originals[0], dynamic=True), torch.compile(originals[1], dynamic=True))
+        variants["torch_compiled"] = dict(ball=False, embed=False, fused=False)
+
+    def step(variant: str):
+        _set(variants[variant])
+        use = compiled if variant == "torch_compiled" else originals
+        geometry.orthogonal_sq_norm_parts, geometry.orthogonal_log_parts = use
+        module.zero_grad(set_to_none=True)
+        loss(fwd(lift())).backward()
+
+    if compile_:
+        t = time.perf_counter()
+        step("torch_compiled")
+        row["compile_s"] = round(time.perf_counter() - t, 1)
+    for v in variants:  # warm-up: builds, caches, allocator
+        step(v)
+        step(v)
+    times = {v: [] for v in variants}
+    order = list(variants)
+    rng = random.Random(0)
+    for _ in range(rounds):
+        rng.shuffle(order)
+        for v in order:
+            t = time.perf_counter()
+            step(v)
+            times[v].append((time.perf_counter() - t) * 1e3)
+    geometry.orthogonal_sq_norm_parts, geometry.orthogonal_log_parts = originals
+    _set(variants["native"])
+    for v, ts in times.items():
+        row[f"{v}_ms"] = round(statistics.median(ts), 2)
+        row[f"{v}_min_ms"] = round(min(ts), 2)
+    base = row["native_ms"]
+    for kernel in SWITCHES:
+        row[f"gain_{kernel}"] = round(row[f"no_{kernel}_ms"] / base - 1, 3)
+    row["gain_all"] = round(row["torch_ms"] / base - 1, 3)
+    return row
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", nargs="+", choices=CONFIGS, default=CONFIGS)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--compile", action="store_true", help="also time the torch paths with torch.compile")
+    args = parser.parse_args(argv)
+    import torch
+
+    from lieconv_runtime.perf import tune_malloc
+
+    torch.set_num_threads(args.threads)
+    tune_malloc()
+    for name in args.config:
+        torch.manual_seed(0)
+        print(json.dumps(run(name, args.rounds, args.compile)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
