@@ -26,7 +26,7 @@ import torch
 
 from groupgen import steps
 from groupgen.algebra import ClosedFormError, analyze
-from groupgen.emit import render, write_atomic
+from groupgen.emit import render
 from groupgen.lift import lift_check_rows
 from groupgen.spec import SpecError, load_spec
 
@@ -174,6 +174,7 @@ def run_properties(G, samples: int = 200, seed: int = 0) -> list[Row]:
 
 def check_spec(path, samples: int = 200, seed: int = 0) -> Report:
     """Run every property on one spec (nothing is written outside a temporary folder)."""
+    from lieconv_runtime.io import atomic_write_text
     from lieconv_runtime.loader import load_group
 
     report = Report(str(path))
@@ -189,7 +190,7 @@ def check_spec(path, samples: int = 200, seed: int = 0) -> Report:
         report.error, report.spec_error = str(err), True
         return report
     with tempfile.TemporaryDirectory() as tmp:
-        write_atomic(Path(tmp) / f"{spec.name}.py", source)
+        atomic_write_text(Path(tmp) / f"{spec.name}.py", source)
         G = load_group(spec.name, search_path=tmp)
         with steps.step("property checks", f"{samples} samples"):
             report.rows = run_properties(G, samples, seed)

@@ -82,7 +82,7 @@ def _check_target(path: Path) -> None:
 
 
 def cmd_generate(args) -> int:
-    from groupgen.emit import write_atomic
+    from lieconv_runtime.io import atomic_write_text
     from lieconv_runtime.loader import user_group_folder
 
     if args.specs:
@@ -107,7 +107,7 @@ def cmd_generate(args) -> int:
     for _, _, target in targets:
         _check_target(target)
     for spec, source, target in targets:
-        write_atomic(target, source)
+        atomic_write_text(target, source)
         if not args.quiet:
             print(f"{spec.path} -> {target}")
     return 0

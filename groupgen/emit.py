@@ -22,7 +22,6 @@ import jinja2
 import sympy
 
 from lieconv_runtime import group_base
-from lieconv_runtime.io import atomic_write
 
 from groupgen import steps
 from groupgen.algebra import Algebra, Block, analyze
@@ -358,7 +357,3 @@ def render(spec, alg: Algebra | None = None) -> str:
     with steps.step("rendering the module"):
         return _with_imports(_env().get_template("group_module.py.j2").render(**context))
 
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write a generated module atomically (LF line endings, UTF-8)."""
-    atomic_write(path, lambda f: f.write(text.encode("utf-8")))

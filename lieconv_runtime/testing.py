@@ -7,9 +7,13 @@
     assert report.pvalue > 1e-3
 
 The model is called as model(coords, values, mask, stabilizer=h) (LieResNet and its wrappers with
-point-cloud inputs).  Its outputs are compared directly: pooled outputs are invariant, and
-per-element outputs (a Lifted cloud, pool=None) are invariant element by element, since the
-same elements are chosen for g.x as for x.
+point-cloud inputs).  How its output should transform:
+
+* a tensor, ``output="invariant"`` (default): f(g.x) = f(x) (pooled outputs);
+* a tensor of points (bs, n, d), ``output="points"``: f(g.x) = g.f(x) (a returned cloud moves with g);
+* a Lifted cloud (pool=None, detected): its values are invariant element by element (the same
+  elements are chosen for g.x as for x), its points move with g (coords -> g.coords) and its group
+  elements are multiplied by g from the left (u -> g u); every part is compared.
 
 * mode="deterministic": the same random draws for x and g.x: every layer's random stream is
   restarted before each call, and the lifting samples are transformed along,
@@ -85,6 +89,29 @@ def _flat(out) -> torch.Tensor:
     return out.reshape(out.shape[0], -1)
 
 
+def _relative(got: torch.Tensor, want: torch.Tensor) -> float:
+    return float((got - want).norm() / want.norm().clamp_min(torch.finfo(want.dtype).tiny))
+
+
+def _discrepancy(group, g: torch.Tensor, y1, y2, output: str, mask: torch.Tensor) -> float:
+    """Relative discrepancy between f(g.x) = y2 and what it should be given f(x) = y1 (the largest over parts)."""
+    if isinstance(y1, Lifted):
+        valid = y1.mask[..., None]
+        zero = lambda t: torch.where(valid, t, torch.zeros_like(t))  # noqa: E731
+        gg = g[:, None]
+        parts = [(_flat(y2), _flat(y1)),
+                 (zero(y2.coords), zero(group.act(gg, y1.coords))),
+                 (zero(y2.g.flatten(-2)), zero((gg @ y1.g).flatten(-2)))]
+        return max(_relative(a.detach(), b.detach()) for a, b in parts)
+    if output == "points":  # (bs, n, d), compared at the valid input points
+        keep = mask[..., None]
+        want = torch.where(keep, group.act(g[:, None], y1), torch.zeros_like(y1))
+        return _relative(torch.where(keep, y2, torch.zeros_like(y2)).detach(), want.detach())
+    if output != "invariant":
+        raise ValueError(f"output must be 'invariant' or 'points', got {output!r}")
+    return _relative(_flat(y2).detach(), _flat(y1).detach())
+
+
 def ks_2samp(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
     """Two-sample Kolmogorov-Smirnov statistic and asymptotic p-value of 1-d samples a, b."""
     a, b = a.double().sort().values, b.double().sort().values
@@ -100,7 +127,7 @@ def ks_2samp(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
 
 def equivariance_error(model, group, inputs, *, mode: str = "deterministic", g: torch.Tensor | None = None,
                        stabilizer: torch.Tensor | None = None, seed: int = 0, scale: float = 1.0,
-                       trials: int = 100) -> EquivarianceReport:
+                       trials: int = 100, output: str = "invariant") -> EquivarianceReport:
     """Transform inputs = (coords (bs, n, d), values (bs, n, c), mask (bs, n) or None) by random
     group elements g (or the given g (bs, r, r)) and compare model outputs (see module docstring).
     """
@@ -119,12 +146,10 @@ def equivariance_error(model, group, inputs, *, mode: str = "deterministic", g: 
                     stabilizer = _stabilizer_samples(model, group, coords, mask, gen)
                 coords2, stabilizer2 = transform_inputs(group, g, coords, mask, stabilizer)
                 reset_rngs(model)
-                y1 = _flat(model(coords, values, mask, stabilizer=stabilizer))
+                y1 = model(coords, values, mask, stabilizer=stabilizer)
                 reset_rngs(model)
-                y2 = _flat(model(coords2, values, mask, stabilizer=stabilizer2))
-                y1, y2 = y1.detach(), y2.detach()
-                err = float((y2 - y1).norm() / y1.norm().clamp_min(torch.finfo(y1.dtype).tiny))
-                return EquivarianceReport(err, None, mode)
+                y2 = model(coords2, values, mask, stabilizer=stabilizer2)
+                return EquivarianceReport(_discrepancy(group, g, y1, y2, output, mask), None, mode)
             if mode != "distribution":
                 raise ValueError(f"mode must be 'deterministic' or 'distribution', got {mode!r}")
             coords2, _ = transform_inputs(group, g, coords, mask)

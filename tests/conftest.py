@@ -35,3 +35,9 @@ def _no_progress_lines(monkeypatch):
     from groupgen import steps
 
     monkeypatch.setattr(steps, "SLOW_S", 1e9)
+
+
+@pytest.fixture(params=[torch.float64, torch.float32], ids=["float64", "float32"])
+def dtype(request):
+    """Numeric tests take ``dtype`` and run in float64 and in float32 (as e3nn's tests do)."""
+    return request.param

@@ -9,7 +9,7 @@
 The C sources next to this file (ball_select.c, bn_act.c, angle.h) are compiled in
 parallel with `cc -O3 -march=native -fopenmp` and per-source flags (`_SOURCES`: the selection keeps
 -ffp-contract=off so its distances round as torch's) into a cache folder (LIECONV_NATIVE_CACHE,
-default ~/.cache/lieconv/native), named by a hash of the sources, the compiler, the flags and the
+default io.cache_dir("native"): $LIECONV_CACHE/native, $XDG_CACHE_HOME/lieconv/native or ~/.cache/lieconv/native), named by a hash of the sources, the compiler, the flags and the
 CPU's feature flags, written atomically, and loaded with ctypes (no torch headers: a build takes
 5-10 s once).  Without a compiler, or with LIECONV_NATIVE=0, `available()` is False and callers
 use their torch paths, which compute the same results.
@@ -101,7 +101,9 @@ def _load():
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         return None
-    cache = Path(os.environ.get("LIECONV_NATIVE_CACHE") or Path.home() / ".cache" / "lieconv" / "native")
+    from lieconv_runtime.io import cache_dir
+
+    cache = Path(os.environ.get("LIECONV_NATIVE_CACHE") or cache_dir("native"))
     try:
         lib = ctypes.CDLL(str(_build(cache, cc)))
     except (OSError, RuntimeError, subprocess.SubprocessError) as e:

@@ -11,7 +11,8 @@ from pathlib import Path
 import sympy
 import yaml
 
-from groupgen.emit import render, write_atomic
+from groupgen.emit import render
+from lieconv_runtime.io import atomic_write_text
 from groupgen.spec import find_specs, load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,12 +58,12 @@ def build_test_groups(folder: str) -> dict[str, Path]:
     for p in find_specs(ROOT / "group_specs"):
         sources.setdefault(Path(p).stem, load_spec(p))
     for spec in [load_spec(p) for p in EXTRA_SPECS]:
-        write_atomic(out / f"{spec.name}.py", render(spec))
+        atomic_write_text(out / f"{spec.name}.py", render(spec))
         paths[spec.name] = out
     for base in REBASED_FROM:
         spec_file = out / f"{base}_rebased1.yaml"
         spec_file.write_text(rebased_yaml(sources[base], 1))
         spec = load_spec(spec_file)
-        write_atomic(out / f"{spec.name}.py", render(spec))
+        atomic_write_text(out / f"{spec.name}.py", render(spec))
         paths[spec.name] = out
     return paths

@@ -228,13 +228,14 @@ def test_unusual_blocks_generate_lean_correct_code(name, tmp_path):
     import scipy.linalg
     import torch
 
-    from groupgen.emit import render, write_atomic
+    from groupgen.emit import render
+    from lieconv_runtime.io import atomic_write_text
     from groupgen.spec import parse_spec
     from lieconv_runtime import load_group
 
     source = render(parse_spec(EDGE_SPECS[name], f"{name}.yaml"))
     assert dead_code(source) == [] and undefined(source) == set()
-    write_atomic(tmp_path / f"{name}.py", source)
+    atomic_write_text(tmp_path / f"{name}.py", source)
     G = load_group(name, search_path=tmp_path)
     a = 0.7 * torch.randn(16, G.lie_dim, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     g = G.exp(a)

@@ -62,7 +62,6 @@ def test_every_option_has_help_and_shows_its_default():
             if isinstance(action, argparse._HelpAction):
                 continue
             assert action.help, f"{name} {action.option_strings or action.dest} has no help"
-        text = p.format_help()
         for action in p._actions:
             if action.option_strings and action.default not in (None, False, argparse.SUPPRESS):
                 assert "default" in p._get_formatter()._get_help_string(action), (name, action.dest)
@@ -334,7 +333,7 @@ def test_data_list_and_clean(tmp_path, capsys):
     listed = json.loads(cap.out)
     assert [os.path.basename(r["path"]) for r in listed["caches"]] == ["springs_v1_n4_N2_D2_T5_t1_s0.pt", stale.name]
     assert listed["caches"][0]["config"]["n_systems"] == 4 and listed["caches"][1]["stale"]
-    assert cap.err.splitlines()[-1].startswith(f"lieconv: done: 2 cache files") and str(tmp_path) in cap.err
+    assert cap.err.splitlines()[-1].startswith("lieconv: done: 2 cache files") and str(tmp_path) in cap.err
     assert main(["data", "springs", "--clean", "--data-dir", str(tmp_path)]) == 0
     assert len(json.loads(capsys.readouterr().out)["removed"]) == 3
     assert os.listdir(tmp_path) == []

@@ -113,7 +113,6 @@ def test_default_configuration_shapes(cls):
 
 
 @pytest.mark.parametrize("name", ["FC", "HFC", "OGN", "HOGN"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 def test_baseline_trains(name, dtype, tiny_chunks):
     torch.manual_seed(0)
     model = make_baseline(name, N, D, width=64).to(dtype)

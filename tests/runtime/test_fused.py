@@ -16,11 +16,7 @@ from lieconv_runtime.nn.fused import bn_act
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="no C compiler: the native kernels are optional")
 
-DTYPES = [torch.float64, torch.float32]
 
-
-def tag(dtype):
-    return str(dtype).replace("torch.", "")
 
 
 def _norms(c, dtype, n=2):
@@ -38,7 +34,6 @@ def _input(p, c, dtype, seed=0):
     return z.to(dtype).requires_grad_()
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=tag)
 @pytest.mark.parametrize("act", [True, False], ids=["swish", "identity"])
 @pytest.mark.parametrize("c", [16, 32, 64, 5])  # the specialised widths, and the generic loop
 @pytest.mark.parametrize("p", [2, 3, 1000])
@@ -65,7 +60,6 @@ def test_bn_act_is_batch_norm_and_swish(dtype, act, c, p):
             torch.testing.assert_close(a, b, rtol=10 * tol, atol=10 * tol, msg=name)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=tag)
 def test_bn_act_float32_statistics_are_accurate(dtype):
     """Statistics accumulate in float64: with a large mean the output stays within a few ulps of
     the exact one (torch's float32 batch norm is off by about 1e-5 on this input)."""
@@ -88,7 +82,6 @@ def test_bn_act_gradcheck_and_second_derivatives():
         assert gradgradcheck(fn, (z, norm.weight, norm.bias))
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=tag)
 def test_native_bn_act_thread_counts_and_in_place(dtype):
     """Any thread count (more threads than rows too) gives the same result up to the order of
     the sums; the backward may write over its incoming gradient; a wrong `out` is refused."""
@@ -121,7 +114,6 @@ def test_native_bn_act_thread_counts_and_in_place(dtype):
         native.bn_act_backward(z, grad, gamma, beta, mean, var, True, out=grad.t().contiguous().t())
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=tag)
 def test_bn_act_extreme_inputs_stay_finite(dtype):
     """The exp clamps: swish of normalised values of +-1.4e4 (columns with two outliers) is
     finite, as are its gradients, and both match the float64 reference."""
@@ -153,7 +145,6 @@ def test_without_native_kernels_bn_act_is_the_plain_modules(monkeypatch):
     torch.testing.assert_close(bn_act(z, ours, True, bias), F.silu(plain(z + bias)), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=tag)
 @pytest.mark.parametrize("padded", [False, True], ids=["all_valid", "padded"])
 def test_pointwise_norm_fused_is_masked_batch_norm_and_swish(dtype, padded, monkeypatch):
     """A BottleBlock's batch norm + swish (PointwiseNorm): fused when every entry is valid (training

@@ -49,7 +49,6 @@ def rotation(axis, angle) -> np.ndarray:
 # --- constants, linear combinations, blocks --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
 def test_combine_vee_affine_restrict_embed(dtype):
     a = torch.randn(5, 3, dtype=torch.float64).to(dtype)
     A = combine(a, SO3)
@@ -74,7 +73,6 @@ def test_const_is_cached_per_dtype():
     assert const(table, x32) is const(table, x32) and const(table, x64).dtype == torch.float64
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
 def test_horner_and_matrix_polynomial(dtype):
     d = torch.linspace(-2, 2, 9, dtype=dtype)
     assert rel(horner(d, (1.0, -2.0, 0.5)), 1 - 2 * d.double() + 0.5 * d.double() ** 2) <= TOL[dtype]
@@ -89,7 +87,6 @@ def test_horner_and_matrix_polynomial(dtype):
 # --- coefficient functions and Hermite matrix polynomials -----------------------------------------------
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
 def test_piecewise_matches_mpmath_on_both_sides_and_across_tau(dtype):
     mpmath.mp.dps = 50
     ds = [-30.0, -4.0, -TAU - 1e-9, -TAU, -0.2, -1e-9, 0.0, 1e-9, 0.2, TAU, TAU + 1e-9, 3.0]
@@ -101,7 +98,6 @@ def test_piecewise_matches_mpmath_on_both_sides_and_across_tau(dtype):
         assert rel(fn(d), exact) <= 4 * TOL[dtype], fn.__name__
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
 def test_piecewise_cosine_node_and_finite_gradients(dtype):
     """t/sin(t) with d = cos(t) - 1 (the log's G), and gradients finite at 0, at +-tau and beyond."""
     series = tuple(float(c) for c in hermite_coefficient("G", 0, 0, ("neg",)).series)  # t/sin t in d = cos t - 1
@@ -118,7 +114,6 @@ def test_piecewise_cosine_node_and_finite_gradients(dtype):
         assert torch.isfinite(x.grad).all()
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
 def test_hermite_matrix_gives_rotation_exp(dtype):
     a = torch.tensor([[0.3, -1.2, 2.0], [1e-5, 0.0, 2e-5], [0.0, 0.0, 0.0]], dtype=torch.float64)
     X = combine(a, SO3).to(dtype)
@@ -144,7 +139,6 @@ def _cosh_sinh(R):
     return (R + Rinv) / 2, (R - Rinv) / 2
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("gap", [1e-3, 1e-6, 1e-9, 0.0])
 def test_log_near_cut_orthogonal_matches_logm(dtype, gap):
     rng = np.random.default_rng(0)
@@ -165,7 +159,6 @@ def test_log_near_cut_orthogonal_matches_logm(dtype, gap):
         assert rel(X, ref) <= 1e-14
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
 def test_log_near_cut_with_an_invariant_form_and_without(dtype):
     """A rotation in a skewed basis (invariant form M = P^-T P^-1): the form-antisymmetric part of S."""
     P = np.array([[1.0, 0.5, 0.0], [0.0, 2.0, -1.0], [1.0, 0.0, 1.0]])
@@ -184,7 +177,6 @@ def test_log_near_cut_with_an_invariant_form_and_without(dtype):
     assert rel(X, ref) <= tol
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
 def test_where_near_cut_replaces_only_the_selected_entries(dtype):
     R = np.stack([rotation([1, 2, 3], a) for a in (0.5, math.pi - 1e-7, 2.0, math.pi)]).reshape(2, 2, 3, 3)
     C, S = map(lambda x: torch.tensor(np.stack(x), dtype=dtype).reshape(2, 2, 3, 3), zip(*[_cosh_sinh(r) for r in R.reshape(4, 3, 3)]))
@@ -198,7 +190,6 @@ def test_where_near_cut_replaces_only_the_selected_entries(dtype):
     assert where_near_cut(X0, torch.zeros_like(cut), C, S, cos, pairs=1, traceless=SO3) is X0
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
 def test_complex_structure(dtype):
     P = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]], dtype=dtype)
     J0 = torch.tensor([[0.01, -2.1, 0.3], [1.9, 0.02, 0.0], [0.1, 0.0, 0.5]], dtype=dtype)
@@ -225,7 +216,6 @@ POINTS = [(0.0, 0.0), (1e-9, -1e-18), (-1e-6, 0.0), (0.0, -1e-12), (1e-4, -3e-4)
           (0.49, 0.0), (0.51, 0.0), (0.0, -0.26), (0.3, -0.17), (1.0, -2.0), (-3.0, -9.0), (4.0, -0.01), (0.1, -9.8)]
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
 def test_phi1_coefficients_match_mpmath_near_zero_and_away(dtype):
     mu = torch.tensor([p[0] for p in POINTS], dtype=dtype)
     d = torch.tensor([p[1] for p in POINTS], dtype=dtype)
@@ -281,7 +271,6 @@ def test_phi1_coefficients_are_continuous_across_the_series_radius():
             assert abs(float(alpha) - ref[0]) <= 1e-15 and abs(float(beta) - ref[1]) <= 1e-15
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
 def test_quadrature_v_matches_expm(dtype):
     """V = int_0^1 exp(sB) ds by Gauss-Legendre, for a rotation-scaling 3x3 block (Sim3's kind)."""
     a = torch.tensor([[0.3, -0.4, 1.0, 0.5], [0.0, 0.0, 0.0, 0.0], [1.0, 2.0, -0.5, -1.5]], dtype=torch.float64)

@@ -11,11 +11,7 @@ from torch.nn import functional as F
 from lieconv_runtime.nn import MaskedBatchNorm
 from lieconv_runtime.nn.lean import bn_silu_linear, silu_contract, silu_contract_dense, silu_linear
 
-DTYPES = [torch.float64, torch.float32]
 
-
-def tag(dtype):
-    return str(dtype).replace("torch.", "")
 
 
 def _compare(lean, plain, inputs, dtype):
@@ -43,7 +39,6 @@ def mlp_chunks(request, monkeypatch):
         monkeypatch.setattr("lieconv_runtime.nn.lean._MLP_ROWS", request.param)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=tag)
 def test_silu_linear(dtype, mlp_chunks):
     y, w, b = _data(dtype, 50, 6), _data(dtype, 4, 6, seed=1), _data(dtype, 4, seed=2)
     _compare(silu_linear, lambda y, w, b: F.linear(F.silu(y), w, b), (y, w, b), dtype)
@@ -52,7 +47,6 @@ def test_silu_linear(dtype, mlp_chunks):
         assert gradgradcheck(silu_linear, (y[:8], w, b))
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=tag)
 @pytest.mark.parametrize("use_native", [True, False], ids=["native", "torch"])
 def test_bn_silu_linear(dtype, mlp_chunks, use_native, monkeypatch):
     """Training-mode batch norm fused with swish and the next linear map (on the native kernels or
@@ -88,7 +82,6 @@ def _plain_contract(y, values, rows, weight):
     return F.linear(torch.einsum("qkw,qkc->qwc", F.silu(y), nbr).reshape(q, -1), weight)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=tag)
 @pytest.mark.parametrize("chunk", [None, 7])
 def test_silu_contract(dtype, chunk, monkeypatch):
     """Chunked contraction + linear (including a chunk size that does not divide the queries)
@@ -117,7 +110,6 @@ def test_silu_contract_zero_rows_contribute_nothing():
     assert float(gv[3].abs().max()) == 0.0
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=tag)
 def test_silu_contract_dense(dtype):
     y, values = _data(dtype, 2, 3, 4, 5), _data(dtype, 2, 4, 6, seed=1)
 

@@ -22,11 +22,7 @@ def _seed():
     """Every test starts from the same global RNG state (network initialisation)."""
     torch.manual_seed(0)
 
-DTYPES = [torch.float64, torch.float32]
 
-
-def tag(dtype):
-    return str(dtype).replace("torch.", "")
 
 
 def cloud(name, bs=3, n=30, dtype=torch.float64, scale=2.0, offset=0.0, seed=0, pad_from=None, K=None):
@@ -42,7 +38,6 @@ def cloud(name, bs=3, n=30, dtype=torch.float64, scale=2.0, offset=0.0, seed=0, 
 
 
 # --- pair geometry -------------------------------------------------------------------------------
-@pytest.mark.parametrize("dtype", DTYPES, ids=tag)
 @pytest.mark.parametrize("name", ["SE2", "SE3", "SO3", "SO2", "T2", "T3", "Tx", "Sim2", "RxSO2", "Trivial2"])
 def test_ball_membership_is_exact(name, dtype):
     """Bounds, GEMM candidates and closed forms decide d < r exactly as group.distance does."""
@@ -76,7 +71,6 @@ def test_pair_geometry_builds_its_gemm_features_only_when_needed():
         geo.R  # noqa: B018 (flat groups have no rotation features)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=tag)
 @pytest.mark.parametrize("name", ["SE2", "SE3", "SO3", "SO2", "T2", "Sim2"])
 def test_embeddings_match_group(name, dtype):
     G, L = cloud(name, dtype=dtype, pad_from=20)
@@ -193,7 +187,6 @@ def test_fps(name):
 
 
 # --- norms ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("dtype", DTYPES, ids=tag)
 def test_masked_batchnorm(dtype):
     """Masked statistics == BatchNorm1d on the valid rows (values, grads, running stats with the
     cumulative average early on); the native path (all valid) agrees with the masked one."""
@@ -366,7 +359,6 @@ def test_moleclieresnet_settings_and_features():
 
 @pytest.mark.parametrize("use_native", [True, False], ids=["native", "torch"])
 @pytest.mark.parametrize("lean", [False, True], ids=["plain", "lean"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_kernel_mlp_folded_first_batch_norm_equals_plain_modules(dtype, lean, use_native, monkeypatch):
     """Training mode folds the first batch norm into the first linear map, small inputs run the
     later batch norms fused with their swish (native kernels), large ones the memory-lean fused
@@ -414,7 +406,6 @@ def test_kernel_mlp_folded_first_batch_norm_equals_plain_modules(dtype, lean, us
                                plain(y, torch.ones(100, dtype=torch.bool)), rtol=10 * tol, atol=10 * tol)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=tag)
 @pytest.mark.parametrize("padded", [False, True], ids=["all_valid", "padded"])
 def test_dense_convolution_is_the_paper_formula(dtype, padded, monkeypatch):
     """Every element a neighbour (fill 1, no nbhd limit): h_i = W vec((1/n_i) sum_j k(a_ij) f_j^T) + b

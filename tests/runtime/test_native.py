@@ -26,7 +26,6 @@ def _select(geometry, qidx, qmask, k, radius, use_native, monkeypatch):
     return chosen, nb.valid.sum(-1), nb.inside
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
 @pytest.mark.parametrize("name", ["T2", "T3", "Trivial2"])
 def test_native_selection_is_the_torch_selection(name, dtype, monkeypatch):
     G = load_group(name)
@@ -73,7 +72,6 @@ def _near_pi_stabilizer(G, bs: int, n: int, dtype, gen):
     return h.to(dtype)
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
 @pytest.mark.parametrize("name", ["SE3", "SE2", "SO3", "SO2"])
 def test_native_orthogonal_selection_is_the_torch_selection(name, dtype, monkeypatch):
     G = load_group(name, alpha=0.3)
@@ -98,7 +96,6 @@ def test_native_orthogonal_selection_is_the_torch_selection(name, dtype, monkeyp
             assert torch.equal(nat[1], ref[1]) and nat[2] == ref[2]
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
 @pytest.mark.parametrize("name", ["SE3", "SE2", "SO3", "SO2"])
 def test_closed_form_embeddings_near_pi(name, dtype):
     """Pair embeddings log(u_i^-1 u_j) of the closed form, a third of the pairs near angle pi,

@@ -61,7 +61,6 @@ def _inputs(G, seed: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
 def test_group_operations_reach_no_eigensolver(name, dtype, groups):
     G = load_group(name, search_path=groups[name])
     if not G.closed_form:
@@ -144,7 +143,6 @@ def test_frame_test_is_exact_without_an_eigensolver(no_eigensolver):
     assert msg is not None and "\n" not in msg
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
 def test_dexp_det_matches_the_eigenvalue_formula(dtype):
     gen = torch.Generator().manual_seed(1)
     M = torch.randn(200, 4, 4, generator=gen, dtype=torch.float64) * torch.tensor([0.0, 1e-6, 0.5, 3.0]).repeat(50)[:, None, None]

@@ -28,7 +28,6 @@ def _elements(G, n: int, seed: int) -> torch.Tensor:
     return G.exp(a)
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
 @pytest.mark.parametrize("name", GROUPS)
 def test_log_coordinates_are_the_generated_log(name, dtype):
     G = load_group(name)

@@ -41,7 +41,6 @@ from lieconv_runtime.data.qm9 import (
     target_stats,
 )
 
-DTYPES = [torch.float32, torch.float64]
 
 # gdb index, elements, positions (Å), the 15 properties (A, B, C, mu, alpha, homo, lumo, gap, r2,
 # zpve, U0, U, H, G, Cv) as in the official files. 1-5 and 11 are the real molecules (4: one
@@ -188,7 +187,6 @@ def test_parse_xyz_official_text_with_star_exponent():
     assert mol.properties == MOLS[0][3]
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
 def test_xyz_folder_archive_and_csv_give_the_same_molecules(tmp_path, qm9pack_dir, dtype):
     write_xyz_folder(tmp_path / "xyz")
     write_archive(tmp_path / "arc" / ARCHIVE_NAME)
@@ -291,7 +289,6 @@ def test_n_takes_the_first_molecules_of_the_split(qm9pack_dir):
 
 
 # --------------------------------------------------------------------------- collate
-@pytest.mark.parametrize("dtype", DTYPES)
 def test_collate_pads_and_masks(qm9pack_dir, dtype):
     ds = load_qm9(None, "train", source="qm9pack", progress=False, dtype=dtype)
     items = [ds[i] for i in range(len(ds))]
