@@ -230,8 +230,8 @@ def _device(args):
     elif device.type != "cpu":
         raise CLIError(f"--device {name}: only cpu and cuda devices are supported")
     precision = getattr(args, "precision", "32")
-    if precision != "32" and device.type != "cuda":
-        raise CLIError(f"--precision {precision} needs a CUDA device (autocast); use --precision 32 on the CPU")
+    if precision == "16" and device.type != "cuda":
+        raise CLIError("--precision 16 (float16 with loss scaling) needs a CUDA device; use 32 or bf16 on the CPU")
     D.init_from_env(device)
     return device
 
@@ -317,7 +317,8 @@ def cmd_study(args):
     if not args.dry_run:
         _check_writable(out, "--out")
     result = run_study(task, args.preset, args, out_dir=out, data_dir=args.data_dir, jobs=args.jobs,
-                       threads=args.threads, progress=not args.no_progress, dry_run=args.dry_run, say=_say)
+                       threads=args.threads, progress=not args.no_progress, dry_run=args.dry_run, say=_say,
+                       device=_device(args))
     if args.dry_run:
         return result, f"dry run: {len(result['runs'])} runs planned (nothing written)"
     return result, _files_line(out, result["files"])
@@ -426,7 +427,8 @@ def _add_train_options(p, task, d: dict) -> None:
     p.add_argument("--seed", type=nonneg_int, default=0, help="seed of the initialisation and the shuffling")
     p.add_argument("--dtype", choices=["float32", "float64"], default=t.get("dtype", "float32"), help="training dtype")
     p.add_argument("--precision", choices=["32", "bf16", "16"], default="32",
-                   help="32, or on CUDA autocast to bf16 / fp16 (fp16 with loss scaling); group geometry stays exact")
+                   help="32, or autocast to bf16 / (CUDA only) fp16 with loss scaling; lifting, logs, distances and "
+                        "neighbourhoods stay in the --dtype")
     p.add_argument("--workers", type=nonneg_int, default=0, help="DataLoader worker processes (0: load in this one)")
     out_default = d.get("out")
     p.add_argument("--out", default=out_default,
@@ -512,7 +514,20 @@ COMMANDS = {"train": cmd_train, "eval": cmd_eval, "study": cmd_study, "run": cmd
 
 
 def main(argv=None) -> int:
-    """Entry point of the ``lieconv`` script; returns the exit status."""
+    """Entry point of the ``lieconv`` script; returns the exit status (in a torchrun job, after
+    leaving the process group)."""
+    from lieconv_runtime.train import distributed as D
+
+    try:
+        status = _main(argv)
+    except BaseException:
+        D.shutdown(ok=False)
+        raise
+    D.shutdown(ok=status == 0)
+    return status
+
+
+def _main(argv) -> int:
     from lieconv_runtime.data.errors import DataError
     from lieconv_runtime.loader import GroupNotFoundError
     from lieconv_runtime.models.registry import RegistryError
@@ -544,6 +559,17 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted{_resume_hint(args) if command in ('train', 'run') else ''}", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - only the failure of another process of a torchrun job
+        import torch.distributed as dist
+
+        peer = dist.is_initialized() and isinstance(e, RuntimeError) and any(
+            w in str(e) for w in ("Connection closed by peer", "Connection reset", "gloo", "NCCL", "timed out"))
+        if not (isinstance(e, dist.DistError) or peer):
+            raise
+        print(f"{PROG}: error: another process of this job failed ({type(e).__name__}: "
+              f"{' '.join(str(e).split())[:200]}){_resume_hint(args) if command in ('train', 'run') else ''}",
+              file=sys.stderr)
+        return 1
     from lieconv_runtime.train import distributed as D
 
     if D.is_main():

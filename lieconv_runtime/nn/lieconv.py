@@ -35,8 +35,19 @@ from lieconv_runtime.nn.lean import bn_silu_linear, silu_contract, silu_contract
 from lieconv_runtime.nn.norm import MaskedBatchNorm
 from lieconv_runtime.nn.sampling import farthest_point_sample, select_neighbours
 
-__all__ = ["KernelMLP", "LieConv", "frozen_radius", "gather_points", "reset_rngs", "set_stream", "stream_seed",
+__all__ = ["KernelMLP", "LieConv", "exact_geometry", "frozen_radius", "gather_points", "reset_rngs", "set_stream", "stream_seed",
            "subsample_cloud"]
+
+
+def autocasting(ref: torch.Tensor) -> bool:
+    """Whether autocast (mixed precision) is on for ref's device."""
+    return torch.is_autocast_enabled(ref.device.type)
+
+
+def exact_geometry(ref: torch.Tensor):
+    """A block where autocast is off: group elements, logs, distances and neighbourhoods keep the
+    cloud's float32/float64 under mixed precision (the kernel MLP and contraction may use bf16/fp16)."""
+    return torch.autocast(ref.device.type, enabled=False)
 
 
 def stream_seed(seed: int, stream: int) -> int:
@@ -88,7 +99,15 @@ class KernelMLP(nn.Module):
         batch norm runs fused with its swish (lieconv_runtime.nn.fused: two passes each way, only
         its input saved) and the linear map before it without its bias (which the batch norm
         cancels); otherwise plain modules, except the first swish -> linear, which stays lean.
-        Same values and gradients throughout.  LEAN_MIN_ROWS = math.inf: no lean functions."""
+        Same values and gradients throughout.  LEAN_MIN_ROWS = math.inf: no lean functions.  Under
+        autocast (mixed precision) plain modules run, which autocast knows how to cast."""
+        if autocasting(x):
+            norms = list(self.norms) if self.norms is not None else [None] * len(self.linears)
+            h = x
+            for i, (lin, norm) in enumerate(zip(self.linears, norms)):
+                h = lin(h if i == 0 else F.silu(h))
+                h = h if norm is None else norm(h)
+            return F.silu(h) if activate else h
         train_bn = self.norms is not None and self.training and x.shape[0] > 1
         if train_bn:
             h = self._first_layer_folded(x)
@@ -234,20 +253,20 @@ class LieConv(nn.Module):
         cache: a dict shared by the layers of one forward pass; when every element is a query and a
         neighbour (fill 1, no nbhd limit, no subsampling) the pair embeddings of a cloud are computed
         once and reused from it."""
-        geometry = PairGeometry(self.group, cloud)
-        if query is None:
-            query = self.subsample(cloud, geometry)
-        bs, n = cloud.mask.shape
-        if query is None:
-            qidx = torch.arange(n, device=cloud.mask.device).expand(bs, n)
-            qmask = cloud.mask
-        else:
-            qidx, qmask = query
-        adapt = self.training and self.adapt_radius and not self.knn and self.fill < 1
-        if adapt and not bool(self.radius_ready):
-            self._init_radius(geometry, qidx, qmask)
-        nb = select_neighbours(geometry, qidx, qmask, self.nbhd, float(self.radius), self.knn,
-                               self.rng())
+        with exact_geometry(cloud.mask):  # distances and neighbourhoods in the cloud's own precision
+            geometry = PairGeometry(self.group, cloud)
+            if query is None:
+                query = self.subsample(cloud, geometry)
+            bs, n = cloud.mask.shape
+            if query is None:
+                qidx = torch.arange(n, device=cloud.mask.device).expand(bs, n)
+                qmask = cloud.mask
+            else:
+                qidx, qmask = query
+            adapt = self.training and self.adapt_radius and not self.knn and self.fill < 1
+            if adapt and not bool(self.radius_ready):
+                self._init_radius(geometry, qidx, qmask)
+            nb = select_neighbours(geometry, qidx, qmask, self.nbhd, float(self.radius), self.knn, self.rng())
         if adapt and nb.pairs > 0:
             observed = nb.inside / nb.pairs
             self.radius.add_(self.radius_coeff * (self.fill - observed)).clamp_(min=1e-6)
@@ -276,13 +295,19 @@ class LieConv(nn.Module):
         if hit is not None and hit[0] is geometry.cloud.g:
             emb = hit[1]
         else:
-            emb = geometry.embed(qidx[:, :, None], idx)  # (bs, m, k, D)
+            with exact_geometry(idx):
+                emb = geometry.embed(qidx[:, :, None], idx)  # (bs, m, k, D), never in reduced precision
             if shared:
                 cache["dense"] = (geometry.cloud.g, emb)
-        small_dense = all_neighbours and bs * m * k < LEAN_MIN_ROWS  # plain ops are faster
+        reduced = autocasting(values)  # mixed precision: plain torch ops only (autocast casts them)
+        small_dense = all_neighbours and (bs * m * k < LEAN_MIN_ROWS or reduced)  # plain ops are faster
         # (bs, m, k, kc), 0 where invalid: the kernel (small_dense), else its pre-activation (silu(0) = 0)
-        pre = self.kernel(emb, valid, activate=small_dense)
-        if all_neighbours:  # every element is a neighbour (idx = arange): contract without gathering
+        pre = self.kernel(emb, valid, activate=small_dense or reduced)
+        if reduced and not all_neighbours:  # gather, then contract (what silu_contract does in chunks)
+            gathered = values.gather(1, idx.reshape(bs, m * k, 1).expand(-1, -1, values.shape[-1]))
+            pooled = torch.einsum("bmkw,bmkc->bmwc", pre, gathered.reshape(bs, m, k, -1))
+            out = F.linear(pooled.reshape(bs, m, -1), self.linear.weight)
+        elif all_neighbours:  # every element is a neighbour (idx = arange): contract without gathering
             if small_dense:  # the output map first: no transposed copy of the kernel, each way
                 out = pre.reshape(bs, m, -1) @ self._weighted_values(values)
             else:

@@ -12,7 +12,7 @@ from torch import nn
 
 from lieconv_runtime.lift import Lifted
 from lieconv_runtime.nn.fused import bn_act, fused_available
-from lieconv_runtime.nn.lieconv import LieConv, gather_points, stream_seed
+from lieconv_runtime.nn.lieconv import LieConv, exact_geometry, gather_points, stream_seed
 from lieconv_runtime.nn.norm import MaskedBatchNorm, Swish, masked_mean, masked_sum
 
 __all__ = ["BottleBlock", "LieResNet", "PointwiseLinear", "PointwiseNorm"]
@@ -142,14 +142,16 @@ class LieResNet(nn.Module):
             mask = torch.ones(coords.shape[:2], dtype=torch.bool, device=coords.device)
         mask = mask.bool()
         G, K = self.group, self.lift_samples
-        if stabilizer is None and G.stabilizer_dim > 0 and self.lift_mode == "frame":
-            stabilizer = G.stabilizer_frame(coords, mask, K)
-        elif stabilizer is None and G.stabilizer_dim > 0:
-            # one draw per valid point, in order: padding never changes the samples of valid points
-            h = G.sample_stabilizer((int(mask.sum()), K), generator=self.rng(), dtype=coords.dtype, device=coords.device)
-            stabilizer = G.identity(mask.shape + (K,), coords).clone()
-            stabilizer[mask] = h
-        return G.lift(coords, values, mask, K, stabilizer=stabilizer)
+        with exact_geometry(coords):  # lifting in the coordinates' precision, also under autocast
+            if stabilizer is None and G.stabilizer_dim > 0 and self.lift_mode == "frame":
+                stabilizer = G.stabilizer_frame(coords, mask, K)
+            elif stabilizer is None and G.stabilizer_dim > 0:
+                # one draw per valid point, in order: padding never changes the samples of valid points
+                h = G.sample_stabilizer((int(mask.sum()), K), generator=self.rng(), dtype=coords.dtype,
+                                        device=coords.device)
+                stabilizer = G.identity(mask.shape + (K,), coords).clone()
+                stabilizer[mask] = h
+            return G.lift(coords, values, mask, K, stabilizer=stabilizer)
 
     def forward_lifted(self, cloud: Lifted):
         cloud = self.embedding(cloud)

@@ -270,11 +270,12 @@ def rollout_metrics(model, traj: SpringTrajectories, *, solver: str = "dopri5", 
     from tqdm.auto import tqdm
 
     model = model.to(dtype).eval()
-    ts = traj.ts.to(dtype)
+    dev = next((q.device for q in model.parameters()), torch.device("cpu"))  # roll out where the model is
+    ts = traj.ts.to(dtype=dtype, device=dev)
     n, n_t = len(traj), len(ts)
     adaptive = solver in ADAPTIVE
     max_steps = (default_max_steps(n_t) if max_steps is None else int(max_steps)) if adaptive else None
-    z0s, ms, ks = (x.to(dtype) for x in (traj.zs[:, 0], traj.m, traj.k))
+    z0s, ms, ks = (x.to(dtype=dtype, device=dev) for x in (traj.zs[:, 0], traj.m, traj.k))
     preds: list = [None] * n
     redo, reasons, evaluations, fallback_batches = [], {}, 0, 0
     with tqdm(total=n, desc="rollouts", unit="traj", disable=not progress) as bar:
@@ -315,9 +316,9 @@ def rollout_metrics(model, traj: SpringTrajectories, *, solver: str = "dopri5", 
                 preds[i] = pred[j]
             done += len(idx)
             show(0, 0)
-    pred = torch.stack(preds)
+    pred = torch.stack(preds).cpu()
     curves = conservation_curves(pred, traj.zs, traj.m, traj.k)
-    return {"ts": ts.double().numpy(), "pred": pred.double().numpy(), "fallback_rollouts": len(redo),
+    return {"ts": ts.double().cpu().numpy(), "pred": pred.double().numpy(), "fallback_rollouts": len(redo),
             "fallback_batches": fallback_batches, "fallback_reasons": reasons, "evaluations": evaluations,
             "max_steps": max_steps, "nonfinite_rollouts": int((~torch.isfinite(pred).flatten(1).all(1)).sum()),
             **curves}
@@ -371,7 +372,8 @@ def evaluate_model(model, splits, *, out_dir, meta: dict, n_rollouts: int = 100,
     t0 = time.time()
     param = next(iter(model.parameters()), None)
     say(f"eval: test MSE on {len(splits.test)} test chunks")
-    mse = test_mse(model, splits.test.to(dtype=param.dtype if param is not None else splits.test.z0.dtype))
+    mse = test_mse(model, splits.test.to(dtype=param.dtype if param is not None else splits.test.z0.dtype,
+                                         device=param.device if param is not None else None))
     t_mse = time.time() - t0
     long = splits.test_long.subset(torch.arange(min(n_rollouts, len(splits.test_long))))
     std = 0.6 * math.sqrt(long.n_particles) if net_momentum_std is None else float(net_momentum_std)

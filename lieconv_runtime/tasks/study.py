@@ -25,7 +25,7 @@ def _folder(run) -> str:
 
 
 def run_study(task, preset: str, args, *, out_dir=None, data_dir=None, jobs: int | None = None, threads: int = 1,
-              progress: bool = True, dry_run: bool = False, say=lambda text: None) -> dict:
+              progress: bool = True, dry_run: bool = False, say=lambda text: None, device="cpu") -> dict:
     """Run (or resume) the study; returns the ``study.json`` dict.  Results do not depend on ``jobs``."""
     runs, info = task.study_plan(preset, args)
     jobs = jobs or info.get("jobs", 1)
@@ -38,7 +38,8 @@ def run_study(task, preset: str, args, *, out_dir=None, data_dir=None, jobs: int
     t0 = time.time()
     if runs:  # build the shared data once, before parallel workers would race for it
         task.load_data(runs[0].config, data_dir, progress=progress, say=say)
-    work = [(task.name, r, out / "runs" / _folder(r), data_dir, progress and jobs == 1, threads) for r in runs]
+    work = [(task.name, r, out / "runs" / _folder(r), data_dir, progress and jobs == 1, threads, str(device))
+            for r in runs]
     order = sorted(range(len(work)), key=lambda i: -(runs[i].config.get("n_train") or 0))  # largest first
     done: dict = {}
     rows: list = []
@@ -69,18 +70,20 @@ def _train_one(item) -> tuple:
     from lieconv_runtime.tasks import get_task
     from lieconv_runtime.tasks.base import evaluate_run, train_run
 
-    name, run, run_dir, data_dir, progress, threads = item
+    name, run, run_dir, data_dir, progress, threads, device = item
     task = get_task(name)
     torch.set_num_threads(threads)
     _set_aside_stale(run_dir, run.config)
     summary = _finished_summary(run_dir, run.config)
     if summary is None:
-        summary, _, _ = train_run(task, run.config, run_dir, data_dir=data_dir, resume=True, progress=progress)
+        summary, _, _ = train_run(task, run.config, run_dir, data_dir=data_dir, resume=True, progress=progress,
+                                  device=device)
     evaluation = None
     if run.evaluate is not None:
         evaluation = _reuse_evaluation(run_dir, run.evaluate)
         if evaluation is None:
-            evaluation = evaluate_run(task, run_dir, data_dir=data_dir, args=run.evaluate, progress=False)
+            evaluation = evaluate_run(task, run_dir, data_dir=data_dir, args=run.evaluate, progress=False,
+                                      device=device)
     return summary, evaluation
 
 

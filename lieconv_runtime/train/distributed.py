@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["all_reduce_sum", "barrier", "broadcast_object", "init_from_env", "is_main", "launched_by_torchrun",
-           "local_rank", "rank", "world_size"]
+           "local_rank", "rank", "shutdown", "world_size"]
 
 
 def launched_by_torchrun() -> bool:
@@ -67,3 +67,12 @@ def broadcast_object(obj, src: int = 0):
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def shutdown(ok: bool = True) -> None:
+    """Leave the process group (a process that exits inside one is aborted by gloo's threads); ``ok``:
+    wait for the others first."""
+    if dist.is_initialized():
+        if ok:
+            dist.barrier()
+        dist.destroy_process_group()

@@ -3,10 +3,11 @@
 * Adam (default betas, no weight decay) and the paper's cosine schedule (`cosine_schedule`, a LambdaLR)
   stepped per optimizer step over the run's ``S`` steps: ``S = ceil(epochs x steps per epoch)``, capped
   by ``max_steps``; ``epochs`` may be fractional.
-* Batches: epoch ``e`` draws a permutation from a generator seeded by ``(seed, e)``; global batch ``k`` is
-  its ``k``-th slice of ``batch_size`` indices.  With ``W`` processes, rank ``r`` takes every ``W``-th index
-  of it (DistributedSampler's layout) and its loss is weighted by its share of the global batch, so a
-  ``W``-process run takes the same optimizer steps as one process with the whole batch.
+* Batches: a `torch.utils.data.DistributedSampler` (one process: ``num_replicas=1``) seeded per epoch
+  draws the order; with ``W`` processes each takes ``batch_size / W`` of it per step, so the union of
+  a step's batches is the same global batch of ``batch_size`` examples whatever ``W`` is: a
+  ``W``-process run takes the same optimizer steps as one process (`DistributedDataParallel`
+  averages the gradients), and a run resumes with another number of processes.
 * Data sets with ``batched = True`` (e.g. `ChunkData`) are indexed with a LongTensor of indices per batch;
   any other map-style data set goes through a `torch.utils.data.DataLoader` (``collate``, ``workers``,
   pinned memory on accelerators).
@@ -113,6 +114,19 @@ class Regression(Objective):
     def sums(self, model, batch):
         pred, target = self.predict(model, batch)
         return {"mse": ((pred - target).square().sum(dtype=torch.float64), target.numel())}
+
+
+class _LossOf(nn.Module):
+    """The objective's loss of a batch as a module's forward, so that DistributedDataParallel sees one
+    forward per step whatever the objective calls inside (an ODE rollout calls the model many times,
+    Hamiltonian models differentiate it inside)."""
+
+    def __init__(self, model: nn.Module, objective: Objective):
+        super().__init__()
+        self.model, self.objective = model, objective
+
+    def forward(self, batch):
+        return self.objective.loss(self.model, batch)
 
 
 # --------------------------------------------------------------------------- RNG state
@@ -229,16 +243,21 @@ class Trainer:
         self.config = dict(config or {})
         self.resume, self.progress = resume, progress
         self.checkpoint_every_s = float(checkpoint_every_s)
-        self.steps_per_epoch = math.ceil(len(train_data) / self.batch_size)
+        self.world, self.rank = D.world_size(), D.rank()
+        if self.batch_size % self.world:
+            raise ValueError(f"batch_size {self.batch_size} is not divisible by the {self.world} processes; "
+                             f"choose a multiple of {self.world}")
+        self.rank_batch = self.batch_size // self.world
+        self.steps_per_epoch = math.ceil(len(self._sampler(0)) / self.rank_batch)
         self.total_steps = max(1, math.ceil(self.epochs * self.steps_per_epoch))
         if max_steps is not None:
             self.total_steps = min(self.total_steps, int(max_steps))
         self.total_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
-        self.world, self.rank = D.world_size(), D.rank()
-        self.net = model
+        self.ddp = None  # several processes: the loss of a batch, in one DDP forward (gradients all-reduced)
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+            self.ddp = nn.parallel.DistributedDataParallel(_LossOf(model, objective), device_ids=ids,
+                                                           find_unused_parameters=True)  # e.g. biases a gradient removes
         self.optimizer = torch.optim.Adam(model.parameters(), lr=self.lr)
         self.schedule = cosine_schedule(self.optimizer, self.total_steps, self.warmup_frac)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "16")
@@ -253,7 +272,6 @@ class Trainer:
         self.bad_epochs = 0
         self.finished = self.stopped_early = self.diverged = False
         self.last_train: float | None = None
-        self._global_batch = self.batch_size
 
     # ------------------------------------------------------------------ paths and config
     @property
@@ -327,9 +345,14 @@ class Trainer:
         atomic_write_text(self.metrics_path, "".join(line + "\n" for line in keep))
 
     # ------------------------------------------------------------------ data
-    def _order(self, epoch: int) -> torch.Tensor:
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(len(self.train_data), generator=gen)
+    def _sampler(self, epoch: int):
+        """This process's DistributedSampler of the training set for ``epoch`` (shuffled, seeded per epoch)."""
+        from torch.utils.data import DistributedSampler
+
+        sampler = DistributedSampler(self.train_data, num_replicas=self.world, rank=self.rank, shuffle=True,
+                                     seed=self.seed, drop_last=False)
+        sampler.set_epoch(epoch)
+        return sampler
 
     def _rank_slice(self, idx: torch.Tensor) -> torch.Tensor:
         return idx[self.rank::self.world] if self.world > 1 else idx
@@ -381,9 +404,8 @@ class Trainer:
     def _train_step(self, batch) -> torch.Tensor:
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
-            loss = self.objective.loss(self.net, batch)
-        share = self.objective.batch_size(batch) * self.world / self._global_batch
-        self.scaler.scale(loss * share if self.world > 1 else loss).backward()
+            loss = self.ddp(batch) if self.ddp is not None else self.objective.loss(self.model, batch)
+        self.scaler.scale(loss).backward()
         if self.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
@@ -395,13 +417,12 @@ class Trainer:
     def _run_epoch(self, bar) -> None:
         """Train until the end of the current epoch (or the run), checkpointing inside long epochs."""
         self.model.train()
-        order = self._order(self.epoch)
+        order = torch.tensor(list(self._sampler(self.epoch)), dtype=torch.long)
         end = min(self.steps_per_epoch, self.total_steps - (self.step - self.step_in_epoch))
         steps = range(self.step_in_epoch, end)
-        globs = [order[k * self.batch_size:(k + 1) * self.batch_size] for k in steps]
+        b = self.rank_batch
         last_ckpt = time.time()
-        for k, glob, batch in zip(steps, globs, self._batches(self.train_data, [self._rank_slice(g) for g in globs])):
-            self._global_batch = len(glob)
+        for k, batch in zip(steps, self._batches(self.train_data, [order[k * b:(k + 1) * b] for k in steps])):
             loss = self._train_step(batch)
             size = float(self.objective.batch_size(batch))
             total = D.all_reduce_sum(torch.stack([loss.double() * size, loss.new_tensor(size, dtype=torch.float64)]))

@@ -104,7 +104,7 @@ def test_early_stopping_keeps_best_weights(chunks, tmp_path):
     assert summary["stopped_early"] and summary["epochs_completed"] == 3 and summary["best_epoch"] == 1
     # a run that gets worse: best weights (not the last) are restored
     model = _model()
-    tr = _trainer(model, chunks, tmp_path / "up", epochs=6, lr=0.1, patience=None)
+    tr = _trainer(model, chunks, tmp_path / "up", epochs=6, lr=1.0, patience=None)
     summary = tr.fit()
     rows = [json.loads(l) for l in (tmp_path / "up" / "metrics.jsonl").read_text().splitlines()]
     vals = [r["val_mse"] for r in rows]
