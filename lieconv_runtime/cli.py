@@ -222,8 +222,8 @@ def _device(args):
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise CLIError(f"--device {name}: this torch build or machine has no CUDA device; use --device cpu")
-        if device.index is None and D.launched_by_torchrun():
-            device = torch.device("cuda", D.local_rank())
+        if device.index is None:  # set_device needs an index
+            device = torch.device("cuda", D.local_rank() if D.launched_by_torchrun() else torch.cuda.current_device())
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise CLIError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)")
         torch.cuda.set_device(device)
@@ -330,18 +330,12 @@ def _read_metrics(arg: str) -> tuple[Path, list[dict]]:
     if not metrics.is_file():
         raise CLIError(f"{metrics} not found: RUN_DIR must be the --out folder of `lieconv train` "
                        f"(it holds metrics.jsonl)")
+    from lieconv_runtime.train.trainer import read_metrics
+
     try:
-        lines = metrics.read_text().splitlines()
+        records = read_metrics(metrics)
     except (OSError, UnicodeDecodeError) as e:
         raise CLIError(f"cannot read {metrics}: {e}") from None
-    records = []
-    for line in lines:
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut by a crash
-        if isinstance(r, dict) and "epoch" in r:
-            records.append(r)
     if not records:
         raise CLIError(f"{metrics} has no epoch records: the run has not finished an epoch yet "
                        f"(or this is not a metrics file of `lieconv train`)")

@@ -37,7 +37,6 @@ import math
 
 import torch
 
-from lieconv_runtime import native
 from lieconv_runtime.lift import Lifted
 from lieconv_runtime.orthogonal import (linear_block, metric_weights, orthogonal_linear_parts, orthogonal_log_parts,
                                         orthogonal_sq_norm, orthogonal_sq_norm_parts, rotation_generators, vee_maps)

@@ -16,7 +16,10 @@ from lieconv_runtime.tasks.base import Task, TaskError
 __all__ = ["TASKS", "Task", "TaskError", "get_task"]
 
 #: task name -> module (imported on first use)
-TASKS = {"springs": "lieconv_runtime.tasks.springs"}
+TASKS = {"springs": "lieconv_runtime.tasks.springs",
+         "rotmnist": "lieconv_runtime.tasks.rotmnist",
+         "qm9": "lieconv_runtime.tasks.qm9",
+         }
 
 
 def get_task(name: str) -> Task:

@@ -172,8 +172,11 @@ def train_run(task: Task, config: dict, out_dir, *, data_dir=None, resume: bool 
         out.mkdir(parents=True, exist_ok=True)
         sidecar = {"run": config, "data_dir": None if data_dir is None else str(Path(data_dir).resolve())}
         atomic_write_text(out / "run.json", json.dumps(sidecar, indent=1) + "\n")
+    full = max(1, math.ceil(config["epochs"] * trainer.steps_per_epoch))
+    length = (f"{config['epochs']:g} epochs of {trainer.steps_per_epoch:,}" if trainer.total_steps == full else
+              f"capped by --max-steps; {config['epochs']:g} epochs would be {full:,}")
     say(f"train: {task.label(config)} on {len(splits.train):,} examples (val {len(splits.val):,}), "
-        f"{trainer.total_steps:,} steps ({config['epochs']:g} epochs of {trainer.steps_per_epoch:,}), batch "
+        f"{trainer.total_steps:,} steps ({length}), batch "
         f"{config['batch_size']}, lr {config['lr']:g}, on {torch.device(device)}, into {out}")
     summary = trainer.fit(stop_after_epochs=stop_after)
     summary = {"task": task.name, "model": config.get("model"), "group": config.get("group"), **summary,
@@ -218,10 +221,13 @@ def evaluate_run(task: Task, path, *, out_dir=None, data_dir=None, args=None, pr
             "n_train": config.get("n_train"), "seed": config.get("seed"), "label": task.label(config),
             "checkpoint": str(ckpt), "epochs_completed": state.get("epoch"), "steps": state.get("step"),
             "checkpoint_finished": state.get("finished"),
-            **({"best_val": _finite(best["best_val"])} if best else {}), "out_dir": str(out)}
+            **({"best_val": finite_or_none(best["best_val"])} if best else {}), "out_dir": str(out)}
     return task.evaluate(model, config, splits, out, args=args, meta=meta, say=say)
 
 
-def _finite(x):
+def finite_or_none(x):
+    """float(x), or None for None, inf and NaN (JSON has no infinities)."""
+    if x is None:
+        return None
     x = float(x)
     return x if math.isfinite(x) else None

@@ -43,7 +43,21 @@ from lieconv_runtime.train import distributed as D
 from lieconv_runtime.train.schedule import cosine_schedule
 
 __all__ = ["CheckpointError", "Objective", "Regression", "Trainer", "module_rng_states", "read_checkpoint",
-           "seed_everything", "to_device"]
+           "read_metrics", "seed_everything", "to_device"]
+
+
+def read_metrics(path) -> list[dict]:
+    """The epoch records of a run's ``metrics.jsonl`` (a line cut by a crash is skipped).
+    Raises OSError / UnicodeDecodeError when the file cannot be read."""
+    records = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(r, dict) and "epoch" in r:
+            records.append(r)
+    return records
 
 
 class CheckpointError(ValueError):

@@ -13,6 +13,7 @@ from lieconv_runtime.data.springs import load_spring_splits
 from lieconv_runtime.models import registry
 from lieconv_runtime.models.hamiltonian import HamiltonianDynamics, SpringPotential
 from lieconv_runtime.tasks.springs_rollouts import METRICS, evaluate_model, galilean_boost, rollout_metrics
+from tests.runtime.cli_args import with_flags
 
 KEYS = ("test_mse", *METRICS, "model", "group", "n_train", "seed")
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -121,12 +122,7 @@ BAD = {
 @pytest.mark.parametrize("case", list(BAD))
 def test_bad_train_inputs_give_one_line_and_status_2(case, data_dir, tmp_path, capsys):
     extra, message = BAD[case]
-    argv = _train_args(data_dir, tmp_path / "out", "--epochs", "1")
-    for flag, value in zip(extra[::2], extra[1::2]):  # override or append
-        if flag in argv:
-            argv[argv.index(flag) + 1] = value
-        else:
-            argv += [flag, value]
+    argv = with_flags(_train_args(data_dir, tmp_path / "out", "--epochs", "1"), extra)
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("lieconv: error: ") and message in err, err
