@@ -301,25 +301,42 @@ class LieConv(nn.Module):
                 cache["dense"] = (geometry.cloud.g, emb)
         reduced = autocasting(values)  # mixed precision: plain torch ops only (autocast casts them)
         small_dense = all_neighbours and (bs * m * k < LEAN_MIN_ROWS or reduced)  # plain ops are faster
-        # (bs, m, k, kc), 0 where invalid: the kernel (small_dense), else its pre-activation (silu(0) = 0)
-        pre = self.kernel(emb, valid, activate=small_dense or reduced)
         if reduced and not all_neighbours:  # gather, then contract (what silu_contract does in chunks)
+            pre = self.kernel(emb, valid)  # (bs, m, k, kc), 0 where invalid
             gathered = values.gather(1, idx.reshape(bs, m * k, 1).expand(-1, -1, values.shape[-1]))
             pooled = torch.einsum("bmkw,bmkc->bmwc", pre, gathered.reshape(bs, m, k, -1))
             out = F.linear(pooled.reshape(bs, m, -1), self.linear.weight)
-        elif all_neighbours:  # every element is a neighbour (idx = arange): contract without gathering
-            if small_dense:  # the output map first: no transposed copy of the kernel, each way
-                out = pre.reshape(bs, m, -1) @ self._weighted_values(values)
-            else:
-                out = F.linear(silu_contract_dense(pre, values).reshape(bs, m, -1), self.linear.weight)
-        else:
-            n = values.shape[1]
-            rows = (idx + n * torch.arange(bs, device=idx.device)[:, None, None]).reshape(bs * m, k)
-            out = silu_contract(pre.reshape(bs * m, k, -1), values.reshape(bs * n, -1), rows, self.linear.weight)
-            out = out.reshape(bs, m, -1)
+        elif not all_neighbours:
+            out = self._contract_live_queries(emb, values, idx, valid)
+        elif small_dense:  # every element a neighbour (idx = arange), no gathering; the output map first
+            out = self.kernel(emb, valid).reshape(bs, m, -1) @ self._weighted_values(values)
+        else:  # the same from the kernel's pre-activation (silu(0) = 0 where invalid), memory-lean
+            pre = self.kernel(emb, valid, activate=False)
+            out = F.linear(silu_contract_dense(pre, values).reshape(bs, m, -1), self.linear.weight)
         if self.mean:
             out = out / valid.sum(-1, keepdim=True).clamp_min(1).to(out.dtype)
         return out + self.linear.bias
+
+    def _contract_live_queries(self, emb: torch.Tensor, values: torch.Tensor, idx: torch.Tensor,
+                               valid: torch.Tensor) -> torch.Tensor:
+        """The sum over chosen neighbours, computed for the queries with at least one valid
+        neighbour only (padded queries of a batch of clouds of different sizes have none): emb
+        (bs, m, k, D), values (bs, N, c_in), idx and valid (bs, m, k) -> (bs, m, c_out) without the
+        bias, 0 at the other queries.  The kernel MLP sees the same valid pairs in the same order."""
+        bs, m, k = idx.shape
+        n = values.shape[1]
+        rows = (idx + n * torch.arange(bs, device=idx.device)[:, None, None]).reshape(bs * m, k)
+        valid = valid.reshape(bs * m, k)
+        emb = emb.reshape(bs * m, k, -1)
+        live = valid.any(1)
+        sel = None if bool(live.all()) else live.nonzero()[:, 0]
+        if sel is not None:
+            rows, valid, emb = rows.index_select(0, sel), valid.index_select(0, sel), emb.index_select(0, sel)
+        pre = self.kernel(emb, valid, activate=False)  # (Q, k, kc), 0 where invalid (silu(0) = 0)
+        out = silu_contract(pre, values.reshape(bs * n, -1), rows, self.linear.weight)
+        if sel is not None:
+            out = out.new_zeros(bs * m, out.shape[1]).index_copy_(0, sel, out)
+        return out.reshape(bs, m, -1)
 
 
 def _lieconvs(module: nn.Module):
