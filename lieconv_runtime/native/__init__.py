@@ -4,9 +4,11 @@
     native.available()          # True once the library is built and loaded
     native.flat_ball_select(f, mask, qidx, qmask, r2, seed, k)            # T2, T3, Trivial, ...
     native.orthogonal_ball_select(R, t, qs, mask, qidx, qmask, r2, seed, k)  # SE2, SE3, SO2, SO3
+    native.fps_flat(f, mask, start, M)                           # farthest point sampling
+    native.fps_orthogonal(R, t, qs, mask, start, M)
     native.bn_act_forward(z, gamma, beta, eps, act)              # training batch norm (+ swish)
 
-The C sources next to this file (ball_select.c, bn_act.c, angle.h) are compiled in
+The C sources next to this file (ball_select.c, fps.c, bn_act.c and their headers) are compiled in
 parallel with `cc -O3 -march=native -fopenmp` and per-source flags (`_SOURCES`: the selection keeps
 -ffp-contract=off so its distances round as torch's) into a cache folder (LIECONV_NATIVE_CACHE,
 default io.cache_dir("native"): $LIECONV_CACHE/native, $XDG_CACHE_HOME/lieconv/native or ~/.cache/lieconv/native), named by a hash of the sources, the compiler, the flags and the
@@ -29,11 +31,12 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["available", "bn_act_backward", "bn_act_forward", "flat_ball_select", "orthogonal_ball_select",
-           "usable"]
+__all__ = ["available", "bn_act_backward", "bn_act_forward", "flat_ball_select", "fps_flat", "fps_orthogonal",
+           "orthogonal_ball_select", "usable"]
 
 #: sources and their own flags: the ball selection must round as torch does (no fused multiply-add)
 _SOURCES = {"ball_select.c": ["-ffp-contract=off", "-fno-math-errno"],
+            "fps.c": ["-ffp-contract=off", "-fno-math-errno"],
             "bn_act.c": ["-fno-math-errno"]}
 _FLAGS = ["-O3", "-march=native", "-fPIC", "-std=c11"]
 _lib: ctypes.CDLL | None | bool = None  # None: not tried yet; False: unavailable
@@ -120,6 +123,9 @@ def _load():
         fn.argtypes = [p, p, p, p, p, p, i64, i64, p, i64, i64, p, p, i64, ctypes.c_double, ctypes.c_double,
                        ctypes.c_uint64, i64, p, p, ctypes.c_int]
         fn.restype = i64
+    lib.lc_fps_flat_f64.argtypes, lib.lc_fps_flat_f64.restype = [p, p, i64, i64, i64, p, i64, p, ctypes.c_int], None
+    lib.lc_fps_orth_f64.argtypes = [p, p, p, p, i64, i64, i64, p, i64, i64, p, i64, p, ctypes.c_int]
+    lib.lc_fps_orth_f64.restype = None
     for sfx in ("f32", "f64"):
         fn = getattr(lib, f"lc_bn_act_fwd_{sfx}")
         fn.argtypes, fn.restype = [p, i64, i64, p, p, ctypes.c_double, ctypes.c_int, p, p, p, ctypes.c_int], None
@@ -199,6 +205,37 @@ def orthogonal_ball_select(R: torch.Tensor, t: torch.Tensor | None, qs: torch.Te
                 m, mask8.data_ptr(), bs, n, qidx.data_ptr(), qmask8.data_ptr(), c, float(r2), tol,
                 seed % 2**64, k, idx.data_ptr(), valid.data_ptr(), torch.get_num_threads())
     return idx, valid, int(inside)
+
+
+def fps_flat(f: torch.Tensor, mask: torch.Tensor, start: torch.Tensor, M: int) -> torch.Tensor:
+    """Farthest point sampling in |f_i - f_j|^2 on the CPU, in double: f (bs, N, D), mask (bs, N) bool,
+    start (bs,) long (the first element of each cloud) -> idx (bs, M) long: M steps of the loop of
+    sampling.farthest_point_sample (entries past a cloud's own count are whatever the loop picks)."""
+    lib = _load()
+    bs, n, d = f.shape
+    f, mask8, start = f.detach().to(torch.float64).contiguous(), _u8(mask), start.contiguous()  # held: C reads them
+    idx = torch.empty(bs, M, dtype=torch.long)
+    lib.lc_fps_flat_f64(f.data_ptr(), mask8.data_ptr(), bs, n, d, start.data_ptr(), M, idx.data_ptr(),
+                        torch.get_num_threads())
+    return idx
+
+
+def fps_orthogonal(R: torch.Tensor, t: torch.Tensor | None, qs: torch.Tensor | None, mask: torch.Tensor,
+                   start: torch.Tensor, M: int) -> torch.Tensor:
+    """`fps_flat` in the squared distance of `orthogonal_ball_select` (linear parts R (bs, N, m, m),
+    m = 2 or 3, translations t (bs, N, m) or None, scaled orbit coordinates qs (bs, N, q) or None)."""
+    lib = _load()
+    bs, n, m = R.shape[:3]
+    f64 = lambda x: None if x is None else x.detach().to(torch.float64).contiguous()  # noqa: E731
+    R, t = f64(R.reshape(bs, n, m * m)), f64(t)
+    qs = None if qs is None or qs.shape[-1] == 0 else f64(qs)
+    parts = [x for x in (t, qs) if x is not None]
+    lb = torch.cat(parts, -1).contiguous() if parts else torch.zeros(bs, n, 0, dtype=torch.float64)
+    mask8, start = _u8(mask), start.contiguous()
+    idx = torch.empty(bs, M, dtype=torch.long)
+    lib.lc_fps_orth_f64(R.data_ptr(), _ptr(t), _ptr(qs), lb.data_ptr(), lb.shape[-1], 0 if qs is None else qs.shape[-1],
+                        m, mask8.data_ptr(), bs, n, start.data_ptr(), M, idx.data_ptr(), torch.get_num_threads())
+    return idx
 
 
 def bn_act_forward(z: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float,

@@ -73,46 +73,40 @@ def farthest_point_sample(geometry: PairGeometry, frac: float, generator: torch.
     counts = torch.round(frac * mask.sum(1).double()).long()
     counts = torch.where(mask.any(1), counts.clamp_min(1), counts)
     M = int(counts.max()) if bs else 0
-    idx = torch.zeros(bs, M, dtype=torch.long, device=mask.device)
     ref = geometry.cloud.a
     # start: the floor(u n_valid)-th valid element (one draw per cloud: independent of padding)
     rank = (uniform((bs,), generator, ref.double()) * mask.sum(1)).long()
     c = ((torch.cumsum(mask.long(), 1) - 1 == rank[:, None]) & mask).long().argmax(1)
+    keep = torch.arange(M, device=mask.device)[None, :] < counts[:, None]
+    if _native_fps_ok(geometry):  # one C loop per cloud; on the CPU also for accelerator data (small inputs)
+        cpu = lambda t: None if t is None else t.detach().cpu()  # noqa: E731
+        if geometry.kind == "flat":
+            idx = native.fps_flat(cpu(geometry.f), cpu(mask), cpu(c), M)
+        else:
+            R, t, qs, _ = geometry.native_orthogonal()
+            idx = native.fps_orthogonal(cpu(R).view(bs, n, geometry.m, geometry.m), cpu(t), cpu(qs), cpu(mask),
+                                        cpu(c), M)
+        return idx.to(mask.device), keep
     # score: running min distance to the chosen set; -1 marks padding, -2 chosen elements
     score = torch.where(mask, torch.full((), math.inf, dtype=ref.dtype, device=ref.device),
                         torch.full((), -1.0, dtype=ref.dtype, device=ref.device))
-    if geometry.kind == "flat" and ref.device.type == "cpu":  # numpy: ~5x less overhead per step
-        idx = torch.from_numpy(_fps_numpy(geometry.f.numpy(), score.numpy(), c.numpy(), M))
-        return idx, torch.arange(M, device=mask.device)[None, :] < counts[:, None]
+    idx = torch.zeros(bs, M, dtype=torch.long, device=mask.device)
     minus2 = torch.full((bs, 1), -2.0, dtype=ref.dtype, device=ref.device)
     for k in range(M):
         idx[:, k] = c
         score.scatter_(1, c[:, None], minus2)
         torch.minimum(score, geometry.fps_row(c), out=score)
         c = score.argmax(1)
-    return idx, torch.arange(M, device=mask.device)[None, :] < counts[:, None]
+    return idx, keep
 
 
-def _fps_numpy(f, score, c, M: int):
-    """The FPS loop on squared Euclidean distances of f (bs, N, D) (flat groups), score as above."""
-    import numpy as np
-
-    bs = f.shape[0]
-    rows = np.arange(bs)
-    idx = np.zeros((bs, M), dtype=np.int64)
-    score, c = score.copy(), c.copy()
-    per_dim = np.ascontiguousarray(f.transpose(2, 0, 1))  # (D, bs, N): numpy reduces a size-D axis slowly
-    d, x = np.empty_like(score), np.empty_like(score)
-    for k in range(M):
-        idx[:, k] = c
-        score[rows, c] = -2.0
-        d.fill(0)
-        for fk in per_dim:
-            np.subtract(fk, fk[rows, c][:, None], out=x)
-            d += x * x
-        np.minimum(score, d, out=score)
-        c = score.argmax(1)
-    return idx
+def _native_fps_ok(geometry: PairGeometry) -> bool:
+    """Whether farthest_point_sample runs the native loop: flat groups and orthogonal linear parts
+    with one rotation plane (m = 2, 3), float32/float64, kernels built."""
+    if not USE_NATIVE or not (geometry.kind == "flat" or (geometry.kind == "orthogonal" and geometry.m in (2, 3))):
+        return False
+    ref = geometry.cloud.a
+    return ref.dtype in (torch.float32, torch.float64) and native.available()
 
 
 class Neighbourhoods(NamedTuple):

@@ -1,6 +1,7 @@
 """lieconv_runtime.native: the C ball selection chooses exactly the torch path's neighbours (flat
-groups; orthogonal ones, near rotation angle pi too), and the library degrades to the torch paths
-(with one warning) when it cannot be built."""
+groups; orthogonal ones, near rotation angle pi too), the C farthest point sampling picks the torch
+loop's elements, and the library degrades to the torch paths (with one warning) when it cannot be
+built."""
 
 from __future__ import annotations
 
@@ -94,6 +95,39 @@ def test_native_orthogonal_selection_is_the_torch_selection(name, dtype, monkeyp
             ref = _select(PairGeometry(G, cloud), qidx, qmask, k, radius, False, monkeypatch)
             assert torch.equal(nat[0], ref[0]), f"{name} r={radius} k={k}: different neighbours"
             assert torch.equal(nat[1], ref[1]) and nat[2] == ref[2]
+
+
+def _as_float64(cloud):
+    return cloud._replace(**{k: v.double() for k, v in cloud._asdict().items()
+                             if isinstance(v, torch.Tensor) and v.is_floating_point()})
+
+
+@pytest.mark.parametrize("name", ["T2", "T3", "SE3", "SE2", "SO3", "SO2"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_native_fps_is_the_torch_fps(name, weighted, dtype, monkeypatch):
+    """The native farthest point sampling picks the torch loop's elements, in order, with padding,
+    clouds of different sizes, a metric and (orthogonal groups) many pairs near angle pi.  It
+    measures in double, so a float32 cloud picks what the torch loop picks on its float64 copy."""
+    G = load_group(name, alpha=0.3)
+    if weighted:
+        G = load_group(name, alpha=0.3, metric=G.original_weighting(0.1) or {G.generator_names[0]: 4.0})
+    gen = torch.Generator().manual_seed(3)
+    bs, n = 4, 40
+    x = (1.5 * torch.randn(bs, n, G.space_dim, generator=gen, dtype=torch.float64)).to(dtype)
+    mask = torch.rand(bs, n, generator=gen) < 0.85
+    mask[1, 10:] = False  # a small cloud: its entries past its own count are padding
+    x[~mask] = float("nan")
+    stabilizer = _near_pi_stabilizer(G, bs, n, dtype, gen) if G.stabilizer_dim else None
+    cloud = G.lift(x, torch.randn(bs, n, 2, generator=gen, dtype=dtype), mask, stabilizer=stabilizer)
+    picks = {}
+    for use_native in (True, False):
+        monkeypatch.setattr(sampling, "USE_NATIVE", use_native)
+        geometry = PairGeometry(G, cloud if use_native else _as_float64(cloud))
+        assert sampling._native_fps_ok(geometry) == use_native
+        idx, keep = sampling.farthest_point_sample(geometry, 0.6, torch.Generator().manual_seed(5))
+        picks[use_native] = torch.where(keep, idx, -1)
+    assert torch.equal(picks[True], picks[False])
+    assert int((picks[True][1] >= 0).sum()) == round(0.6 * int(cloud.mask[1].sum()))
 
 
 @pytest.mark.parametrize("name", ["SE3", "SE2", "SO3", "SO2"])
