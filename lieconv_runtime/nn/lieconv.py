@@ -306,7 +306,7 @@ class LieConv(nn.Module):
             gathered = values.gather(1, idx.reshape(bs, m * k, 1).expand(-1, -1, values.shape[-1]))
             pooled = torch.einsum("bmkw,bmkc->bmwc", pre, gathered.reshape(bs, m, k, -1))
             out = F.linear(pooled.reshape(bs, m, -1), self.linear.weight)
-        elif not all_neighbours:
+        elif not reduced and (not all_neighbours or not bool(valid.any(-1).all())):  # gathered, or padding to skip
             out = self._contract_live_queries(emb, values, idx, valid)
         elif small_dense:  # every element a neighbour (idx = arange), no gathering; the output map first
             out = self.kernel(emb, valid).reshape(bs, m, -1) @ self._weighted_values(values)
