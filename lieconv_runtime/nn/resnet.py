@@ -15,7 +15,7 @@ from lieconv_runtime.nn.fused import bn_act, fused_available
 from lieconv_runtime.nn.lieconv import LieConv, exact_geometry, gather_points, stream_seed
 from lieconv_runtime.nn.norm import MaskedBatchNorm, Swish, masked_mean, masked_sum
 
-__all__ = ["BottleBlock", "LieResNet", "PointwiseLinear", "PointwiseNorm"]
+__all__ = ["BottleBlock", "LieResNet", "PointwiseLinear", "PointwiseNorm", "pointwise"]
 
 
 class PointwiseLinear(nn.Linear):
@@ -45,6 +45,20 @@ class PointwiseNorm(nn.Module):
         return cloud._replace(values=self.act(self.norm(x, cloud.mask)))
 
 
+def pointwise(modules: nn.Module, cloud: Lifted) -> Lifted:
+    """Pointwise modules (norms, linear maps) on the valid entries only: a batch of clouds of
+    different sizes is packed first (QM9 pads about a third), and padded entries are 0 after."""
+    mask = cloud.mask
+    if bool(mask.all()):
+        return modules(cloud)
+    sel = mask.reshape(-1).nonzero()[:, 0]
+    x = cloud.values.reshape(-1, cloud.values.shape[-1]).index_select(0, sel)
+    y = modules(cloud._replace(values=x[None], mask=torch.ones(1, x.shape[0], dtype=torch.bool,
+                                                                 device=mask.device))).values[0]
+    out = y.new_zeros(mask.numel(), y.shape[-1]).index_copy(0, sel, y)
+    return cloud._replace(values=out.view(mask.shape + (y.shape[-1],)))
+
+
 class BottleBlock(nn.Module):
     """Residual bottleneck: BN, swish, linear c->c/4, BN, swish, LieConv, BN, swish, linear -> c_out.
 
@@ -63,7 +77,7 @@ class BottleBlock(nn.Module):
 
     def forward(self, cloud: Lifted, cache: dict | None = None) -> Lifted:
         query = self.conv.subsample(cloud)
-        out = self.post(self.conv(self.pre(cloud), query, cache))
+        out = pointwise(self.post, self.conv(pointwise(self.pre, cloud), query, cache))
         res = cloud.values if query is None else gather_points(cloud.values, query[0])
         values = out.values[..., :self.c_in] + res
         if out.values.shape[-1] > self.c_in:
@@ -158,7 +172,7 @@ class LieResNet(nn.Module):
         cache: dict = {}  # pair embeddings shared by blocks that see the same pairs of the same elements
         for block in self.blocks:
             cloud = block(cloud, cache)
-        cloud = self.head(cloud)
+        cloud = pointwise(self.head, cloud)
         if self.pool is None:
             return cloud
         return (masked_mean if self.pool == "mean" else masked_sum)(cloud.values, cloud.mask)
