@@ -33,7 +33,7 @@ from lieconv_runtime.nn.fused import bn_act, fused_available
 from lieconv_runtime.nn.geometry import PairGeometry
 from lieconv_runtime.nn.lean import bn_silu_linear, silu_contract, silu_contract_dense, silu_linear
 from lieconv_runtime.nn.norm import MaskedBatchNorm
-from lieconv_runtime.nn.sampling import farthest_point_sample, select_neighbours
+from lieconv_runtime.nn.sampling import farthest_point_sample, row_keys, select_neighbours
 
 __all__ = ["KernelMLP", "LieConv", "exact_geometry", "frozen_radius", "gather_points", "reset_rngs", "set_stream", "stream_seed",
            "subsample_cloud"]
@@ -67,6 +67,32 @@ def subsample_cloud(cloud: Lifted, idx: torch.Tensor, mask: torch.Tensor) -> Lif
     pick = lambda t: gather_points(t, idx)  # noqa: E731
     return cloud._replace(coords=pick(cloud.coords), g=pick(cloud.g), g_inv=pick(cloud.g_inv), a=pick(cloud.a),
                           q=pick(cloud.q), values=pick(cloud.values), mask=mask & pick(cloud.mask))
+
+
+#: kernel inputs of at least this many rows are checked for repeats (a grid's pairs repeat a few
+#: hundred offsets), and evaluated once per distinct row when the distinct rows are at most
+#: REPEATED_MAX_FRACTION of a strided sample of 4096
+REPEATED_MIN_ROWS = 4096
+REPEATED_MAX_FRACTION = 0.25
+
+
+def repeated_rows(x: torch.Tensor):
+    """(distinct rows (U, D), inverse (P,), counts (U,)) of x (P, D) when many rows repeat exactly,
+    else None.  Rows are hashed from their bits (collisions are detected: then None)."""
+    P = x.shape[0]
+    if P < REPEATED_MIN_ROWS or x.dtype not in (torch.float32, torch.float64):
+        return None
+    keys = row_keys(x)
+    sample = keys[::max(1, P // 4096)]
+    if torch.unique(sample).numel() > REPEATED_MAX_FRACTION * sample.numel():
+        return None
+    _, inverse, counts = torch.unique(keys, return_inverse=True, return_counts=True)
+    first = torch.full((counts.numel(),), P, dtype=torch.long, device=x.device)
+    first.scatter_reduce_(0, inverse, torch.arange(P, device=x.device), "amin")
+    distinct = x.index_select(0, first)
+    if not torch.equal(distinct.index_select(0, inverse), x):  # a hash collision
+        return None
+    return distinct, inverse, counts
 
 
 LEAN_MIN_ROWS = 32768  # pairs from which the kernel MLP runs memory-lean (KernelMLP.pre_activation);
@@ -160,15 +186,52 @@ class KernelMLP(nn.Module):
         bn.update_running(lin.weight @ mean + lin.bias, var, torch.tensor(float(n), dtype=var.dtype))
         return F.linear(xc, lin.weight * scale[:, None], bn.bias)
 
+    def weighted_pre_activation(self, x: torch.Tensor, counts: torch.Tensor, activate: bool,
+                                dtype: torch.dtype | None = None) -> torch.Tensor:
+        """`pre_activation` of the rows x (U, d_in) repeated counts (U,) times each: batch norms
+        use the statistics of the repeated rows.  Plain differentiable ops (U is small), with the
+        parameters in `dtype` if given."""
+        cast = (lambda p: p) if dtype is None else (lambda p: p.to(dtype))  # noqa: E731
+        n = counts.sum().to(x.dtype)
+        w = counts.to(x.dtype) / n
+        h = x
+        for i, lin in enumerate(self.linears):
+            h = F.linear(h if i == 0 else F.silu(h), cast(lin.weight), cast(lin.bias))
+            norm = None if self.norms is None else self.norms[i]
+            if norm is None:
+                continue
+            if self.training and int(counts.sum()) > 1:
+                mean = w @ h
+                centered = h - mean
+                var = w @ (centered * centered)
+                norm.update_running(mean, var, n)
+            else:
+                mean, var = cast(norm.running_mean), cast(norm.running_var)
+                centered = h - mean
+            h = torch.addcmul(cast(norm.bias), centered, cast(norm.weight) * torch.rsqrt(var + norm.eps))
+        return F.silu(h) if activate else h
+
+    def _rows(self, x: torch.Tensor, activate: bool) -> torch.Tensor:
+        """(P, d_in) -> (P, out): once per distinct row when many repeat (pairs of grid points,
+        whose embeddings are a few hundred offsets) and no gradient flows to x, else every row."""
+        rep = None if x.requires_grad else repeated_rows(x)
+        if rep is None:
+            return self.pre_activation(x, activate)
+        distinct, inverse, counts = rep
+        # in float64, the gather too: the gradients of the statistics sum over every repeat, with
+        # cancellations, as the native batch norm's do in float64
+        y = self.weighted_pre_activation(distinct.double(), counts, activate, dtype=torch.float64)
+        return y.index_select(0, inverse).to(x.dtype)
+
     def forward(self, x: torch.Tensor, valid: torch.Tensor, activate: bool = True) -> torch.Tensor:
         """x (..., d_in), valid (...) -> (..., out), 0 where invalid; activate=False: the last
         swish's input instead (also 0 where invalid, and silu(0) = 0)."""
         flat = x.reshape(-1, x.shape[-1])
         if bool(valid.all()):
-            y = self.pre_activation(flat, activate)
+            y = self._rows(flat, activate)
         else:
             sel = valid.reshape(-1).nonzero()[:, 0]
-            packed = self.pre_activation(flat.index_select(0, sel), activate)
+            packed = self._rows(flat.index_select(0, sel), activate)
             y = packed.new_zeros(flat.shape[0], self.out).index_copy_(0, sel, packed)  # in place: no copy of the zeros
         return y.reshape(valid.shape + (self.out,))
 

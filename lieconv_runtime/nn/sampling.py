@@ -14,7 +14,7 @@ import torch
 from lieconv_runtime import native
 from lieconv_runtime.nn.geometry import PairGeometry, band_tol
 
-__all__ = ["Neighbourhoods", "farthest_point_sample", "pair_keys", "select_neighbours", "uniform"]
+__all__ = ["Neighbourhoods", "farthest_point_sample", "pair_keys", "row_keys", "select_neighbours", "uniform"]
 
 #: on the CPU, flat and (m <= 3) orthogonal groups select balls with the native kernel when it
 #: builds (the same closed-form distances and keys)
@@ -52,6 +52,16 @@ def pair_keys(seed: int, b: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> t
     hash of (seed, b, i), so a chunk hashes each query once and does a few in-place integer passes
     per pair.  Ties have probability ~2^-31 per pair of candidates."""
     return _keys_from_states(_row_states(seed, b, i), j)
+
+
+def row_keys(x: torch.Tensor) -> torch.Tensor:
+    """An int64 hash (P,) of the bits of each row of x (P, D) float32/float64: equal rows get equal
+    keys, different rows different ones but for rare collisions (splitmix64 steps per column)."""
+    bits = x.detach().contiguous().view(torch.int32 if x.dtype == torch.float32 else torch.int64).long()
+    keys = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+    for col in bits.unbind(1):
+        keys = _mix(keys.add_(col, alpha=_GOLD))
+    return keys
 
 
 def uniform(shape, generator: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:

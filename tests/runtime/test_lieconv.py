@@ -444,3 +444,55 @@ def test_dense_convolution_is_the_paper_formula(dtype, padded, monkeypatch):
             assert a is None and b is None or float((a if a is not None else b).abs().max()) <= 1e3 * tol
             continue
         assert (a - b).abs().max() <= 50 * tol * (1 + b.abs().max())
+
+
+# --- repeated kernel inputs -----------------------------------------------------------------------
+@pytest.mark.parametrize("training", [True, False])
+def test_kernel_mlp_on_repeated_rows_equals_every_row(training, monkeypatch):
+    """Pairs of grid points repeat a few offsets: the kernel MLP evaluates each distinct row once, with
+    batch-norm statistics of the repeated rows, and gives every row's values, gradients and running
+    statistics: to 1e-7 of their scale in float64, and in float32 as close to the float64 values as
+    evaluating every row is (batch norm's backward cancels large sums, so float32 drifts either way)."""
+    from lieconv_runtime.nn import lieconv as L
+
+    gen = torch.Generator().manual_seed(0)
+    offsets = torch.randn(50, 3, generator=gen, dtype=torch.float64)
+    x64 = offsets[torch.randint(0, 50, (6000,), generator=gen)]
+    valid = torch.rand(6000, generator=gen) < 0.9
+    assert L.repeated_rows(x64[valid]) is not None
+
+    def run(dtype, repeated: bool):
+        monkeypatch.setattr(L, "REPEATED_MIN_ROWS", 4096 if repeated else 10**12)
+        torch.manual_seed(1)
+        mlp = L.KernelMLP(3, 32, 16).double().train(training)
+        stats = torch.rand(2 * len(mlp.norms), 32, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+        for k, norm in enumerate(mlp.norms):  # the same non-trivial running statistics in every dtype
+            width = norm.running_mean.numel()
+            norm.running_mean.copy_(2 * stats[2 * k, :width] - 1), norm.running_var.copy_(0.5 + stats[2 * k + 1, :width])
+        mlp = mlp.to(dtype)
+        out = mlp(x64.to(dtype), valid, activate=False)
+        (out.square() * torch.arange(16, dtype=dtype)).sum().backward()
+        # a bias just before a batch norm cancels: its gradient is None on one path, ~0 on the other
+        grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in mlp.parameters()]
+        return [t.detach().double() for t in [out, *grads, *mlp.buffers()] if t.is_floating_point()]
+
+    reference = run(torch.float64, False)
+    errors = {}
+    for dtype, repeated in [(torch.float64, True), (torch.float32, True), (torch.float32, False)]:
+        errors[dtype, repeated] = max(float((a - r).abs().max()) / (float(r.abs().max()) + 1.0)
+                                      for a, r in zip(run(dtype, repeated), reference))
+    assert errors[torch.float64, True] < 1e-7  # float32 is ~1e-4 off; near-zero gradients cancel
+    assert errors[torch.float32, True] < 3 * errors[torch.float32, False] + 1e-6
+
+
+def test_repeated_rows_are_found_only_when_they_pay():
+    from lieconv_runtime.nn.lieconv import repeated_rows
+
+    gen = torch.Generator().manual_seed(0)
+    grid = torch.randint(-5, 5, (20000, 2), generator=gen).float()
+    distinct, inverse, counts = repeated_rows(grid)
+    assert torch.equal(distinct[inverse], grid) and int(counts.sum()) == 20000 and len(distinct) == 100
+    assert repeated_rows(torch.randn(20000, 2, generator=gen)) is None  # all distinct
+    assert repeated_rows(grid[:1000]) is None  # too few rows to bother
+    x = grid.double().requires_grad_()
+    assert repeated_rows(x) is not None  # found; KernelMLP skips it when gradients flow to x
