@@ -184,7 +184,8 @@ def _check_out(out: Path, args) -> None:
     if args.resume and not ckpt.is_file():
         raise CLIError(f"--resume: there is no checkpoint {ckpt} to continue from; "
                        f"drop --resume to start a new run there, or point --out at an existing run")
-    found = [f for f in ("checkpoint.pt", "train_summary.json", "eval/summary.json") if (out / f).exists()]
+    found = [f for f in ("checkpoint.pt", "train_summary.json", "summary.json", "eval/summary.json")
+             if (out / f).exists()]
     if found and not (args.resume or args.overwrite):
         raise CLIError(f"{out} already holds a run ({', '.join(found)}); continue it with --resume, "
                        f"replace it with --overwrite, or choose another --out")
@@ -238,7 +239,7 @@ def _device(args):
 
 # --------------------------------------------------------------------------- commands
 def cmd_train(args):
-    from lieconv_runtime.tasks.base import config_diff, train_run
+    from lieconv_runtime.tasks.base import config_diff, run_evaluation, train_run
     from lieconv_runtime.train.trainer import read_checkpoint
 
     task = get_task(args.task)
@@ -261,7 +262,8 @@ def cmd_train(args):
     summary, model, splits = train_run(task, config, out, data_dir=args.data_dir, resume=args.resume,
                                        progress=not args.no_progress, say=_say, stop_after=args.stop_after,
                                        device=device, workers=args.workers, precision=args.precision)
-    files = [f for f in ("checkpoint.pt", "metrics.jsonl", "train_summary.json", "run.json") if (out / f).exists()]
+    files = [f for f in ("checkpoint.pt", "metrics.jsonl", "train_summary.json", "run.json", "summary.json")
+             if (out / f).exists()]
     if not summary["finished"]:
         return summary, (f"stopped after epoch {summary['epochs_completed']} ({summary['steps']} steps): "
                          f"{_files_line(out, files)}; continue with --resume")
@@ -273,7 +275,7 @@ def cmd_train(args):
                 "checkpoint": summary["checkpoint"], "epochs_completed": summary["epochs_completed"],
                 "steps": summary["steps"], "train_time_s": summary["wall_time_s"],
                 **{k: v for k, v in summary.items() if k.startswith("best_val_")}}
-        ev = task.evaluate(model.eval(), config, splits, out / "eval", args=args, meta=meta, say=_say) \
+        ev = run_evaluation(task, model.eval(), config, splits, out / "eval", args=args, meta=meta, say=_say) \
             if D.is_main() or getattr(task, "distributed_eval", False) else {"files": []}
         summary = {**ev, "train": summary, "eval_dir": str(out / "eval")}
         files += [f"eval/{f}" for f in ev.get("files", [])]
@@ -426,7 +428,7 @@ def _add_train_options(p, task, d: dict) -> None:
     p.add_argument("--workers", type=nonneg_int, default=0, help="DataLoader worker processes (0: load in this one)")
     out_default = d.get("out")
     p.add_argument("--out", default=out_default,
-                   help="run folder: checkpoint.pt, metrics.jsonl, train_summary.json, run.json, eval/"
+                   help="run folder: checkpoint.pt, metrics.jsonl, train_summary.json, run.json, summary.json, eval/"
                         + ("" if out_default else " (default: runs/<task>/<model>[-<group>]...)"))
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its checkpoint.pt (error if there is none)")

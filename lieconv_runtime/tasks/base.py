@@ -26,7 +26,7 @@ from lieconv_runtime.train import distributed as D
 from lieconv_runtime.train.trainer import CheckpointError, Objective, Trainer, read_checkpoint
 
 __all__ = ["DTYPES", "PlannedRun", "RUN_FILES", "Splits", "Task", "TaskError", "config_diff", "evaluate_run",
-           "model_from_checkpoint", "train_run"]
+           "model_from_checkpoint", "run_evaluation", "train_run"]
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 #: Files of a run folder that `--overwrite` replaces (with the task's evaluation files in OUT/eval).
@@ -183,7 +183,31 @@ def train_run(task: Task, config: dict, out_dir, *, data_dir=None, resume: bool 
                "checkpoint": str(trainer.checkpoint_path), "out_dir": str(out)}
     if summary["finished"] and D.is_main():
         atomic_write_text(trainer.summary_path, json.dumps(summary, indent=1) + "\n")
+        _write_run_summary(out, {**{k: summary[k] for k in ("task", "model", "group")}, "evaluated": False,
+                                 "how_to_evaluate": f"lieconv eval {task.name} {out}", "train": summary})
     return summary, model, splits
+
+
+def _write_run_summary(run_dir: Path, summary: dict) -> None:
+    """``RUN/summary.json``: the run's test metrics once evaluated into RUN/eval, else its training summary."""
+    atomic_write_text(Path(run_dir) / "summary.json", json.dumps(summary, indent=1) + "\n")
+
+
+def run_evaluation(task: Task, model: nn.Module, config: dict, splits: Splits, out_dir, *, args, meta: dict,
+                   say: Callable = lambda text: None) -> dict:
+    """``task.evaluate`` into ``out_dir``; when that is the run's own ``RUN/eval`` (the default), the
+    summary is also ``RUN/summary.json``, with the training summary under ``"train"``."""
+    out = Path(out_dir)
+    summary = task.evaluate(model, config, splits, out, args=args, meta=meta, say=say)
+    run_dir = Path(meta["checkpoint"]).parent if meta.get("checkpoint") else None
+    if D.is_main() and run_dir is not None and out.resolve() == (run_dir / "eval").resolve():
+        try:
+            train = json.loads((run_dir / "train_summary.json").read_text())
+        except (OSError, ValueError):
+            train = None
+        _write_run_summary(run_dir, {**summary, "evaluated": True, "eval_dir": str(out),
+                                     "train": summary.get("train") or train})
+    return summary
 
 
 def model_from_checkpoint(task: Task, state: dict, device="cpu") -> nn.Module:
@@ -222,7 +246,7 @@ def evaluate_run(task: Task, path, *, out_dir=None, data_dir=None, args=None, pr
             "checkpoint": str(ckpt), "epochs_completed": state.get("epoch"), "steps": state.get("step"),
             "checkpoint_finished": state.get("finished"),
             **({"best_val": finite_or_none(best["best_val"])} if best else {}), "out_dir": str(out)}
-    return task.evaluate(model, config, splits, out, args=args, meta=meta, say=say)
+    return run_evaluation(task, model, config, splits, out, args=args, meta=meta, say=say)
 
 
 def finite_or_none(x):

@@ -411,8 +411,6 @@ class RotMNISTTask(Task):
         summary["files"] = files
         text = json.dumps(summary, indent=1) + "\n"
         atomic_write_text(out_dir / "summary.json", text)
-        if run_dir is not None and out_dir.resolve() == (run_dir / "eval").resolve():
-            atomic_write_text(run_dir / "summary.json", text)  # the run's own evaluation: OUT/summary.json
         say(f"eval: test error {summary['test_error_pct']:.3f} %, NLL {summary['test_nll']:.4f} on {n:,} images")
         return summary
 

@@ -71,6 +71,20 @@ def test_train_eval_writes_checkpoint_metrics_summary_and_plots(trained):
     assert (run["model"], run["group"], run["model_kw"]) == ("HFC", None, {"width": 16, "n_hidden": 2})
 
 
+def test_every_run_writes_out_summary(data_dir, tmp_path, capsys):
+    """Training alone writes OUT/summary.json (not evaluated yet); `lieconv eval` into RUN/eval fills it."""
+    out = tmp_path / "run"
+    assert main(_train_args(data_dir, out, "--epochs", "1")) == 0
+    first = json.loads((out / "summary.json").read_text())
+    assert not first["evaluated"] and first["train"]["finished"] and first["how_to_evaluate"].endswith(str(out))
+    assert "test_mse" not in first and not (out / "eval").exists()
+    assert main(["eval", "springs", "--checkpoint", str(out), "--n-rollouts", "2", "--no-progress", "--no-plots"]) == 0
+    second = json.loads((out / "summary.json").read_text())
+    assert second["evaluated"] and second["test_mse"] == json.loads((out / "eval" / "summary.json").read_text())["test_mse"]
+    assert second["train"] == first["train"]
+    capsys.readouterr()
+
+
 def test_eval_rebuilds_model_from_checkpoint(trained, tmp_path, capsys):
     out, printed = trained
     assert main(["eval", "springs", "--checkpoint", str(out / "checkpoint.pt"), "--out", str(tmp_path),

@@ -86,7 +86,9 @@ def test_train_eval_end_to_end(trained):
     out, printed = trained
     assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
     summary = json.loads((out / "eval" / "summary.json").read_text())
-    assert json.loads((out / "summary.json").read_text()) == summary  # OUT/summary.json: train + eval
+    run_summary = json.loads((out / "summary.json").read_text())  # OUT/summary.json: eval + train
+    assert run_summary["evaluated"] and {k: run_summary[k] for k in summary} == summary
+    assert run_summary["train"]["steps"] == 10
     assert set(KEYS) <= set(summary) and set(METRICS) <= set(summary["metrics"])
     assert summary["n_test"] == 20 and summary["n_train"] == 40 and summary["steps"] == 10
     assert len(summary["per_class_error_pct"]) == 10 and summary["s_per_step"] > 0
