@@ -67,6 +67,26 @@ def import_original(root: str | None):
     return lie_conv.lieConv, lie_conv.lieGroups
 
 
+def child_argv(script: str, args, group: str, code: str, keys) -> list:
+    """The command line that reruns the side-by-side ``script`` for one group and one code: every
+    option in ``keys`` that ``args`` sets (``--code both`` runs each code in a fresh process)."""
+    out = [sys.executable, os.path.abspath(script), "--code", code, "--groups", group]
+    for key in keys:
+        value = getattr(args, key)
+        if value is not None:
+            out += ["--" + key.replace("_", "-"), str(value)]
+    return out
+
+
+def run_child(argv: list, benchmark: str, code: str, group: str) -> dict:
+    """Run ``argv`` (from `child_argv`) and return its JSON row, or a row naming its last error line."""
+    out = subprocess.run(argv, capture_output=True, text=True)
+    if out.returncode:
+        return {"benchmark": benchmark, "code": code, "group": group,
+                "error": (out.stderr.strip().splitlines() or ["(no output)"])[-1]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def setup(name: str, lc, lg, device: str = "cpu"):
     """Returns (lift(), fwd(lifted), loss(out), module) of a layer config, on `device`."""
     import torch

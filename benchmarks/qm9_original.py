@@ -37,13 +37,12 @@ import json
 import math
 import os
 import statistics
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from layers import matmul_gflops  # noqa: E402
-from original import CODE, import_original  # noqa: E402
+from original import CODE, child_argv, import_original, run_child  # noqa: E402
 
 GROUPS = ("T3", "SE3", "SO3", "Trivial3")
 TARGET_SPEEDUP = 3.0
@@ -213,13 +212,9 @@ def run_one(args, group: str, code: str) -> dict:
 
 
 def _argv(args, group: str, code: str) -> list:
-    out = [sys.executable, os.path.abspath(__file__), "--code", code, "--groups", group]
-    for key in ("original", "target", "source", "data_dir", "n_train", "n_test", "steps", "width", "num_layers",
-                "batch_size", "lr", "seed", "threads", "warmup", "device"):
-        value = getattr(args, key)
-        if value is not None:
-            out += ["--" + key.replace("_", "-"), str(value)]
-    return out + (["--no-augment"] if args.no_augment else [])
+    keys = ("original", "target", "source", "data_dir", "n_train", "n_test", "steps", "width", "num_layers",
+            "batch_size", "lr", "seed", "threads", "warmup", "device")
+    return child_argv(__file__, args, group, code, keys) + (["--no-augment"] if args.no_augment else [])
 
 
 def main(argv=None) -> None:
@@ -262,12 +257,7 @@ def main(argv=None) -> None:
         for group in args.groups:
             rows = {}
             for code in ("ours", "original"):
-                out = subprocess.run(_argv(args, group, code), capture_output=True, text=True)
-                if out.returncode:
-                    row = {"benchmark": "qm9_original", "code": code if code == "ours" else CODE, "group": group,
-                           "error": (out.stderr.strip().splitlines() or ["(no output)"])[-1]}
-                else:
-                    row = json.loads(out.stdout.strip().splitlines()[-1])
+                row = run_child(_argv(args, group, code), "qm9_original", code if code == "ours" else CODE, group)
                 rows[code] = row
                 print(json.dumps(row), flush=True)
             a, b = rows["ours"], rows["original"]
