@@ -187,15 +187,37 @@ def test_fps(name):
 
 
 # --- norms ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("masked", [False, True])
+def test_batchnorm_running_stats_are_the_bias_corrected_average(dtype, masked):
+    """Running mean/var after t steps = sum_s w_s stat_s with w_s proportional to 0.9^(t-1-s), summing
+    to 1: the first step's statistics exactly, recent steps weighed most, no trace of the (0, 1) start."""
+    torch.manual_seed(0)
+    bn = MaskedBatchNorm(3).to(dtype)
+    means, variances = [], []
+    for step in range(14):
+        x = torch.randn(40, 3, dtype=dtype) * (1 + step) + 3 * step
+        mask = torch.ones(40, dtype=torch.bool)
+        if masked:
+            mask[::3] = False
+        bn(x, mask if masked else None)
+        means.append(x[mask].mean(0)), variances.append(x[mask].var(0))
+        w = torch.tensor([0.9 ** (step - s) for s in range(step + 1)], dtype=dtype)
+        w = w / w.sum()
+        tol = 1e-12 if dtype == torch.float64 else 1e-4
+        assert torch.allclose(bn.running_mean, (w[:, None] * torch.stack(means)).sum(0), rtol=tol, atol=tol)
+        assert torch.allclose(bn.running_var, (w[:, None] * torch.stack(variances)).sum(0), rtol=tol, atol=tol)
+
+
 def test_masked_batchnorm(dtype):
-    """Masked statistics == BatchNorm1d on the valid rows (values, grads, running stats with the
-    cumulative average early on); the native path (all valid) agrees with the masked one."""
+    """Masked statistics == BatchNorm1d on the valid rows (values, grads, and running stats: the same
+    batch every step, so any average is its statistics); the native path (all valid) agrees with the
+    masked one."""
     torch.manual_seed(0)
     x = torch.randn(4, 9, 5, 3, dtype=dtype) * 3 + 1
     mask = torch.rand(4, 9, 5) > 0.3
     x_bad = torch.where(mask[..., None], x, torch.full_like(x, 1e6)).requires_grad_(True)
     bn = MaskedBatchNorm(3).to(dtype)
-    ref = torch.nn.BatchNorm1d(3, momentum=None).to(dtype)  # cumulative average
+    ref = torch.nn.BatchNorm1d(3, momentum=None).to(dtype)
     xv = x[mask].clone().requires_grad_(True)
     tol = 1e-10 if dtype == torch.float64 else 1e-5
     for _ in range(3):
