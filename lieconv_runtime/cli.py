@@ -477,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--dry-run", action="store_true", help="list the runs and exit")
     for p, task in _task_parsers(sub, "run", "the main job of a task: train, evaluate, plots", kw):
         p.description = f"The main job of {task.name}: {task.quick_description}"
-        _add_common(p, task, threads=2)  # one process: both cores
+        _add_common(p, task, threads=task.quick.get("threads", 2))  # one process: both cores, unless the task says
         _add_group_options(p, task.quick)
         task.add_options(p, task.quick)
         _add_train_options(p, task, task.quick)

@@ -334,12 +334,22 @@ def _at_end(curve: np.ndarray, stat=np.mean):
     return _num(stat(curve[:, -1]))
 
 
+def _at_time(curve: np.ndarray, ts: np.ndarray, t: float, stat=np.mean):
+    """stat over trajectories of ``curve`` (K, T) at time ts[0] + t, linearly interpolated; None past the end."""
+    rel = ts - ts[0]
+    if t > rel[-1] + 1e-12:
+        return None
+    return _num(stat([np.interp(t, rel, row) for row in curve]))
+
+
 #: One-sentence definitions of the summary's metrics (copied into ``summary.json`` as ``"metrics"``).
 METRIC_DEFINITIONS = {
     "test_mse": "Mean squared error of the predicted states over the test chunks (RK4 on the chunk grid, "
                 "all state entries, both positions and momenta).",
     "rollout_rel_error": "Relative state error |z_pred - z_true| / (|z_pred| + |z_true|) at the last time of "
                          "the long test rollouts (0 = exact, 1 = unrelated), mean over trajectories.",
+    "rollout_rel_error_t1": "The same relative state error at t = 1 (linearly interpolated on the rollout's "
+                            "time grid), mean over trajectories; null when the rollouts are shorter.",
     "energy_rel_error": "Relative error |H(z_pred(t)) - H(z_true(0))| / |H(z_true(0))| of the true spring "
                         "energy at the last time, mean over trajectories.",
     "linear_momentum_drift": "Change of the predicted total momentum since t = 0 relative to the true total "
@@ -397,6 +407,7 @@ def evaluate_model(model, splits, *, out_dir, meta: dict, n_rollouts: int = 100,
     summary = {
         "test_mse": _num(mse),
         **{key: _at_end(r[key]) for key in METRICS},
+        "rollout_rel_error_t1": _at_time(r["rollout_rel_error"], r["ts"], 1.0),
         **meta,
         "n_test_chunks": len(splits.test),
         "n_rollouts": len(long),

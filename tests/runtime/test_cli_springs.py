@@ -64,6 +64,9 @@ def test_train_eval_writes_checkpoint_metrics_summary_and_plots(trained):
     for key in ("test_mse", *METRICS):
         assert summary[key] is not None and math.isfinite(summary[key]) and summary[key] >= 0, key
     assert summary["linear_momentum_drift"] < 1e-9  # HFC's potential is translation invariant
+    assert summary["rollout_t_end"] == pytest.approx(1.0)  # --t-end 1: the error at t = 1 is the error at the end
+    assert summary["rollout_rel_error_t1"] == pytest.approx(summary["rollout_rel_error"], rel=1e-9)
+    assert summary["metrics"]["rollout_rel_error_t1"]
     for png in ("trajectories.png", "conservation.png"):
         assert (out / "eval" / png).read_bytes()[:8] == PNG
     assert printed["test_mse"] == summary["test_mse"] and printed["train"]["finished"]
@@ -300,3 +303,16 @@ def test_study_runs_end_to_end_in_parallel_and_resumes(data_dir, tmp_path, monke
     again = run_study(task, "tiny", args, out_dir=out, data_dir=data_dir, progress=False, jobs=1)
     strip = lambda rs: [{k: v for k, v in r.items() if k != "eval_dir"} for r in rs]  # noqa: E731
     assert strip(again["rows"]) == strip(rows) and again["wall_time_s"] < result["wall_time_s"]
+
+
+def test_error_at_a_time_interpolates_and_is_null_past_the_end():
+    import numpy as np
+
+    from lieconv_runtime.tasks.springs_rollouts import _at_time
+
+    ts = np.array([2.0, 2.5, 3.0, 3.5])
+    curve = np.array([[0.0, 1.0, 2.0, 3.0], [0.0, 3.0, 6.0, 9.0]])  # errors growing linearly in t
+    assert _at_time(curve, ts, 1.0) == pytest.approx(4.0)  # mean of 2 and 6 at ts[0] + 1
+    assert _at_time(curve, ts, 0.75) == pytest.approx(3.0)  # between grid points
+    assert _at_time(curve, ts, 1.5) == pytest.approx(6.0) and _at_time(curve, ts, 1.6) is None
+    assert _at_time(curve, ts, 1.0, np.median) == pytest.approx(4.0)
