@@ -1,4 +1,4 @@
-"""Layer benchmarks of lieconv_runtime.nn (issue 4): one JSON line per configuration.
+"""Layer benchmarks of lieconv_runtime.nn: one JSON line per configuration.
 
     python benchmarks/layers.py                 # every configuration, each in a fresh subprocess
     python benchmarks/layers.py --config img_layer
@@ -11,7 +11,7 @@ peak_live_fwdbwd_mb (peak of live tensor memory in one fwd+bwd, torch profiler m
 free of allocator caching and fragmentation, so comparable across processes and allocators),
 matmul_gflops (2048x2048 float32 matmul), threads, load_avg (1-minute load average of the machine
 at the start: on a shared 2-core machine, 2-thread timings degrade sharply once other processes
-run, because every parallel op waits for a descheduled thread), original_ms / original_peak_mb (the original LieConv code, measured on the issue's CPU).
+run, because every parallel op waits for a descheduled thread), original_ms / original_peak_mb (the original LieConv code, measured on the 2-core CPU of docs/performance.md).
 Times are medians (and minima, *_min_ms) over repeats after warm-up; torch.set_num_threads(2)
 unless --threads says otherwise; seed 0.
 """
@@ -240,9 +240,9 @@ def run_config_accelerator(name: str, device: str, row: dict) -> dict:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", choices=CONFIGS, help="run one configuration in this process")
-    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (the issue's setting: 2)")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (the published tables use 2)")
     parser.add_argument("--device", default="cpu",
-                        help="cpu (the issue's setting) or an accelerator, e.g. cuda: synchronised times, device memory")
+                        help="cpu (the published tables) or an accelerator, e.g. cuda: synchronised times, device memory")
     parser.add_argument("--metric", action="store_true",
                         help="give each group a non-default metric (NONDEFAULT_METRIC): the speed must not change")
     parser.add_argument("--plain-mlp", action="store_true",

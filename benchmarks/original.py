@@ -329,7 +329,7 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per phase (after warm-up)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls per phase before timing")
-    parser.add_argument("--device", default="cpu", help="cpu (the issue's setting) or an accelerator, e.g. cuda")
+    parser.add_argument("--device", default="cpu", help="cpu (the published tables) or an accelerator, e.g. cuda")
     parser.add_argument("--near-pi", action="store_true", help="exactness of the original's pair logs near pi")
     parser.add_argument("--pairs", type=int, default=200_000, help="pairs per --near-pi row")
     args = parser.parse_args(argv)

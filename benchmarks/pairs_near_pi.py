@@ -1,4 +1,4 @@
-"""Exactness of pair embeddings near rotation angle pi (issue 4): one JSON line per (group, dtype, path).
+"""Exactness of pair embeddings near rotation angle pi: one JSON line per (group, dtype, path).
 
     python benchmarks/pairs_near_pi.py [--pairs 200000]
 
