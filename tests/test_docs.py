@@ -320,3 +320,11 @@ def test_runnable_block(doc, block, tmp_path):
         missing = [o for o in options if not re.search(re.escape(o) + r"(?![\w-])", proc.stdout)]
         assert not missing, f"{where}: `{' '.join(words)}` uses {missing}, which `{shown}` does not list"
     assert found, f"{where}: a 'runnable: help' block without lieconv/groupgen/benchmark commands"
+
+
+def test_docs_cite_no_private_files_and_tell_no_history():
+    """Users have no ../shared folder, and docs describe the current state (history is in git)."""
+    words = re.compile(r"\.\./shared|\bsession\b|\bissue \d+|\bissue #\d+", re.IGNORECASE)
+    found = [f"{f.relative_to(ROOT)}:{n}: {line.strip()[:80]}" for f in doc_files()
+             for n, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1) if words.search(line)]
+    assert not found, "\n".join(found)
