@@ -234,7 +234,9 @@ def test_registry_errors_and_one_line_registration(monkeypatch):
 def test_study_dry_run_and_table(capsys, tmp_path):
     assert main(["study", "springs", "--preset", "cpu", "--models", "HFC", "FC", "--dry-run"]) == 0
     plan = json.loads(capsys.readouterr().out)
-    assert [r["epochs"] for r in plan["runs"] if r["label"] == "HFC"] == [79, 60, 30]
+    # batch 25: 1/8 of the paper's epochs give 79 / 156 / 304 steps, more steps for more data
+    assert [r["epochs"] for r in plan["runs"] if r["label"] == "HFC"] == [79, 39, 19]
+    assert {r["label"] for r in plan["runs"]} == {"HFC", "FC"}
     from lieconv_runtime.train.plots import plot_study
     from lieconv_runtime.tasks.springs import markdown_table
 
@@ -255,7 +257,8 @@ def test_run_main_job_defaults_to_hlieresnet_t2(data_dir, tmp_path, capsys):
     from lieconv_runtime.tasks import get_task
 
     args = build_parser().parse_args(["run", "springs"])
-    assert (args.model, args.group, args.eval, args.threads) == ("HLieResNet", "T2", True, 2)
+    assert (args.model, args.group, args.eval, args.threads) == ("HLieResNet", "T2", True, 1)
+    assert (args.batch_size, args.lr, dict(args.model_kw)) == (25, 3e-3, {"width": 128})
     assert get_task("springs").config(build_parser().parse_args(["run", "springs", "--model", "HFC"]))["group"] is None
     rc = main(["run", "springs", "--n-train", "8", "--n-val", "4", "--n-test", "4", "--n-systems", "16",
                "--n-times", "40", "--t-end", "0.5", "--batch-size", "8", "--epochs", "1", "--n-rollouts", "2",
@@ -316,3 +319,21 @@ def test_error_at_a_time_interpolates_and_is_null_past_the_end():
     assert _at_time(curve, ts, 0.75) == pytest.approx(3.0)  # between grid points
     assert _at_time(curve, ts, 1.5) == pytest.approx(6.0) and _at_time(curve, ts, 1.6) is None
     assert _at_time(curve, ts, 1.0, np.median) == pytest.approx(4.0)
+
+
+def test_cpu_preset_has_the_rotation_groups_and_more_steps_for_more_data():
+    import argparse
+    import math
+
+    from lieconv_runtime.tasks import get_task
+
+    runs, info = get_task("springs").study_plan("cpu", argparse.Namespace(models=None, n_train=None, repeats=None))
+    labels = {r.label for r in runs}
+    assert {"HLieResNet(T2)", "HLieResNet(SO2)", "HLieResNet(SE2)", "HLieResNet(Trivial2)"} <= labels
+    for label in labels:
+        mine = sorted((r.config["n_train"], r.config) for r in runs if r.label == label)
+        steps = [c["epochs"] * math.ceil(n / c["batch_size"]) for n, c in mine]
+        assert steps == sorted(steps) and steps[0] < steps[-1], (label, steps)
+    for r in runs:
+        assert r.config["batch_size"] == 25
+        assert r.config["model_kw"] == ({"width": 128} if r.config["model"] == "HLieResNet" else {})
