@@ -21,8 +21,6 @@ from pathlib import Path
 import jinja2
 import sympy
 
-from lieconv_runtime import group_base
-
 from groupgen import steps
 from groupgen.algebra import Algebra, Block, analyze
 from groupgen.functions import (BRANCHES, DESCRIPTIONS, TAU, coefficient_name, fallback_name, hermite_coefficient,
@@ -31,6 +29,19 @@ from groupgen.lift import lift_context
 from groupgen.printer import code, matrix_literal
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
+
+
+def runtime_helpers() -> frozenset:
+    """The names `lieconv_runtime.group_base` exports (its ``__all__``), read from its source: the
+    compiler emits imports of them without importing the runtime (and torch)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("lieconv_runtime")  # finds the package without importing it
+    source = (Path(spec.submodule_search_locations[0]) / "group_base.py").read_text(encoding="utf-8")
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in node.targets):
+            return frozenset(ast.literal_eval(node.value))
+    raise RuntimeError("lieconv_runtime/group_base.py has no __all__")
 _IMPORTS = "# groupgen: runtime imports"  # replaced by the imports the rendered module uses
 
 
@@ -113,7 +124,7 @@ class _Functions:
 
     def finish(self) -> list[CoefficientFn]:
         """Name every function (from its closed form; unique in the module) and sort them by name."""
-        taken = set(group_base.__all__) | {"exp", "log", "inv", "spectrum", "torch", "GROUP", "LIFT"}
+        taken = set(runtime_helpers()) | {"exp", "log", "inv", "spectrum", "torch", "GROUP", "LIFT"}
         for fn in self.fns:
             name = coefficient_name(fn.closed, fn.fallback)
             base, n = name, 2
@@ -325,7 +336,7 @@ def _spectrum_context(alg: Algebra, no_blocks: bool) -> dict:
 def _with_imports(source: str) -> str:
     """Replace the imports placeholder by `import torch` and the runtime helpers the module uses."""
     used = {node.id for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Name)}
-    helpers = sorted(used & set(group_base.__all__))
+    helpers = sorted(used & runtime_helpers())
     lines = ["import torch", ""] if "torch" in used else []
     one = f"from lieconv_runtime.group_base import {', '.join(helpers)}"
     if len(one) <= 110:

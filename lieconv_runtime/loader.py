@@ -19,7 +19,10 @@ import sys
 from pathlib import Path
 from typing import Iterable, Union
 
-from lieconv_runtime.group_base import GeneratedGroup
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the folder functions stay importable without torch (groupgen uses them)
+    from lieconv_runtime.group_base import GeneratedGroup
 
 __all__ = ["GroupNotFoundError", "available_groups", "group_locations", "load_group", "search_folders",
            "shipped_folder", "user_group_folder"]

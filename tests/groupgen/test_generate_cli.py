@@ -276,3 +276,17 @@ def test_check_says_plainly_when_lifting_is_missing(capsys):
 def test_version(capsys):
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.startswith("groupgen ")
+
+
+def test_the_compiler_loads_no_runtime_module_outside_check():
+    """emit reads the runtime helpers' names from source; generate / list use only the runtime's
+    torch-free folder search and atomic writer."""
+    import subprocess
+    import sys
+
+    code = ("import sys, groupgen.emit, groupgen.cli; "
+            "print(sorted(m for m in sys.modules if m.startswith('lieconv_runtime')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "group_base" not in out and "nn" not in out, out
+    code = "import sys, lieconv_runtime.loader, lieconv_runtime.io; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
