@@ -26,7 +26,7 @@ from lieconv_runtime.train import distributed as D
 from lieconv_runtime.train.trainer import CheckpointError, Objective, Trainer, read_checkpoint
 
 __all__ = ["DTYPES", "PlannedRun", "RUN_FILES", "Splits", "Task", "TaskError", "config_diff", "evaluate_run",
-           "model_from_checkpoint", "run_evaluation", "train_run"]
+           "learning_curves", "model_from_checkpoint", "run_evaluation", "run_records", "train_run"]
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 #: Files of a run folder that `--overwrite` replaces (with the task's evaluation files in OUT/eval).
@@ -247,6 +247,30 @@ def evaluate_run(task: Task, path, *, out_dir=None, data_dir=None, args=None, pr
             "checkpoint_finished": state.get("finished"),
             **({"best_val": finite_or_none(best["best_val"])} if best else {}), "out_dir": str(out)}
     return run_evaluation(task, model, config, splits, out, args=args, meta=meta, say=say)
+
+
+def run_records(run_dir) -> list[dict]:
+    """The ``metrics.jsonl`` records of a run folder; [] for None or a missing or unreadable file."""
+    from lieconv_runtime.train.trainer import read_metrics
+
+    if run_dir is None:
+        return []
+    try:
+        return read_metrics(Path(run_dir) / "metrics.jsonl")
+    except (OSError, UnicodeDecodeError):
+        return []
+
+
+def learning_curves(runs: dict, out_dir, title: str) -> list[str]:
+    """Plot ``runs`` (label -> metrics records; empty ones left out) to ``out_dir/learning_curves.png``;
+    returns the names of the files written ([] when no run has records)."""
+    runs = {label: records for label, records in runs.items() if records}
+    if not runs:
+        return []
+    from lieconv_runtime.train.plots import plot_learning_curves
+
+    plot_learning_curves(runs, Path(out_dir) / "learning_curves.png", title=title)
+    return ["learning_curves.png"]
 
 
 def finite_or_none(x):

@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from lieconv_runtime.io import atomic_write_text
-from lieconv_runtime.tasks.base import DTYPES, PlannedRun, Splits, Task, TaskError, finite_or_none
+from lieconv_runtime.tasks.base import (DTYPES, PlannedRun, Splits, Task, TaskError, finite_or_none, learning_curves,
+                                        run_records)
 from lieconv_runtime.tasks.options import key_value, pos_float, pos_int
 from lieconv_runtime.train.trainer import Objective
 
@@ -439,14 +440,11 @@ class QM9Task(Task):
         w.writerows([int(i), repr(float(t)), repr(float(p))] for i, t, p in zip(index, true, pred))
         atomic_write_text(out / "test_predictions.csv", buf.getvalue())
         if opts["plots"]:
-            from lieconv_runtime.train.plots import plot_learning_curves, plot_predicted_vs_true
+            from lieconv_runtime.train.plots import plot_predicted_vs_true
 
-            records = _curve_records(run_dir / "metrics.jsonl", e["std"]) if run_dir else []
-            if records:
-                plot_learning_curves({self.label(config): records}, out / "learning_curves.png",
-                                     title=f"{self.label(config)}, {e['target']}: training MAE (solid, augmented) and "
-                                           f"validation MAE (dashed), {unit}")
-                files.append("learning_curves.png")
+            files += learning_curves({self.label(config): _in_paper_units(run_records(run_dir), e["std"])}, out,
+                                     f"{self.label(config)}, {e['target']}: training MAE (solid, augmented) and "
+                                     f"validation MAE (dashed), {unit}")
             plot_predicted_vs_true(pred, true, out / "predicted_vs_true.png", quantity=e["target"], unit=unit,
                                    title=f"{self.label(config)}: {e['target']} on {len(true):,} test molecules")
             files.append("predicted_vs_true.png")
@@ -462,17 +460,10 @@ class QM9Task(Task):
         atomic_write_text(out / "comparison.json", json.dumps(rows, indent=1) + "\n")
         files = ["comparison.json"]
         if plots:
-            from lieconv_runtime.train.plots import plot_learning_curves
-
-            runs = {}
-            for i, r in enumerate(results):
-                recs = _curve_records(Path(r["checkpoint"]).parent / "metrics.jsonl", r["target_std"])
-                if recs:
-                    runs[f"{r['label']} {r['target']} #{i}"] = recs
-            if runs:
-                plot_learning_curves(runs, out / "learning_curves.png",
-                                     title="QM9: training MAE (solid) and validation MAE (dashed)")
-                files.append("learning_curves.png")
+            runs = {f"{r['label']} {r['target']} #{i}":
+                    _in_paper_units(run_records(Path(r["checkpoint"]).parent), r["target_std"])
+                    for i, r in enumerate(results)}
+            files += learning_curves(runs, out, "QM9: training MAE (solid) and validation MAE (dashed)")
         return files
 
     # --- data command -------------------------------------------------------------------------------
@@ -536,20 +527,9 @@ class QM9Task(Task):
     def study_report(self, rows: list[dict], out: Path, info: dict) -> list[str]:
         atomic_write_text(out / "table.md", markdown_table(rows))
         files = ["table.md"]
-        runs = {}
-        for r in rows:
-            if r.get("run_dir"):
-                recs = _curve_records(Path(r["run_dir"]) / "metrics.jsonl", None)
-                if recs:
-                    runs[f"{r['label']} {r['target']}"] = recs
-        if runs:
-            from lieconv_runtime.train.plots import plot_learning_curves
-
-            plot_learning_curves(runs, out / "learning_curves.png",
-                                 title="QM9 study: training L1 of the normalised target (solid) and validation MAE "
-                                       "(dashed, paper units)")
-            files.append("learning_curves.png")
-        return files
+        runs = {f"{r['label']} {r['target']}": run_records(r.get("run_dir")) for r in rows}
+        return files + learning_curves(runs, out, "QM9 study: training L1 of the normalised target (solid) and "
+                                                  "validation MAE (dashed, paper units)")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -604,14 +584,9 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _curve_records(path: Path, std: float | None) -> list[dict]:
-    """metrics.jsonl records; with ``std`` the training L1 becomes ``train_mae`` in the paper's units."""
-    from lieconv_runtime.train.trainer import read_metrics
-
-    try:
-        records = read_metrics(path)
-    except (OSError, UnicodeDecodeError):
-        return []
+def _in_paper_units(records: list[dict], std: float | None) -> list[dict]:
+    """metrics.jsonl records with the training L1 (of the normalised target) as ``train_mae`` in the
+    paper's units (unchanged without ``std``)."""
     if std is None:
         return records
     return [{**{k: v for k, v in r.items() if k != "train_l1"}, "train_mae": r["train_l1"] * std}

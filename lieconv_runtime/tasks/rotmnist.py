@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from lieconv_runtime.io import atomic_write_text
-from lieconv_runtime.tasks.base import DTYPES, PlannedRun, Splits, Task, TaskError
+from lieconv_runtime.tasks.base import DTYPES, PlannedRun, Splits, Task, TaskError, learning_curves, run_records
 from lieconv_runtime.tasks.options import key_value, nonneg_int, pos_int
 from lieconv_runtime.train.trainer import Objective
 
@@ -397,17 +397,14 @@ class RotMNISTTask(Task):
         }
         files = ["summary.json"]
         if plots:
-            from lieconv_runtime.train.plots import plot_confusion, plot_learning_curves
+            from lieconv_runtime.train.plots import plot_confusion
 
             label = self.label(config)
             plot_confusion(confusion.numpy(), out_dir / "confusion.png",
                            title=f"{label}: test confusion ({summary['test_error_pct']:.3g} % error, {n:,} images)")
             files.append("confusion.png")
-            records = _metrics_records(run_dir / "metrics.jsonl") if run_dir else []
-            if records:
-                plot_learning_curves({label: records}, out_dir / "learning_curves.png",
-                                     title=f"{label}: training NLL (solid) and validation error (dashed)")
-                files.append("learning_curves.png")
+            files += learning_curves({label: run_records(run_dir)}, out_dir,
+                                     f"{label}: training NLL (solid) and validation error (dashed)")
         summary["files"] = files
         text = json.dumps(summary, indent=1) + "\n"
         atomic_write_text(out_dir / "summary.json", text)
@@ -505,18 +502,8 @@ class RotMNISTTask(Task):
                          f"{r.get('wall_time_s')} |")
         atomic_write_text(out / "table.md", "\n".join(lines) + "\n")
         files = ["table.md"]
-        runs = {}
-        for r in rows:
-            records = _metrics_records(Path(r["run_dir"]) / "metrics.jsonl") if r.get("run_dir") else []
-            if records:
-                runs[f"{r['label']} seed {r['seed']}"] = records
-        if runs:
-            from lieconv_runtime.train.plots import plot_learning_curves
-
-            plot_learning_curves(runs, out / "learning_curves.png",
-                                 title="RotMNIST: training NLL (solid) and validation error (dashed)")
-            files.append("learning_curves.png")
-        return files
+        runs = {f"{r['label']} seed {r['seed']}": run_records(r.get("run_dir")) for r in rows}
+        return files + learning_curves(runs, out, "RotMNIST: training NLL (solid) and validation error (dashed)")
 
 
 def _option(args, name: str, default):
@@ -534,15 +521,6 @@ def _space_dim(name: str) -> int | None:
         return load_group(name).space_dim
     except Exception:  # noqa: BLE001 - a broken user module only drops out of the hint
         return None
-
-
-def _metrics_records(path: Path) -> list[dict]:
-    from lieconv_runtime.train.trainer import read_metrics
-
-    try:
-        return read_metrics(path)
-    except (OSError, UnicodeDecodeError):
-        return []
 
 
 TASK = RotMNISTTask()

@@ -269,16 +269,17 @@ class Springs(Task):
         reps = getattr(args, "repeats", None) or p["repeats"]
         n_systems = max(sizes) + p["n_val"] + p["n_test"]
         runs = []
+        batch_size = p.get("batch_size", 200)
         for model, group in entries:
             for n in sizes:
-                epochs = epochs_for(n, p["epoch_scale"], p["min_steps"], p.get("batch_size", 200))
+                epochs = epochs_for(n, p["epoch_scale"], p["min_steps"], batch_size)
                 val_every = max(1, round(epochs / p["validations"])) if p["validations"] else 1
                 for seed in range(reps):
                     config = {
                         "task": "springs", "model": model, "group": group,
                         "model_kw": dict(p.get("model_kw", {}).get(model, {})), "n_particles": 6,
                         "dim": 2, "n_train": n, "dtype": "float32", "epochs": epochs, "lr": paper_lr(model, group),
-                        "batch_size": p.get("batch_size", 200), "seed": seed, "patience": None,
+                        "batch_size": batch_size, "seed": seed, "patience": None,
                         **({"val_every": val_every} if val_every > 1 else {}),
                         "data": {"n_systems": n_systems, "n_val": p["n_val"], "n_test": p["n_test"], "n_times": 500,
                                  "t_end": 5.0, "seed": 0, "chunk_len": 5}}
