@@ -70,10 +70,13 @@ def subsample_cloud(cloud: Lifted, idx: torch.Tensor, mask: torch.Tensor) -> Lif
 
 
 #: kernel inputs of at least this many rows are checked for repeats (a grid's pairs repeat a few
-#: hundred offsets), and evaluated once per distinct row when the distinct rows are at most
-#: REPEATED_MAX_FRACTION of a strided sample of 4096
+#: hundred to a few thousand offsets), and evaluated once per distinct row when the distinct rows
+#: are at most REPEATED_MAX_FRACTION of all rows.  The exact count (a sort of every row's key) is
+#: taken only when a strided sample of 4096 rows already repeats (at most REPEATED_SAMPLE_FRACTION
+#: of it distinct): inputs without repeats (molecules, rotated lifts) pay for the sample alone.
 REPEATED_MIN_ROWS = 4096
 REPEATED_MAX_FRACTION = 0.25
+REPEATED_SAMPLE_FRACTION = 0.8
 
 
 def repeated_rows(x: torch.Tensor):
@@ -84,9 +87,11 @@ def repeated_rows(x: torch.Tensor):
         return None
     keys = row_keys(x)
     sample = keys[::max(1, P // 4096)]
-    if torch.unique(sample).numel() > REPEATED_MAX_FRACTION * sample.numel():
+    if torch.unique(sample).numel() > REPEATED_SAMPLE_FRACTION * sample.numel():
         return None
     _, inverse, counts = torch.unique(keys, return_inverse=True, return_counts=True)
+    if counts.numel() > REPEATED_MAX_FRACTION * P:
+        return None
     first = torch.full((counts.numel(),), P, dtype=torch.long, device=x.device)
     first.scatter_reduce_(0, inverse, torch.arange(P, device=x.device), "amin")
     distinct = x.index_select(0, first)

@@ -518,3 +518,11 @@ def test_repeated_rows_are_found_only_when_they_pay():
     assert repeated_rows(grid[:1000]) is None  # too few rows to bother
     x = grid.double().requires_grad_()
     assert repeated_rows(x) is not None  # found; KernelMLP skips it when gradients flow to x
+    # a deep layer's pairs: a few thousand offsets among 40,000 rows (a sample of 4,096 is mostly distinct)
+    offsets = torch.randn(3000, 2, generator=gen)
+    deep = offsets[torch.randint(0, 3000, (40000,), generator=gen)]
+    distinct, inverse, counts = repeated_rows(deep)
+    assert torch.equal(distinct[inverse], deep) and len(distinct) <= 3000
+    # half the rows one value, half distinct: the sample repeats, the full count says it does not pay
+    half = torch.cat([torch.zeros(20000, 2), torch.randn(20000, 2, generator=gen)])[torch.randperm(40000, generator=gen)]
+    assert repeated_rows(half) is None
