@@ -145,7 +145,7 @@ def run_one(args, group: str, code: str) -> dict:
     from lieconv_runtime.perf import tune_malloc
     from lieconv_runtime.tasks import get_task
     from lieconv_runtime.train.schedule import cosine_schedule
-    from lieconv_runtime.train.trainer import to_device
+    from lieconv_runtime.train.trainer import adam, to_device
 
     torch.set_num_threads(args.threads)
     tune_malloc()
@@ -162,7 +162,7 @@ def run_one(args, group: str, code: str) -> dict:
         runner = Original(lc, lg, config, splits, device)
     model = runner.model
     steps = args.steps or _preset()["epochs"] * math.ceil(len(splits.train) / args.batch_size)
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    opt = adam(model.parameters(), args.lr)  # the trainer's optimizer, for both codes (as benchmarks/rotmnist_original.py)
     schedule = cosine_schedule(opt, steps, 0.01)
     row = {"benchmark": "qm9_original", "code": runner.code, "group": group, "target": args.target,
            "unit": splits.extra["unit"], "n_train": len(splits.train), "n_test": len(splits.test), "steps": steps,
