@@ -85,10 +85,10 @@ def repeated_rows(x: torch.Tensor):
     P = x.shape[0]
     if P < REPEATED_MIN_ROWS or x.dtype not in (torch.float32, torch.float64):
         return None
-    keys = row_keys(x)
-    sample = keys[::max(1, P // 4096)]
+    sample = row_keys(x[::max(1, P // 4096)])
     if torch.unique(sample).numel() > REPEATED_SAMPLE_FRACTION * sample.numel():
         return None
+    keys = row_keys(x)
     _, inverse, counts = torch.unique(keys, return_inverse=True, return_counts=True)
     if counts.numel() > REPEATED_MAX_FRACTION * P:
         return None
@@ -247,8 +247,10 @@ class LieConv(nn.Module):
     group: a generated group; nbhd: neighbours per query (None: all); fill: target fraction of
     the points inside the ball (>= 1: no ball); ds_frac: fraction of elements kept as queries;
     knn: nearest neighbours instead of ball sampling; mean: divide by the number of neighbours;
-    cache_fps: reuse the FPS queries while the input elements and mask are unchanged (images:
-    every batch lifts the same grid), as the original did for images.
+    cache_fps: FPS queries as a function of the input elements alone (the start drawn from a
+    generator seeded by the layer's seed, not from its running stream), reused while the elements
+    and mask are unchanged (images: every batch lifts the same grid, as the original cached its
+    queries); a resumed run recomputes exactly what it had cached.
     """
 
     def __init__(self, c_in: int, c_out: int, group, *, nbhd: int | None = 32, fill: float = 1 / 3,
@@ -298,7 +300,8 @@ class LieConv(nn.Module):
             if torch.equal(a, cloud.a) and torch.equal(mask, cloud.mask):  # False on other shapes too
                 return query
         geometry = geometry or PairGeometry(self.group, cloud)
-        query = farthest_point_sample(geometry, self.ds_frac, self.rng())
+        gen = torch.Generator().manual_seed(stream_seed(self.seed, self.stream)) if self.cache_fps else self.rng()
+        query = farthest_point_sample(geometry, self.ds_frac, gen)
         if self.cache_fps:
             self._fps_cache = (cloud.a.detach().clone(), cloud.mask.clone(), query)
         return query

@@ -334,10 +334,6 @@ class RotMNISTTask(Task):
         except GroupNotFoundError as e:
             raise TaskError(str(e)) from None
         kw = dict(config.get("model_kw", {}))
-        # FPS queries are cached only where every training batch lifts new elements (random stabilizer samples):
-        # a cache kept across training steps is not in the checkpoint, so a resumed run would redraw it.
-        random_lift = G.stabilizer_dim > 0 and kw.get("lift_mode", "haar") == "haar"
-        kw.setdefault("cache_fps", random_lift)
         try:
             return ImgLieResNet(G, **kw)
         except (TypeError, ValueError) as e:

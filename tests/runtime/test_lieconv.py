@@ -362,6 +362,14 @@ def test_fps_cache_reuses_queries_only_for_the_same_cloud():
         n = len(calls)
         net.blocks[0].conv.subsample(moved)
         assert len(calls) == n + 1
+        # training mode: the cached queries do not depend on the layer's running stream, so a
+        # resumed run (cache empty, stream restored elsewhere) recomputes exactly what it had cached
+        conv = net.train().blocks[0].conv
+        first = conv.subsample(cloud)
+        conv._fps_cache = None
+        torch.rand(5, generator=conv.rng())
+        again = conv.subsample(cloud)
+        assert all(torch.equal(a, b) for a, b in zip(first, again))
     finally:
         L.farthest_point_sample = fps
 
