@@ -41,6 +41,15 @@ the network code differs:
   installed are replaced by empty placeholder modules before the import (listed in
   `stubbed_modules`).
 
+* --init original (T2 only): ours starts from the original's initial weights for the same seed
+  (`copy_original_init`: its first kernel layer negated, its output map's columns permuted and its
+  conv bias divided by the 6 particles, because the two codes write the pair embedding, the
+  contracted channels and the mean with different conventions), so that both start from the same
+  potential (`init_potential_rel_diff`, float32 rounding when the mapping holds) and differ only in
+  how they compute it.  The two codes draw their initial weights in different orders, so with
+  --init own the same seed gives different (equally distributed) networks; at 60 steps the draw
+  alone moves the test MSE by up to a quarter (the original's seeds 0-2: 0.0155-0.0197).
+
 Each (group, code) runs in a fresh subprocess with --code both (default): for each group ours, then
 the original, then a comparison line (speedup = original s/epoch / ours, mse_ratio = ours /
 original, same_data).  Keys of a run: code, group, n_train, n_test, epochs, steps, test_mse,
@@ -228,6 +237,72 @@ def original_task(dt, lg, width: int, num_layers: int):
     return OriginalSprings()
 
 
+def copy_original_init(ours, orig, n_particles: int) -> None:
+    """Give our HLieResNet(T2) the original's weights so that both compute the same potential: the
+    original's block j is net.{j+1}, its kernel MLP conv.weightnet.{0,3,6}, and three conventions
+    differ, none of them in distribution at initialisation: its pair embedding is q_i - q_j (ours
+    q_j - q_i: the first kernel layer is negated), its output map reads the contracted channels
+    (c, w)-major (ours (w, c): columns permuted), and it divides the output map's bias by the
+    neighbour count too (all n particles here: ours gets bias / n)."""
+    import torch
+
+    theirs = dict(orig.named_parameters())
+    names = {"potential.embedding": "net.0.module", "potential.head.1": "net.7.module"}
+    for j in range(len(ours.potential.blocks)):
+        b = f"net.{j + 1}"
+        names.update({f"potential.blocks.{j}.pre.1": f"{b}.net.2.module", f"potential.blocks.{j}.post.1":
+                      f"{b}.net.8.module", f"potential.blocks.{j}.conv.linear": f"{b}.conv.linear"})
+        names.update({f"potential.blocks.{j}.conv.kernel.linears.{i}": f"{b}.conv.weightnet.{o}.module"
+                      for i, o in enumerate((0, 3, 6))})
+    with torch.no_grad():
+        for name, p in ours.named_parameters():
+            module, kind = name.rsplit(".", 1)
+            w = theirs[names[module] + "." + kind].detach()
+            if name.endswith("conv.linear.weight"):
+                kc = ours.potential.blocks[0].conv.kernel.out  # kernel channels (16 in both)
+                w = w.view(w.shape[0], -1, kc).transpose(1, 2).reshape(w.shape[0], -1)
+            elif name.endswith("conv.linear.bias"):
+                w = w / n_particles
+            elif name.endswith("kernel.linears.0.weight"):
+                w = -w
+            p.copy_(w.to(p.dtype))
+
+
+def same_potential(ours, orig, test) -> float:
+    """Largest |V_ours - V_original| / max |V_original| over (up to) 64 test states."""
+    import torch
+
+    n = test.n_particles
+    q = test.zs[:64, 0, : test.zs.shape[-1] // 2].reshape(-1, n, test.dim)
+    with torch.no_grad():
+        vo = orig.compute_V((q, torch.stack([test.m[:64], test.k[:64]], -1)))
+        vm = ours.potential(q, test.m[:64], test.k[:64]).reshape(vo.shape)
+    return float((vm - vo).abs().max() / vo.abs().max())
+
+
+def ours_from_original_init(dt, lg, width: int, num_layers: int, extra: dict):
+    """The springs task whose model starts from the original's initial weights for the same seed (its
+    model is built first, from the same random state as in the original's own run, and the random
+    state is left as that run leaves it); `extra["init_potential_rel_diff"]` gets same_potential."""
+    import torch
+
+    from lieconv_runtime.tasks.springs import Springs
+
+    theirs = original_task(dt, lg, width, num_layers)
+
+    class OursFromOriginal(Springs):
+        def build_model(self, config):
+            orig = theirs.build_model(config)
+            state = torch.get_rng_state()
+            ours = super().build_model(config)
+            torch.set_rng_state(state)
+            copy_original_init(ours, orig, config["n_particles"])
+            self.pair = (ours, orig)
+            return ours
+
+    return OursFromOriginal()
+
+
 def layout_check(ham, test) -> float:
     """Largest |SpringH_original(z, m, k) - energy_ours(z, m, k)| / |energy_ours| over the test states."""
     from lieconv_runtime.data.springs import energy
@@ -270,7 +345,11 @@ def run_one(args, group: str, code: str) -> dict:
     tune_malloc()  # the allocator setting `lieconv` uses, for both codes
     torch.set_num_threads(args.threads)
     extra = {}
-    if code == "ours":
+    if code == "ours" and args.init == "original":
+        dt, lg, _, _ = import_original_dynamics(args.original)
+        task, name = ours_from_original_init(dt, lg, args.width, args.num_layers, extra), "ours"
+        extra["init"] = "original"
+    elif code == "ours":
         task, name = TASK, "ours"
     else:
         from original import CODE
@@ -291,6 +370,9 @@ def run_one(args, group: str, code: str) -> dict:
         row["frac_pairs_outside_ball"] = outside_ball(net.group, splits, net.center)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
+        if extra.get("init") == "original":
+            task.build_model(config)  # (only to check the mapping: train_run builds its own from the seed)
+            extra["init_potential_rel_diff"] = same_potential(*task.pair, splits.test)
         summary, model, _ = train_run(task, config, args.keep or tmp, progress=False, device=args.device,
                                       splits=splits)
         wall = time.perf_counter() - t0
@@ -317,8 +399,9 @@ def run_one(args, group: str, code: str) -> dict:
 # --------------------------------------------------------------------------- driver
 def _argv(args, group: str, code: str) -> list:
     keys = ("data_dir", "n_systems", "data_seed", "n_train", "n_test", "epochs", "batch_size", "lr", "width",
-            "num_layers", "seed", "threads", "device")
-    out = child_argv(__file__, args, group, code, keys + (("original",) if code == "original" else ()))
+            "num_layers", "seed", "threads", "device", "init")
+    needs_original = code == "original" or args.init == "original"
+    out = child_argv(__file__, args, group, code, keys + (("original",) if needs_original else ()))
     return out + (["--keep", os.path.join(args.keep, group)] if args.keep and code == "ours" else [])
 
 
@@ -348,14 +431,19 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default="cpu", help="cpu (default) or an accelerator, e.g. cuda")
     parser.add_argument("--repeats", type=int, default=1, help="with --code both: rounds of ours/original per group")
     parser.add_argument("--keep", default=None, metavar="DIR", help="keep ours' run folder (checkpoint, metrics) in DIR")
+    parser.add_argument("--init", choices=["own", "original"], default="own",
+                        help="ours' initial weights: its own draw (default) or the original's for the same seed, "
+                             "mapped so that both start from the same potential (T2 only; needs --original)")
     args = parser.parse_args(argv)
     if min(args.n_train, args.n_test, args.epochs, args.batch_size, args.width, args.num_layers, args.threads,
            args.repeats) < 1:
         fail("--n-train, --n-test, --epochs, --batch-size, --width, --num-layers, --threads and --repeats must be "
              "positive")
+    if args.init == "original" and set(args.groups) != {"T2"}:
+        fail("--init original: only --groups T2 (the original centres positions for the other groups)")
     if args.n_train + args.n_test > args.n_systems:
         fail(f"--n-train {args.n_train} + --n-test {args.n_test} exceed --n-systems {args.n_systems}")
-    if args.code != "ours":
+    if args.code != "ours" or args.init == "original":
         from original import import_original
 
         import_original(args.original)  # check the checkout before any work
