@@ -239,3 +239,26 @@ def test_layer_generators_are_checkpointed(tmp_path):
         tr.fit(stop_after_epochs=1)
     for (name, p), q in zip(straight.named_parameters(), net.parameters()):
         assert torch.equal(p, q), name
+
+
+def test_adam_is_fused_where_torch_has_it_and_updates_like_plain_adam():
+    from lieconv_runtime.train.trainer import adam
+
+    gen = torch.Generator().manual_seed(0)
+    start = [torch.randn(5, 3, generator=gen, dtype=torch.float64), torch.randn(4, generator=gen, dtype=torch.float64)]
+    grads = [[torch.randn(p.shape, generator=gen, dtype=torch.float64) for p in start] for _ in range(3)]
+    params = {}
+    for name, make in [("fused", lambda ps: adam(ps, 1e-2)), ("plain", lambda ps: torch.optim.Adam(ps, lr=1e-2))]:
+        ps = [p.clone().requires_grad_() for p in start]
+        opt = make(ps)
+        for g in grads:
+            for p, gp in zip(ps, g):
+                p.grad = gp.clone()
+            opt.step()
+        params[name] = (ps, opt)
+    assert params["fused"][1].defaults["fused"] is True
+    for a, b in zip(params["fused"][0], params["plain"][0]):
+        assert torch.allclose(a, b, rtol=0, atol=1e-12)
+    # a parameter on a device without the fused kernel falls back to the per-tensor update
+    meta = torch.zeros(2, device="meta", requires_grad=True)
+    assert not adam([meta], 1e-3).defaults["fused"]
