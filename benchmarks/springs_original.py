@@ -280,10 +280,13 @@ def same_potential(ours, orig, test) -> float:
     return float((vm - vo).abs().max() / vo.abs().max())
 
 
-def ours_from_original_init(dt, lg, width: int, num_layers: int, extra: dict):
+def ours_from_original_init(dt, lg, width: int, num_layers: int, test, extra: dict):
     """The springs task whose model starts from the original's initial weights for the same seed (its
     model is built first, from the same random state as in the original's own run, and the random
-    state is left as that run leaves it); `extra["init_potential_rel_diff"]` gets same_potential."""
+    state is left as that run leaves it); `extra["init_potential_rel_diff"]` gets same_potential on
+    ``test``, computed on copies in eval mode so that the training model's state is untouched."""
+    import copy
+
     import torch
 
     from lieconv_runtime.tasks.springs import Springs
@@ -297,7 +300,7 @@ def ours_from_original_init(dt, lg, width: int, num_layers: int, extra: dict):
             ours = super().build_model(config)
             torch.set_rng_state(state)
             copy_original_init(ours, orig, config["n_particles"])
-            self.pair = (ours, orig)
+            extra["init_potential_rel_diff"] = same_potential(copy.deepcopy(ours).eval(), orig.eval(), test)
             return ours
 
     return OursFromOriginal()
@@ -345,11 +348,7 @@ def run_one(args, group: str, code: str) -> dict:
     tune_malloc()  # the allocator setting `lieconv` uses, for both codes
     torch.set_num_threads(args.threads)
     extra = {}
-    if code == "ours" and args.init == "original":
-        dt, lg, _, _ = import_original_dynamics(args.original)
-        task, name = ours_from_original_init(dt, lg, args.width, args.num_layers, extra), "ours"
-        extra["init"] = "original"
-    elif code == "ours":
+    if code == "ours":
         task, name = TASK, "ours"
     else:
         from original import CODE
@@ -359,6 +358,10 @@ def run_one(args, group: str, code: str) -> dict:
         extra["stubbed_modules"] = stubbed
     config = run_config(args, group)
     splits = load_splits(args, config)
+    if code == "ours" and args.init == "original":
+        dt, lg, _, _ = import_original_dynamics(args.original)
+        task = ours_from_original_init(dt, lg, args.width, args.num_layers, splits.test, extra)
+        extra["init"] = "original"
     row = {"benchmark": "springs_original", "code": name, "group": group, "model": MODEL, "n_train": len(splits.train),
            "n_test": len(splits.test), "n_systems": args.n_systems, "data_seed": args.data_seed,
            "epochs": args.epochs, "batch_size": args.batch_size, "lr": config["lr"], "width": args.width,
@@ -370,9 +373,6 @@ def run_one(args, group: str, code: str) -> dict:
         row["frac_pairs_outside_ball"] = outside_ball(net.group, splits, net.center)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        if extra.get("init") == "original":
-            task.build_model(config)  # (only to check the mapping: train_run builds its own from the seed)
-            extra["init_potential_rel_diff"] = same_potential(*task.pair, splits.test)
         summary, model, _ = train_run(task, config, args.keep or tmp, progress=False, device=args.device,
                                       splits=splits)
         wall = time.perf_counter() - t0

@@ -12,6 +12,7 @@ and each coefficient function is emitted once however many interpolations need i
 from __future__ import annotations
 
 import ast
+import functools
 import math
 import textwrap
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from groupgen.printer import code, matrix_literal
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 
 
+@functools.lru_cache(maxsize=None)
 def runtime_helpers() -> frozenset:
     """The names `lieconv_runtime.group_base` exports (its ``__all__``), read from its source: the
     compiler emits imports of them without importing the runtime (and torch)."""
@@ -42,6 +44,8 @@ def runtime_helpers() -> frozenset:
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in node.targets):
             return frozenset(ast.literal_eval(node.value))
     raise RuntimeError("lieconv_runtime/group_base.py has no __all__")
+
+
 _IMPORTS = "# groupgen: runtime imports"  # replaced by the imports the rendered module uses
 
 

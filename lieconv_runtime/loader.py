@@ -17,9 +17,7 @@ import importlib.util
 import os
 import sys
 from pathlib import Path
-from typing import Iterable, Union
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable, Union
 
 if TYPE_CHECKING:  # the folder functions stay importable without torch (groupgen uses them)
     from lieconv_runtime.group_base import GeneratedGroup

@@ -35,8 +35,8 @@ from lieconv_runtime.nn.lean import bn_silu_linear, silu_contract, silu_contract
 from lieconv_runtime.nn.norm import MaskedBatchNorm
 from lieconv_runtime.nn.sampling import farthest_point_sample, row_keys, select_neighbours
 
-__all__ = ["KernelMLP", "LieConv", "exact_geometry", "frozen_radius", "gather_points", "reset_rngs", "set_stream", "stream_seed",
-           "subsample_cloud"]
+__all__ = ["KernelMLP", "LieConv", "exact_geometry", "frozen_radius", "gather_points", "reset_rngs", "set_stream",
+           "stream_generator", "stream_seed", "subsample_cloud"]
 
 
 def autocasting(ref: torch.Tensor) -> bool:
@@ -53,6 +53,11 @@ def exact_geometry(ref: torch.Tensor):
 def stream_seed(seed: int, stream: int) -> int:
     """Seed of random stream `stream` of a layer seeded with `seed` (stream 0: the seed itself)."""
     return seed if stream == 0 else (seed * 1_000_003 + stream * 7_919 + 12_345) % (2**62)
+
+
+def stream_generator(seed: int, stream: int) -> torch.Generator:
+    """A CPU generator at the start of random stream `stream` of a layer seeded with `seed`."""
+    return torch.Generator().manual_seed(stream_seed(seed, stream))
 
 
 def gather_points(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -287,7 +292,7 @@ class LieConv(nn.Module):
         """CPU generator of this layer's draws (FPS starts, neighbourhood seeds): a few numbers per
         call, the same on every device, so a network chooses the same neighbours on CPU and GPU."""
         if not self.training or self._gen is None:
-            self._gen = torch.Generator().manual_seed(stream_seed(self.seed, self.stream))
+            self._gen = stream_generator(self.seed, self.stream)
         return self._gen
 
     # --- subsampling and neighbourhoods ---------------------------------------------------------
@@ -300,7 +305,7 @@ class LieConv(nn.Module):
             if torch.equal(a, cloud.a) and torch.equal(mask, cloud.mask):  # False on other shapes too
                 return query
         geometry = geometry or PairGeometry(self.group, cloud)
-        gen = torch.Generator().manual_seed(stream_seed(self.seed, self.stream)) if self.cache_fps else self.rng()
+        gen = stream_generator(self.seed, self.stream) if self.cache_fps else self.rng()
         query = farthest_point_sample(geometry, self.ds_frac, gen)
         if self.cache_fps:
             self._fps_cache = (cloud.a.detach().clone(), cloud.mask.clone(), query)

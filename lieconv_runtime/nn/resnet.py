@@ -12,7 +12,7 @@ from torch import nn
 
 from lieconv_runtime.lift import Lifted
 from lieconv_runtime.nn.fused import bn_act, fused_available
-from lieconv_runtime.nn.lieconv import LieConv, exact_geometry, gather_points, stream_seed
+from lieconv_runtime.nn.lieconv import LieConv, exact_geometry, gather_points, stream_generator
 from lieconv_runtime.nn.norm import MaskedBatchNorm, Swish, masked_mean, masked_sum
 
 __all__ = ["BottleBlock", "LieResNet", "PointwiseLinear", "PointwiseNorm", "pointwise"]
@@ -146,7 +146,7 @@ class LieResNet(nn.Module):
     def rng(self) -> torch.Generator:
         """CPU generator for the lifting samples (they are drawn on the CPU in float64 anyway)."""
         if not self.training or self._gen is None:
-            self._gen = torch.Generator().manual_seed(stream_seed(self.seed, self.stream))
+            self._gen = stream_generator(self.seed, self.stream)
         return self._gen
 
     def lift(self, coords: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None = None,
