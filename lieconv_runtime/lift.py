@@ -224,7 +224,7 @@ class LiftMixin:
         if cached is not None:
             return cached
         s = self._lift_data()["stabilizer"]
-        where = f"{self.name}: frame lifting"
+        where = f"{self.name}: frame or stratified lifting"
         d = self.space_dim
         basis = torch.tensor(s["basis"], dtype=torch.float64).reshape(s["dim"], self.lie_dim)
         A = self.hat(basis) if s["dim"] else torch.zeros(0, self.rep_dim, self.rep_dim, dtype=torch.float64)
@@ -263,6 +263,36 @@ class LiftMixin:
             R[0] = torch.eye(3, dtype=torch.float64)
             cache[K] = R
         return cache[K]
+
+    def stratified_offsets(self, K: int, dtype=torch.float32, device=None) -> torch.Tensor:
+        """K fixed stabilizer elements R_k (K, r, r), R_0 = I, for stratified Haar lifting h_k = h_0 R_k.
+
+        One-dimensional compact stabilizer (SE2, SO2, ...): R_k = exp(2 pi k / (K w) A), K evenly spaced
+        turns, so h_0 R_0, ..., h_0 R_{K-1} cut the stabilizer into K equal arcs; all rotations of R^3
+        (SE3, SO3): a finite subgroup for K <= 4 (turns by 2 pi k / K about e3 for K <= 3, the identity and
+        the half turns about e1, e2, e3 for K = 4), else R_0 = I and K - 1 seeded Haar draws.  With h_0 Haar,
+        each h_0 R_k is Haar too (right invariance).  ValueError (one line) for other stabilizers.
+        """
+        fd = self._frame_data()
+        if fd["kind"] == "plane":
+            t = torch.arange(K, dtype=torch.float64) * (2 * math.pi / (K * fd["w"]))
+            return self.exp(t[:, None] * fd["basis"]).to(dtype=dtype, device=device)
+        if K > 4:
+            R = self.sample_stabilizer((K,), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+            R[0] = self.identity((), R)
+            return R.to(dtype=dtype, device=device)
+        # K <= 4: a finite subgroup, so every two samples differ by the same large turn: K <= 3 turns by
+        # 2 pi k / K about e3 (C_K), K = 4 the half turns about e1, e2, e3 (Klein four-group: all pairs pi apart)
+        e = torch.eye(3, dtype=torch.float64)
+        rot = [(e[2], 2 * math.pi * k / K) for k in range(K)] if K <= 3 else [(e[0], 0.0)] + [(e[i], math.pi)
+                                                                                              for i in range(3)]
+        s = self._lift_data()["stabilizer"]
+        basis = torch.tensor(s["basis"], dtype=torch.float64).reshape(s["dim"], self.lie_dim)
+        A = self.hat(basis)
+        A = A[:, :3, :3] if self.action == "affine" else A
+        axes = torch.stack([A[:, 2, 1], A[:, 0, 2], A[:, 1, 0]], -1)  # linear part of generator j = skew(axes[j])
+        coef = torch.stack([torch.linalg.solve(axes.T, angle * n) for n, angle in rot])  # (K, 3)
+        return self.exp(coef @ basis).to(dtype=dtype, device=device)
 
     def stabilizer_frame(self, coords: torch.Tensor, mask: torch.Tensor, nsamples: int = 1) -> torch.Tensor:
         """Equivariant stabilizer elements h (bs, n, K, r, r) for `lift(..., stabilizer=h)`.

@@ -101,7 +101,9 @@ class LieResNet(nn.Module):
     group: a generated group (lifting needs its `lift:` data).  k: width (int) or widths per stage
     (L + 1 values); fill, ds_frac: float or one per block; nbhd: neighbours per query (None: all);
     lift_samples: stabilizer samples per point (default group.lift_samples); lift_mode: "haar"
-    (random Haar samples of the stabilizer: equivariant in distribution, the paper) or "frame"
+    (independent Haar samples of the stabilizer: equivariant in distribution, the paper),
+    "stratified" (one Haar sample h_0 per point and h_k = h_0 R_k, `group.stratified_offsets`: K
+    evenly spaced samples, each Haar, fresh every batch, equivariant in distribution) or "frame"
     (`group.stabilizer_frame`: deterministic and exactly equivariant, for one-dimensional compact
     stabilizers such as SE2's and for SE3's); pool: None, "mean" or "sum" ("mean" unless
     mean=False); cache_fps: each block reuses its FPS queries while its input elements are
@@ -117,9 +119,9 @@ class LieResNet(nn.Module):
                  lift_mode: str = "haar", cache_fps: bool = False):
         super().__init__()
         self.group = group
-        if lift_mode not in ("haar", "frame"):
-            raise ValueError(f"lift_mode must be 'haar' or 'frame', got {lift_mode!r}")
-        why_not = group.frame_support() if lift_mode == "frame" and group.stabilizer_dim > 0 else None
+        if lift_mode not in ("haar", "stratified", "frame"):
+            raise ValueError(f"lift_mode must be 'haar', 'stratified' or 'frame', got {lift_mode!r}")
+        why_not = group.frame_support() if lift_mode != "haar" and group.stabilizer_dim > 0 else None
         if why_not is not None:
             raise ValueError(why_not)
         self.lift_mode = lift_mode
@@ -161,8 +163,11 @@ class LieResNet(nn.Module):
                 stabilizer = G.stabilizer_frame(coords, mask, K)
             elif stabilizer is None and G.stabilizer_dim > 0:
                 # one draw per valid point, in order: padding never changes the samples of valid points
-                h = G.sample_stabilizer((int(mask.sum()), K), generator=self.rng(), dtype=coords.dtype,
-                                        device=coords.device)
+                stratified = self.lift_mode == "stratified"
+                h = G.sample_stabilizer((int(mask.sum()), 1 if stratified else K), generator=self.rng(),
+                                        dtype=coords.dtype, device=coords.device)
+                if stratified:  # h_k = h_0 R_k: K samples that cut the stabilizer evenly, each Haar
+                    h = h @ G.stratified_offsets(K, coords.dtype, coords.device)
                 stabilizer = G.identity(mask.shape + (K,), coords).clone()
                 stabilizer[mask] = h
             return G.lift(coords, values, mask, K, stabilizer=stabilizer)

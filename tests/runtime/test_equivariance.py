@@ -124,18 +124,19 @@ def test_transformed_lift_is_the_transformed_cloud():
     assert float((L2.g - g[:, None] @ L1.g)[valid].abs().max()) < 1e-12
 
 
-def _mc_net(G):
+def _mc_net(G, lift_mode="haar"):
     # few neighbours out of many in the ball, lifting samples, subsampling: the estimator is random
     return LieResNet(3, G, num_outputs=1, k=8, num_layers=1, nbhd=3, ds_frac=1.0, fill=0.7, bn=False,
-                     lift_samples=2).double().eval()
+                     lift_samples=2, lift_mode=lift_mode).double().eval()
 
 
-def test_monte_carlo_estimator_is_equivariant_in_distribution():
+@pytest.mark.parametrize("lift_mode", ["haar", "stratified"])
+def test_monte_carlo_estimator_is_equivariant_in_distribution(lift_mode):
     G = load_group("SE2")
     x, v, mask = inputs(G, torch.float64, bs=1, n=9, seed=3)
     mask[:] = True
     x = torch.randn(x.shape, generator=torch.Generator().manual_seed(4), dtype=x.dtype)
-    net = _mc_net(G)
+    net = _mc_net(G, lift_mode)
     draws = []
     for stream in (1, 2):  # the estimator is random: different streams, different outputs
         set_stream(net, stream)

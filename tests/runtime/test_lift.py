@@ -369,6 +369,57 @@ def test_stabilizer_frame_is_exactly_equivariant(name, dtype):
     assert torch.equal(h3[mask], h1[mask])
 
 
+@pytest.mark.parametrize("name,K", [("SE2", 2), ("SE2", 3), ("SO3", 4), ("SE3", 2), ("SE3", 3), ("SE3", 4),
+                                    ("SE3", 6)])
+def test_stratified_offsets_are_spread_stabilizer_elements(name, K, dtype):
+    """R_0 = I, every R_k fixes the orbit origins, and for K <= 4 (or a one-dimensional stabilizer) the R_k form
+    a group whose elements all turn by the same angle: 2 pi / K, or pi for SE3's K = 4 (Klein four-group)."""
+    G = load_group(name)
+    R = G.stratified_offsets(K, dtype)
+    assert R.shape == (K, G.rep_dim, G.rep_dim) and R.dtype == dtype
+    tol = 1e-13 if dtype == torch.float64 else 1e-6
+    assert float((R[0] - torch.eye(G.rep_dim, dtype=dtype)).abs().max()) <= tol
+    x = torch.randn(5, G.space_dim, dtype=torch.float64)
+    o = G.origin(G.orbit(x)).to(dtype)
+    assert rel(G.act(R[:, None], o), o.expand(K, -1, -1)) <= tol  # stabilizer elements
+    L = R[..., :3, :3].double() if name == "SE3" else R.double()
+    L = L[..., :2, :2] if name == "SE2" else L
+    if name == "SE3" and K > 4:  # seeded Haar draws: rotations, not a subgroup
+        assert float((L.transpose(-1, -2) @ L - torch.eye(3, dtype=torch.float64)).abs().max()) <= tol
+        return
+    prod = L[:, None] @ L[None]  # closed under products: each R_i R_j is some R_k
+    dist = (prod[:, :, None] - L[None, None]).abs().flatten(3).amax(-1).amin(-1)
+    assert float(dist.max()) <= 10 * tol
+    m = L.shape[-1]
+    cos = ((L.diagonal(dim1=-2, dim2=-1).sum(-1) - (m - 2)) / 2)[1:]  # cos of each R_k's turn (k > 0)
+    want = -1.0 if (name == "SE3" and K == 4) else None
+    if want is None:
+        want = torch.cos(2 * math.pi * torch.arange(1, K, dtype=torch.float64) / K)
+        assert float((torch.sort(cos.double()).values - torch.sort(want).values).abs().max()) <= 10 * tol
+    else:
+        assert float((cos.double() - want).abs().max()) <= 10 * tol
+
+
+def test_stratified_lift_is_fresh_haar_and_evenly_spaced():
+    """lift_mode="stratified" (SE2, K = 3): within a point the K angles are 2 pi / 3 apart, each is uniform
+    on the circle (KS), and two training batches draw different samples."""
+    from lieconv_runtime.nn import LieResNet
+
+    G = load_group("SE2")
+    net = LieResNet(1, G, k=8, num_layers=1, lift_samples=3, lift_mode="stratified").double().train()
+    x = torch.randn(1, 2000, 2, dtype=torch.float64)
+    v = torch.ones(1, 2000, 1, dtype=torch.float64)
+    first, second = net.lift(x, v).g, net.lift(x, v).g
+    assert not torch.equal(first, second)
+    h = (G.inv(G.section(x)).repeat_interleave(3, 1) @ first)[0]  # the stabilizer parts h_ik
+    theta = torch.atan2(h[:, 1, 0], h[:, 0, 0]).reshape(2000, 3)
+    gap = torch.remainder(theta[:, 1:] - theta[:, :1], 2 * math.pi)
+    assert float((gap - torch.tensor([2 * math.pi / 3, 4 * math.pi / 3], dtype=torch.float64)).abs().max()) < 1e-9
+    for k in range(3):
+        p = stats.kstest(theta[:, k].numpy(), stats.uniform(loc=-math.pi, scale=2 * math.pi).cdf).pvalue
+        assert p > 0.01, f"sample {k}: KS p = {p:.3g}"
+
+
 @pytest.mark.parametrize("name", ["Sim2"])
 def test_stabilizer_frame_refuses_other_stabilizers(name):
     from lieconv_runtime.nn import LieResNet
@@ -376,5 +427,6 @@ def test_stabilizer_frame_refuses_other_stabilizers(name):
     G = load_group(name)
     msg = G.frame_support()
     assert msg is not None and "\n" not in msg and "lift='haar'" in msg
-    with pytest.raises(ValueError, match="frame lifting"):
-        LieResNet(2, G, k=8, num_layers=1, lift_mode="frame")
+    for mode in ("frame", "stratified"):
+        with pytest.raises(ValueError, match="frame or stratified lifting"):
+            LieResNet(2, G, k=8, num_layers=1, lift_mode=mode)
