@@ -78,6 +78,13 @@ def child_argv(script: str, args, group: str, code: str, keys) -> list:
     return out
 
 
+def model_kw_argv(model_kw) -> list:
+    """``--model-kw KEY=VALUE ...`` for a child process, from the parsed pairs (nothing if none)."""
+    if not model_kw:
+        return []
+    return ["--model-kw", *(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in model_kw)]
+
+
 def run_child(argv: list, benchmark: str, code: str, group: str) -> dict:
     """Run ``argv`` (from `child_argv`) and return its JSON row, or a row naming its last error line."""
     out = subprocess.run(argv, capture_output=True, text=True)

@@ -42,6 +42,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from layers import matmul_gflops  # noqa: E402
+from original import model_kw_argv  # noqa: E402
+
+from lieconv_runtime.tasks.options import key_value  # noqa: E402
 from original import CODE, child_argv, import_original, run_child  # noqa: E402
 
 GROUPS = ("T3", "SE3", "SO3", "Trivial3")
@@ -153,7 +156,8 @@ def run_one(args, group: str, code: str) -> dict:
     task = get_task("qm9")
     config = task.make_config(group=group, target=args.target, source=args.source, n_train=args.n_train, n_val=1,
                               n_test=args.n_test, width=args.width, num_layers=args.num_layers,
-                              augment=not args.no_augment, seed=args.seed, batch_size=args.batch_size, lr=args.lr)
+                              augment=not args.no_augment, seed=args.seed, batch_size=args.batch_size, lr=args.lr,
+                              model_kw=dict(args.model_kw or []) if code == "ours" else None)
     splits = task.load_data(config, args.data_dir, progress=False, say=lambda text: None)
     if code == "ours":
         runner = Ours(task, config, splits, device)
@@ -169,7 +173,7 @@ def run_one(args, group: str, code: str) -> dict:
            "batch_size": args.batch_size, "lr": args.lr, "warmup_frac": 0.01, "width": args.width,
            "num_layers": args.num_layers, **{k: config["net"][k] for k in ("nbhd", "fill", "lift_samples")},
            "paper_alpha": config["net"]["paper_alpha"], "augment": config["augment"], "recenter": config["recenter"],
-           "seed": args.seed, "threads": args.threads, "device": str(device), "torch": torch.__version__,
+           "model_kw": config["net"]["model_kw"], "seed": args.seed, "threads": args.threads, "device": str(device), "torch": torch.__version__,
            "load_avg_start": round(os.getloadavg()[0], 2), "matmul_gflops": round(matmul_gflops(), 1)}
     wall, cpu, losses = [], [], []
     model.train()
@@ -214,7 +218,8 @@ def run_one(args, group: str, code: str) -> dict:
 def _argv(args, group: str, code: str) -> list:
     keys = ("original", "target", "source", "data_dir", "n_train", "n_test", "steps", "width", "num_layers",
             "batch_size", "lr", "seed", "threads", "warmup", "device")
-    return child_argv(__file__, args, group, code, keys) + (["--no-augment"] if args.no_augment else [])
+    return (child_argv(__file__, args, group, code, keys) + (["--no-augment"] if args.no_augment else [])
+            + (model_kw_argv(args.model_kw) if code == "ours" else []))
 
 
 def main(argv=None) -> None:
@@ -245,6 +250,8 @@ def main(argv=None) -> None:
                              "threads wait for each other)")
     parser.add_argument("--warmup", type=int, default=2, help="steps left out of s_per_step (default 2)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--model-kw", type=key_value, nargs="*", metavar="KEY=VALUE",
+                        help="extra options of ours' MolecLieResNet (the qm9 task's --model-kw), e.g. lift_mode=haar")
     parser.add_argument("--repeats", type=int, default=1, help="with --code both: rounds of ours/original per group")
     args = parser.parse_args(argv)
     if args.code != "ours" or args.repeats > 1:

@@ -54,6 +54,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(1, ROOT)
 
+from original import model_kw_argv  # noqa: E402
+
+from lieconv_runtime.tasks.options import key_value  # noqa: E402
+
 GROUPS = ("Trivial2", "T2", "SO2", "RxSO2", "SE2")
 CODES = ("ours", "original")
 
@@ -110,7 +114,7 @@ def run_ours(args) -> dict:
     tune_malloc()
     torch.set_num_threads(args.threads)
     xtr, ytr, xte, yte = load_data(args.data_dir, args.n_train, args.n_test)
-    row = {"code": "ours", "group": args.groups[0], **context(args.threads)}
+    row = {"code": "ours", "group": args.groups[0], "model_kw": dict(args.model_kw or []), **context(args.threads)}
     starts: list = []
 
     class Timed(RotMNISTClassification):  # the task's objective, noting when each training step starts
@@ -124,7 +128,7 @@ def run_ours(args) -> dict:
 
     task = TimedTask()
     config = {"task": "rotmnist", "model": "ImgLieResNet", "group": args.groups[0],
-              "group_settings": task.check_group(args.groups[0]), "model_kw": {}, "augment": True,
+              "group_settings": task.check_group(args.groups[0]), "model_kw": dict(args.model_kw or []), "augment": True,
               "dtype": "float32", "epochs": 10 ** 6, "max_steps": args.steps, "lr": args.lr,
               "batch_size": args.batch_size, "seed": args.seed, "patience": None,
               "data": {"no_val": True, "train_rows": args.n_train, "test_rows": args.n_test}}
@@ -139,9 +143,9 @@ def run_ours(args) -> dict:
         t0 = time.perf_counter()
         meta = {"checkpoint": summary["checkpoint"], "steps": summary["steps"]}
         ev = task.evaluate(model.eval(), config, Splits(None, None, ImageSet(xte, yte)), args.keep or tmp,
-                           args={"no_plots": True}, meta=meta, say=lambda text: None)
+                           args={"no_plots": True, "eval_draws": args.eval_draws}, meta=meta, say=lambda text: None)
     row.update(steps=summary["steps"], batch_size=args.batch_size, lr=args.lr, seed=args.seed, n_train=len(ytr),
-               n_test=len(yte), test_error_pct=ev["test_error_pct"], test_nll=ev["test_nll"],
+               n_test=len(yte), eval_draws=args.eval_draws, test_error_pct=ev["test_error_pct"], test_nll=ev["test_nll"],
                eval_s=round(time.perf_counter() - t0, 2), device=args.device)
     return row
 
@@ -242,14 +246,21 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default="cpu", help="cpu or an accelerator, e.g. cuda")
     parser.add_argument("--code", choices=["both", *CODES], default="both",
                         help="both (each group: ours, then the original, in fresh subprocesses) or one code here")
+    parser.add_argument("--model-kw", type=key_value, nargs="*", metavar="KEY=VALUE",
+                        help="options of ours' ImgLieResNet, as `lieconv train rotmnist --model-kw` takes them (e.g. "
+                             "lift_mode=haar); default: the task's")
+    parser.add_argument("--eval-draws", type=int, default=1, metavar="D",
+                        help="ours: average the test probabilities over D seeded draws (`lieconv eval rotmnist "
+                             "--eval-draws`; default 1); the original evaluates once with its cached lift")
     parser.add_argument("--keep", default=None, metavar="DIR",
                         help="keep ours' run folder (checkpoint, metrics) in DIR")
     args = parser.parse_args(argv)
     if not args.data_dir or not os.path.isdir(args.data_dir):
         fail(f"--data-dir {args.data_dir}: no such folder; prepare one with `lieconv data rotmnist --download "
              "--data-dir DIR` or `lieconv data rotmnist --from-mnist MNIST_DIR --data-dir DIR`")
-    if min(args.steps, args.batch_size) < 1 or min(x for x in (args.n_train, args.n_test, 1) if x is not None) < 1:
-        fail("--steps, --batch-size, --n-train and --n-test must be positive")
+    if min(args.steps, args.batch_size, args.eval_draws) < 1 or min(x for x in (args.n_train, args.n_test, 1)
+                                                                     if x is not None) < 1:
+        fail("--steps, --batch-size, --eval-draws, --n-train and --n-test must be positive")
     if args.code != "ours":
         from original import import_original
 
@@ -280,10 +291,11 @@ def main(argv=None) -> None:
         for code in CODES:
             cmd = [sys.executable, os.path.abspath(__file__), "--code", code, "--groups", group]
             for key in ("original", "data_dir", "steps", "batch_size", "lr", "seed", "n_train", "n_test", "threads",
-                        "device", "keep"):
+                        "device", "keep", "eval_draws"):
                 value = getattr(args, key)
                 if value is not None and not (key == "keep" and code != "ours"):
                     cmd += [f"--{key.replace('_', '-')}", str(value if key != "keep" else os.path.join(value, group))]
+            cmd += model_kw_argv(args.model_kw) if code == "ours" else []
             out = subprocess.run(cmd, capture_output=True, text=True)
             if out.returncode:
                 print(json.dumps({"code": code, "group": group, "error": out.stderr.strip().splitlines()[-1:]}),

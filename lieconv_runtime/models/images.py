@@ -26,7 +26,9 @@ class ImgLieResNet(LieResNet):
     spread evenly (per block ds = total_ds^(1/L), FPS in the group distance), fill_i = fill / ds^i,
     nbhd 25, batch norm, mean aggregation and pooling, 10 outputs.  FPS queries are cached per
     block (every batch lifts the same grid; recomputed when the lifted elements change, e.g. for
-    groups with random stabilizer samples), as the original cached them.
+    groups with random stabilizer samples), as the original cached them.  Groups whose stabilizer allows it
+    (SE2) lift with `lift_mode="stratified"` unless told otherwise: fresh Haar samples every batch, the K
+    samples of a pixel evenly spaced (docs/lifting.md); other stabilizers draw K independent ones ("haar").
 
     forward(images (bs, c, h, w)) -> logits (bs, num_targets).  Pixels with |x| >= 15 are dropped.
     """
@@ -35,6 +37,8 @@ class ImgLieResNet(LieResNet):
                  k: int = 128, nbhd: int = 25, num_targets: int = 10, increase_channels: bool = True,
                  knn: bool = False, **kw):
         kw.setdefault("cache_fps", True)  # every batch lifts the same pixel grid
+        if group.stabilizer_dim > 0 and group.frame_support() is None:
+            kw.setdefault("lift_mode", "stratified")  # fresh Haar samples, evenly spread (SE2: two, pi apart)
         ds = total_ds ** (1 / num_layers)
         fills = [fill / ds ** i for i in range(num_layers)]
         ks = [int(k / ds ** (i / 2)) if increase_channels else k for i in range(num_layers + 1)]

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from lieconv_runtime.io import atomic_write_text
+from lieconv_runtime.nn.lieconv import set_stream
 from lieconv_runtime.tasks.base import DTYPES, PlannedRun, Splits, Task, TaskError, learning_curves, run_records
 from lieconv_runtime.tasks.options import key_value, nonneg_int, pos_int
 from lieconv_runtime.train.trainer import Objective
@@ -45,9 +46,10 @@ PAPER_GROUP_SETTINGS = {
 
 #: What each number of summary.json means (copied into it).
 METRICS = {
-    "test_error_pct": "Percentage of the test images whose largest logit is not their true digit.",
-    "test_nll": "Mean over the test images of the negative natural-log softmax probability of the true digit "
-                "(the cross-entropy).",
+    "test_error_pct": "Percentage of the test images whose most probable class (probabilities averaged over the "
+                      "eval_draws draws) is not their true digit.",
+    "test_nll": "Mean over the test images of the negative natural log of the true digit's softmax probability, "
+                "averaged over the eval_draws draws (the cross-entropy when eval_draws is 1).",
     "per_class_error_pct": "For each digit 0..9, the test error in percent among the test images of that digit "
                            "(null when there are none).",
     "steps": "Optimizer steps of the training run (batches of batch_size images); the evaluated weights are those "
@@ -55,6 +57,8 @@ METRICS = {
     "s_per_step": "Mean wall-clock seconds per optimizer step in training (augmentation, forward, backward, update; "
                   "validation excluded).",
     "n_test": "Number of test images evaluated.",
+    "eval_draws": "Seeded draws of the network's random choices (lifting samples, neighbourhoods) whose "
+                  "probabilities were averaged (--eval-draws; 1: a single pass).",
 }
 
 #: `lieconv study rotmnist --preset NAME`.
@@ -205,6 +209,10 @@ class RotMNISTTask(Task):
 
     def add_eval_options(self, p, d: dict) -> None:
         p.add_argument("--no-plots", action="store_true", help="skip confusion.png and learning_curves.png")
+        p.add_argument("--eval-draws", type=pos_int, default=1, metavar="D",
+                       help="average the class probabilities over D seeded draws of the network's random choices "
+                            "(stabilizer samples, neighbours): a Monte Carlo estimate of its expected output, D times "
+                            "the evaluation time (default 1)")
 
     def add_data_options(self, p) -> None:
         g = p.add_mutually_exclusive_group()
@@ -356,17 +364,21 @@ class RotMNISTTask(Task):
         objective = self.objective(config, splits)
         test = splits.test if splits.test is not None else splits.extra["test"]
         bs = int(config["batch_size"])
-        say(f"eval: {len(test):,} test images in batches of {bs}")
+        draws = int(_option(args, "eval_draws", 1))
+        say(f"eval: {len(test):,} test images in batches of {bs}" + (f", {draws} draws averaged" if draws > 1 else ""))
         t0 = time.time()
-        nll, pred = [], []
+        logp = torch.full((len(test), 10), -math.inf, dtype=torch.float64)  # log of the summed probabilities
         with torch.no_grad():
-            for s in range(0, len(test), bs):
-                images, labels = test[torch.arange(s, min(s + bs, len(test)))]
-                logits = net(objective.inputs(images.to(param.device), False)).double().cpu()
-                nll.append(F.cross_entropy(logits, labels, reduction="none"))
-                pred.append(logits.argmax(-1))
+            for d in range(draws):  # draw d: every random choice from stream d, the same for every evaluation
+                set_stream(net, d)
+                for s in range(0, len(test), bs):
+                    images, _ = test[torch.arange(s, min(s + bs, len(test)))]
+                    logits = net(objective.inputs(images.to(param.device), False)).double().cpu()
+                    logp[s:s + len(images)] = torch.logaddexp(logp[s:s + len(images)], F.log_softmax(logits, -1))
         labels = test.labels
-        nll, pred = torch.cat(nll), torch.cat(pred)
+        logp -= math.log(draws)
+        nll = -logp.gather(1, labels[:, None])[:, 0]
+        pred = logp.argmax(-1)
         confusion = torch.zeros(10, 10, dtype=torch.int64)
         confusion.index_put_((labels, pred), torch.ones_like(labels), accumulate=True)
         per_class = [None if confusion[c].sum() == 0 else
@@ -388,7 +400,7 @@ class RotMNISTTask(Task):
             "n_train": meta.get("n_train") or (train or {}).get("n_train"),
             "steps": meta.get("steps") if meta.get("steps") is not None else (train or {}).get("steps"),
             "s_per_step": (train or {}).get("s_per_step"),
-            "confusion": confusion.tolist(), "eval_batch_size": bs, "eval_time_s": round(time.time() - t0, 2),
+            "confusion": confusion.tolist(), "eval_batch_size": bs, "eval_draws": draws, "eval_time_s": round(time.time() - t0, 2),
             "metrics": METRICS, "train": train,
         }
         files = ["summary.json"]

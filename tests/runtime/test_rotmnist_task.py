@@ -137,6 +137,11 @@ def test_se2_training_resumes_and_evaluates_deterministically(data_dir, tmp_path
     results = [evaluate_run(TASK, tmp_path / "a", out_dir=tmp_path / f"e{i}", progress=False,
                             args={"no_plots": True}) for i in range(2)]
     assert results[0]["test_nll"] == results[1]["test_nll"] and results[0]["n_test"] == 8
+    # --eval-draws 3: probabilities averaged over three seeded draws of the lift: deterministic, and not one draw
+    averaged = [evaluate_run(TASK, tmp_path / "a", out_dir=tmp_path / f"d{i}", progress=False,
+                             args={"no_plots": True, "eval_draws": 3}) for i in range(2)]
+    assert averaged[0]["test_nll"] == averaged[1]["test_nll"] and averaged[0]["eval_draws"] == 3
+    assert averaged[0]["test_nll"] != results[0]["test_nll"] and results[0]["eval_draws"] == 1
     settings = results[0]["group_settings"]  # the paper's SE2: alpha 0.05 of the original code, 2 lift samples
     assert settings["lift_samples"] == 2 and settings["metric"] == {"theta": pytest.approx((0.05 / 0.95) ** 2)}
     assert results[0]["group_metric"].startswith("diag(theta=0.00277")
@@ -282,6 +287,7 @@ def test_task_network_equivariance_error(group):
             return LieResNet.forward(self.net, coords, values, mask, stabilizer)
 
     net = _net(group, num_layers=2)
+    assert net.lift_mode == ("stratified" if group == "SE2" else "haar")  # the image network's default lift
     image = torch.from_numpy(_digits(1, 5)[0]).double()[:, None]
     inputs = net.points(image)
     errors = [equivariance_error(OnPoints(net), net.group, inputs, g=_quarter_turn(k)).error for k in (1, 2, 3)]
