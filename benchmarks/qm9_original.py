@@ -173,7 +173,8 @@ def run_one(args, group: str, code: str) -> dict:
            "batch_size": args.batch_size, "lr": args.lr, "warmup_frac": 0.01, "width": args.width,
            "num_layers": args.num_layers, **{k: config["net"][k] for k in ("nbhd", "fill", "lift_samples")},
            "paper_alpha": config["net"]["paper_alpha"], "augment": config["augment"], "recenter": config["recenter"],
-           "model_kw": config["net"]["model_kw"], "seed": args.seed, "threads": args.threads, "device": str(device), "torch": torch.__version__,
+           "model_kw": config["net"]["model_kw"], "seed": args.seed, "threads": args.threads, "device": str(device),
+           "torch": torch.__version__,
            "load_avg_start": round(os.getloadavg()[0], 2), "matmul_gflops": round(matmul_gflops(), 1)}
     wall, cpu, losses = [], [], []
     model.train()

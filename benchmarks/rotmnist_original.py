@@ -114,7 +114,8 @@ def run_ours(args) -> dict:
     tune_malloc()
     torch.set_num_threads(args.threads)
     xtr, ytr, xte, yte = load_data(args.data_dir, args.n_train, args.n_test)
-    row = {"code": "ours", "group": args.groups[0], "model_kw": dict(args.model_kw or []), **context(args.threads)}
+    model_kw = dict(args.model_kw or [])
+    row = {"code": "ours", "group": args.groups[0], "model_kw": model_kw, **context(args.threads)}
     starts: list = []
 
     class Timed(RotMNISTClassification):  # the task's objective, noting when each training step starts
@@ -128,7 +129,7 @@ def run_ours(args) -> dict:
 
     task = TimedTask()
     config = {"task": "rotmnist", "model": "ImgLieResNet", "group": args.groups[0],
-              "group_settings": task.check_group(args.groups[0]), "model_kw": dict(args.model_kw or []), "augment": True,
+              "group_settings": task.check_group(args.groups[0]), "model_kw": model_kw, "augment": True,
               "dtype": "float32", "epochs": 10 ** 6, "max_steps": args.steps, "lr": args.lr,
               "batch_size": args.batch_size, "seed": args.seed, "patience": None,
               "data": {"no_val": True, "train_rows": args.n_train, "test_rows": args.n_test}}
@@ -145,7 +146,8 @@ def run_ours(args) -> dict:
         ev = task.evaluate(model.eval(), config, Splits(None, None, ImageSet(xte, yte)), args.keep or tmp,
                            args={"no_plots": True, "eval_draws": args.eval_draws}, meta=meta, say=lambda text: None)
     row.update(steps=summary["steps"], batch_size=args.batch_size, lr=args.lr, seed=args.seed, n_train=len(ytr),
-               n_test=len(yte), eval_draws=args.eval_draws, test_error_pct=ev["test_error_pct"], test_nll=ev["test_nll"],
+               n_test=len(yte), eval_draws=args.eval_draws, test_error_pct=ev["test_error_pct"],
+               test_nll=ev["test_nll"],
                eval_s=round(time.perf_counter() - t0, 2), device=args.device)
     return row
 

@@ -233,7 +233,7 @@ class LiftMixin:
             skew = (Al + Al.transpose(1, 2)).abs().max() == 0
             axes = torch.stack([Al[:, 2, 1], Al[:, 0, 2], Al[:, 1, 0]], -1)  # (3 generators, 3)
             if skew and abs(float(torch.linalg.det(axes))) > 1e-9:
-                self._frame_cache = {"kind": "space"}
+                self._frame_cache = {"kind": "space", "basis": basis, "axes": axes}
                 return self._frame_cache
         if s["dim"] != 1 or not s["compact"]:
             kind = "compact" if s["compact"] else "non-compact"
@@ -254,15 +254,18 @@ class LiftMixin:
         self._frame_cache = {"kind": "plane", "basis": basis[0], "c1": phi @ P, "c2": -(phi @ Al) / w, "w": w}
         return self._frame_cache
 
-    def _frame_rotations(self, K: int) -> torch.Tensor:
-        """The K fixed rotations R_k (K, 3, 3) float64 of a "space" frame: R_0 = I, then a seeded Haar draw."""
-        cache = self._frame_data().setdefault("rotations", {})
+    def _seeded_stabilizer(self, K: int) -> torch.Tensor:
+        """K fixed stabilizer elements (K, r, r) float64: R_0 = I, then a seeded Haar draw (cached per K)."""
+        cache = self._frame_data().setdefault("seeded", {})
         if K not in cache:
             R = self.sample_stabilizer((K,), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-            R = R[..., :3, :3].clone()
-            R[0] = torch.eye(3, dtype=torch.float64)
+            R[0] = self.identity((), R)
             cache[K] = R
         return cache[K]
+
+    def _frame_rotations(self, K: int) -> torch.Tensor:
+        """The K fixed rotations R_k (K, 3, 3) float64 of a "space" frame: R_0 = I, then a seeded Haar draw."""
+        return self._seeded_stabilizer(K)[..., :3, :3]
 
     def stratified_offsets(self, K: int, dtype=torch.float32, device=None) -> torch.Tensor:
         """K fixed stabilizer elements R_k (K, r, r), R_0 = I, for stratified Haar lifting h_k = h_0 R_k.
@@ -271,28 +274,25 @@ class LiftMixin:
         turns, so h_0 R_0, ..., h_0 R_{K-1} cut the stabilizer into K equal arcs; all rotations of R^3
         (SE3, SO3): a finite subgroup for K <= 4 (turns by 2 pi k / K about e3 for K <= 3, the identity and
         the half turns about e1, e2, e3 for K = 4), else R_0 = I and K - 1 seeded Haar draws.  With h_0 Haar,
-        each h_0 R_k is Haar too (right invariance).  ValueError (one line) for other stabilizers.
+        each h_0 R_k is Haar too (right invariance).  Computed once per K (float64), then cast.
+        ValueError (one line) for other stabilizers.
         """
         fd = self._frame_data()
-        if fd["kind"] == "plane":
-            t = torch.arange(K, dtype=torch.float64) * (2 * math.pi / (K * fd["w"]))
-            return self.exp(t[:, None] * fd["basis"]).to(dtype=dtype, device=device)
-        if K > 4:
-            R = self.sample_stabilizer((K,), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-            R[0] = self.identity((), R)
-            return R.to(dtype=dtype, device=device)
-        # K <= 4: a finite subgroup, so every two samples differ by the same large turn: K <= 3 turns by
-        # 2 pi k / K about e3 (C_K), K = 4 the half turns about e1, e2, e3 (Klein four-group: all pairs pi apart)
-        e = torch.eye(3, dtype=torch.float64)
-        rot = [(e[2], 2 * math.pi * k / K) for k in range(K)] if K <= 3 else [(e[0], 0.0)] + [(e[i], math.pi)
-                                                                                              for i in range(3)]
-        s = self._lift_data()["stabilizer"]
-        basis = torch.tensor(s["basis"], dtype=torch.float64).reshape(s["dim"], self.lie_dim)
-        A = self.hat(basis)
-        A = A[:, :3, :3] if self.action == "affine" else A
-        axes = torch.stack([A[:, 2, 1], A[:, 0, 2], A[:, 1, 0]], -1)  # linear part of generator j = skew(axes[j])
-        coef = torch.stack([torch.linalg.solve(axes.T, angle * n) for n, angle in rot])  # (K, 3)
-        return self.exp(coef @ basis).to(dtype=dtype, device=device)
+        cache = fd.setdefault("stratified", {})
+        if K not in cache:
+            if fd["kind"] == "plane":
+                t = torch.arange(K, dtype=torch.float64) * (2 * math.pi / (K * fd["w"]))
+                cache[K] = self.exp(t[:, None] * fd["basis"])
+            elif K > 4:
+                cache[K] = self._seeded_stabilizer(K)
+            else:  # a finite subgroup, so every two samples differ by the same large turn
+                e = torch.eye(3, dtype=torch.float64)
+                rot = ([(e[2], 2 * math.pi * k / K) for k in range(K)] if K <= 3  # C_K about e3
+                       else [(e[0], 0.0)] + [(e[i], math.pi) for i in range(3)])  # Klein four-group: all pairs pi apart
+                # the linear part of generator j is skew(axes[j]): a turn by angle about n is sum_j c_j generator_j
+                coef = torch.stack([torch.linalg.solve(fd["axes"].T, angle * n) for n, angle in rot])  # (K, 3)
+                cache[K] = self.exp(coef @ fd["basis"])
+        return cache[K].to(dtype=dtype, device=device)
 
     def stabilizer_frame(self, coords: torch.Tensor, mask: torch.Tensor, nsamples: int = 1) -> torch.Tensor:
         """Equivariant stabilizer elements h (bs, n, K, r, r) for `lift(..., stabilizer=h)`.

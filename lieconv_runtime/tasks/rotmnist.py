@@ -400,7 +400,8 @@ class RotMNISTTask(Task):
             "n_train": meta.get("n_train") or (train or {}).get("n_train"),
             "steps": meta.get("steps") if meta.get("steps") is not None else (train or {}).get("steps"),
             "s_per_step": (train or {}).get("s_per_step"),
-            "confusion": confusion.tolist(), "eval_batch_size": bs, "eval_draws": draws, "eval_time_s": round(time.time() - t0, 2),
+            "confusion": confusion.tolist(), "eval_batch_size": bs, "eval_draws": draws,
+            "eval_time_s": round(time.time() - t0, 2),
             "metrics": METRICS, "train": train,
         }
         files = ["summary.json"]
