@@ -332,35 +332,65 @@ class PairGeometry:
         return d2
 
     # --- embeddings -----------------------------------------------------------------------------
+    def _closed_form_log(self) -> bool:
+        """Whether embeddings use the closed-form log (`orthogonal_log_parts`): orthogonal linear
+        parts with one rotation plane, and no gradient to flow to the group elements."""
+        return (self.kind == "orthogonal" and self.m <= 3
+                and not (torch.is_grad_enabled() and self.cloud.g.requires_grad))
+
     def embed(self, i_idx: torch.Tensor, j_idx: torch.Tensor) -> torch.Tensor:
         """[log(u_i^-1 u_j), q_i, q_j] for the requested pairs: (bs, *S, lie_dim + 2 q_dim), 0 if padded.
 
         Orthogonal groups with one rotation plane use the closed-form log (`orthogonal_log_parts`,
         the same values as the group's log to roundoff) unless gradients must flow to the group
-        elements; for (bs, m, 1) queries with (bs, m, k) neighbours, with one GEMM per query.
+        elements; for (bs, m, 1) queries with (bs, m, k) neighbours, see `embed_queries`.
         """
         cl = self.cloud
-        if (self.kind != "orthogonal" or self.m > 3 or (torch.is_grad_enabled() and cl.g.requires_grad)):
-            return self.group.pair_embedding(cl, i_idx, j_idx)
-        bs, n = self.bs, self.n
         shape = torch.broadcast_shapes(i_idx.shape, j_idx.shape)
         k = shape[-1]
         per_query = i_idx.shape == shape[:-1] + (1,) and len(shape) == 3
-        v_rot, v_trans = self._vee_maps()
+        if not self._closed_form_log():
+            return self.group.pair_embedding(cl, i_idx, j_idx)
+        bs, n = self.bs, self.n
         base = n * torch.arange(bs, device=i_idx.device).reshape((bs,) + (1,) * (len(shape) - 1))
         ei = (base + i_idx).expand(shape).reshape(-1)
         ej = (base + j_idx).expand(shape).reshape(-1)
-        if per_query and k > 1:  # one query, k neighbours: per-query GEMMs
-            Rij, u = self._relative_per_query(ei.view(-1, k)[:, 0], ej.view(-1, k))
+        if per_query:
+            emb = self.embed_queries(ei.view(-1, k)[:, 0], ej.view(-1, k))
+            return emb.reshape(shape + emb.shape[-1:])
+        Rij, u = self._relative_pairs(ei, ej)
+        return self._log_embedding(Rij, u, ei, ej).reshape(shape + (-1,))
+
+    def embed_queries(self, qi: torch.Tensor, qj: torch.Tensor) -> torch.Tensor:
+        """Embeddings of queries against their neighbours, by flat element indices b N + i into
+        the batch: qi (Q,), qj (Q, k) -> (Q, k, lie_dim + 2 q_dim), 0 where a member is padded.
+        Closed-form log: one (m, m) GEMM factor per query; otherwise the group's own
+        `pair_embedding`."""
+        cl = self.cloud
+        Q, k = qj.shape
+        if not self._closed_form_log():  # the batch as one cloud: pairs never mix clouds
+            bn = self.bs * self.n
+            flat = cl._replace(**{f: getattr(cl, f).reshape((1, bn) + getattr(cl, f).shape[2:])
+                                  for f in ("coords", "g", "g_inv", "a", "q", "values", "mask")})
+            return self.group.pair_embedding(flat, qi.view(1, Q, 1), qj.view(1, Q, k))[0]
+        if k > 1:
+            Rij, u = self._relative_per_query(qi, qj)
         else:
-            Rij, u = self._relative_pairs(ei, ej)
+            Rij, u = self._relative_pairs(qi, qj.reshape(-1))
+        ei = qi[:, None].expand(Q, k).reshape(-1)
+        return self._log_embedding(Rij, u, ei, qj.reshape(-1)).view(Q, k, -1)
+
+    def _log_embedding(self, Rij: torch.Tensor, u: torch.Tensor | None, ei: torch.Tensor,
+                       ej: torch.Tensor) -> torch.Tensor:
+        """[log, q_i, q_j] (P, D) from the relative parts of the pairs (ei, ej) (P,), 0 if padded."""
+        cl = self.cloud
+        v_rot, v_trans = self._vee_maps()
         omega, v = orthogonal_log_parts(Rij, u)
         a = omega @ v_rot + (0 if v is None else v @ v_trans)
         valid = cl.mask.reshape(-1).index_select(0, ei) & cl.mask.reshape(-1).index_select(0, ej)
         parts = [a]
         if cl.q.shape[-1]:
-            q = cl.q.detach().reshape(bs * n, -1)
+            q = cl.q.detach().reshape(self.bs * self.n, -1)
             parts += [q.index_select(0, ei), q.index_select(0, ej)]
         emb = torch.cat(parts, -1) if len(parts) > 1 else a
-        emb = torch.where(valid[:, None], emb, torch.zeros((), dtype=emb.dtype, device=emb.device))
-        return emb.reshape(shape + emb.shape[-1:])
+        return torch.where(valid[:, None], emb, torch.zeros((), dtype=emb.dtype, device=emb.device))

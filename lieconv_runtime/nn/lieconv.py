@@ -194,7 +194,10 @@ class KernelMLP(nn.Module):
         var = ((lin.weight @ cov) * lin.weight).sum(1)  # (hidden,)
         scale = bn.weight * torch.rsqrt(var + bn.eps)
         bn.update_running(lin.weight @ mean + lin.bias, var, torch.tensor(float(n), dtype=var.dtype))
-        return F.linear(xc, lin.weight * scale[:, None], bn.bias)
+        # addmm with the (d_in, hidden) weight stored contiguously: autograd then forms the weight's
+        # gradient as xc^T g, (d_in, P) @ (P, hidden), 2-5x faster on CPU for d_in <= 6 than the
+        # (hidden, P) @ (P, d_in) it forms for F.linear's transposed view (the same values)
+        return torch.addmm(bn.bias, xc, (lin.weight * scale[:, None]).t().contiguous())
 
     def weighted_pre_activation(self, x: torch.Tensor, counts: torch.Tensor, activate: bool,
                                 dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -367,23 +370,26 @@ class LieConv(nn.Module):
         all_neighbours = k == values.shape[1] and idx.stride(-1) == 1 and idx.stride(0) == 0 and idx.stride(1) == 0
         shared = (cache is not None and all_neighbours and m == k and qidx.stride(0) == 0
                   and qidx.stride(-1) == 1)  # every element is a query too: the same pairs in every block
+        reduced = autocasting(values)  # mixed precision: plain torch ops only (autocast casts them)
+        live_only = not reduced and (not all_neighbours or not bool(valid.any(-1).all()))  # gathered, or padded
         hit = cache.get("dense") if shared else None
         if hit is not None and hit[0] is geometry.cloud.g:
             emb = hit[1]
+        elif live_only and not shared:
+            emb = None  # embedded for the live queries only (_contract_live_queries)
         else:
             with exact_geometry(idx):
                 emb = geometry.embed(qidx[:, :, None], idx)  # (bs, m, k, D), never in reduced precision
             if shared:
                 cache["dense"] = (geometry.cloud.g, emb)
-        reduced = autocasting(values)  # mixed precision: plain torch ops only (autocast casts them)
         small_dense = all_neighbours and (bs * m * k < LEAN_MIN_ROWS or reduced)  # plain ops are faster
         if reduced and not all_neighbours:  # gather, then contract (what silu_contract does in chunks)
             pre = self.kernel(emb, valid)  # (bs, m, k, kc), 0 where invalid
             gathered = values.gather(1, idx.reshape(bs, m * k, 1).expand(-1, -1, values.shape[-1]))
             pooled = torch.einsum("bmkw,bmkc->bmwc", pre, gathered.reshape(bs, m, k, -1))
             out = F.linear(pooled.reshape(bs, m, -1), self.linear.weight)
-        elif not reduced and (not all_neighbours or not bool(valid.any(-1).all())):  # gathered, or padding to skip
-            out = self._contract_live_queries(emb, values, idx, valid)
+        elif live_only:
+            out = self._contract_live_queries(geometry, qidx, emb, values, idx, valid)
         elif small_dense:  # every element a neighbour (idx = arange), no gathering; the output map first
             out = self.kernel(emb, valid).reshape(bs, m, -1) @ self._weighted_values(values)
         else:  # the same from the kernel's pre-activation (silu(0) = 0 where invalid), memory-lean
@@ -393,21 +399,29 @@ class LieConv(nn.Module):
             out = out / valid.sum(-1, keepdim=True).clamp_min(1).to(out.dtype)
         return out + self.linear.bias
 
-    def _contract_live_queries(self, emb: torch.Tensor, values: torch.Tensor, idx: torch.Tensor,
-                               valid: torch.Tensor) -> torch.Tensor:
+    def _contract_live_queries(self, geometry: PairGeometry, qidx: torch.Tensor, emb: torch.Tensor | None,
+                               values: torch.Tensor, idx: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """The sum over chosen neighbours, computed for the queries with at least one valid
         neighbour only (padded queries of a batch of clouds of different sizes have none): emb
-        (bs, m, k, D), values (bs, N, c_in), idx and valid (bs, m, k) -> (bs, m, c_out) without the
-        bias, 0 at the other queries.  The kernel MLP sees the same valid pairs in the same order."""
+        (bs, m, k, D) (None: embedded here, for those queries only), values (bs, N, c_in), qidx
+        (bs, m), idx and valid (bs, m, k) -> (bs, m, c_out) without the bias, 0 at the other
+        queries.  The kernel MLP sees the same valid pairs in the same order."""
         bs, m, k = idx.shape
         n = values.shape[1]
-        rows = (idx + n * torch.arange(bs, device=idx.device)[:, None, None]).reshape(bs * m, k)
+        base = n * torch.arange(bs, device=idx.device)[:, None]
+        rows = (idx + base[:, :, None]).reshape(bs * m, k)
         valid = valid.reshape(bs * m, k)
-        emb = emb.reshape(bs * m, k, -1)
         live = valid.any(1)
         sel = None if bool(live.all()) else live.nonzero()[:, 0]
         if sel is not None:
-            rows, valid, emb = rows.index_select(0, sel), valid.index_select(0, sel), emb.index_select(0, sel)
+            rows, valid = rows.index_select(0, sel), valid.index_select(0, sel)
+        if emb is None:
+            queries = (qidx + base).reshape(-1)
+            with exact_geometry(idx):
+                emb = geometry.embed_queries(queries if sel is None else queries.index_select(0, sel), rows)
+        else:
+            emb = emb.reshape(bs * m, k, -1)
+            emb = emb if sel is None else emb.index_select(0, sel)
         pre = self.kernel(emb, valid, activate=False)  # (Q, k, kc), 0 where invalid (silu(0) = 0)
         out = silu_contract(pre, values.reshape(bs * n, -1), rows, self.linear.weight)
         if sel is not None:

@@ -45,16 +45,28 @@ class PointwiseNorm(nn.Module):
         return cloud._replace(values=self.act(self.norm(x, cloud.mask)))
 
 
-def pointwise(modules: nn.Module, cloud: Lifted) -> Lifted:
-    """Pointwise modules (norms, linear maps) on the valid entries only: a batch of clouds of
-    different sizes is packed first (QM9 pads about a third), and padded entries are 0 after."""
+def _add_residual(y: torch.Tensor, res: torch.Tensor | None) -> torch.Tensor:
+    """y (..., c_out) with res (..., c_in) added to its first c_in channels (c_in <= c_out)."""
+    if res is None:
+        return y
+    c = res.shape[-1]
+    return y + res if y.shape[-1] == c else torch.cat([y[..., :c] + res, y[..., c:]], -1)
+
+
+def pointwise(modules: nn.Module, cloud: Lifted, residual: torch.Tensor | None = None) -> Lifted:
+    """Pointwise modules (norms, linear maps) on the valid entries only, then `residual` (bs, n,
+    c_in) added to the first c_in output channels: a batch of clouds of different sizes is packed
+    first (QM9 pads about a third), and padded entries are 0 after."""
     mask = cloud.mask
     if bool(mask.all()):
-        return modules(cloud)
+        out = modules(cloud)
+        return out._replace(values=_add_residual(out.values, residual))
     sel = mask.reshape(-1).nonzero()[:, 0]
-    x = cloud.values.reshape(-1, cloud.values.shape[-1]).index_select(0, sel)
+    pack = lambda t: t.reshape(-1, t.shape[-1]).index_select(0, sel)  # noqa: E731
+    x = pack(cloud.values)
     y = modules(cloud._replace(values=x[None], mask=torch.ones(1, x.shape[0], dtype=torch.bool,
                                                                  device=mask.device))).values[0]
+    y = _add_residual(y, None if residual is None else pack(residual))
     out = y.new_zeros(mask.numel(), y.shape[-1]).index_copy(0, sel, y)
     return cloud._replace(values=out.view(mask.shape + (y.shape[-1],)))
 
@@ -77,13 +89,8 @@ class BottleBlock(nn.Module):
 
     def forward(self, cloud: Lifted, cache: dict | None = None) -> Lifted:
         query = self.conv.subsample(cloud)
-        out = pointwise(self.post, self.conv(pointwise(self.pre, cloud), query, cache))
         res = cloud.values if query is None else gather_points(cloud.values, query[0])
-        values = out.values[..., :self.c_in] + res
-        if out.values.shape[-1] > self.c_in:
-            values = torch.cat([values, out.values[..., self.c_in:]], -1)
-        values = torch.where(out.mask[..., None], values, torch.zeros((), dtype=values.dtype, device=values.device))
-        return out._replace(values=values)
+        return pointwise(self.post, self.conv(pointwise(self.pre, cloud), query, cache), residual=res)
 
 
 def _per_layer(x, n: int, name: str) -> list:

@@ -80,6 +80,10 @@ def test_embeddings_match_group(name, dtype):
     j = torch.randint(0, N, (bs, N, 5), generator=torch.Generator().manual_seed(1))
     tol = 1e-12 if dtype == torch.float64 else 2e-5
     assert float((geo.embed(i, j) - G.pair_embedding(L, i, j)).abs().max()) <= tol * 10
+    # by flat element indices into the batch (what layers use for the queries they keep): the same
+    base = N * torch.arange(bs)[:, None]
+    flat = geo.embed_queries((i[..., 0] + base).reshape(-1), (j + base[:, :, None]).reshape(-1, 5))
+    assert torch.equal(flat.view(bs, N, 5, -1), geo.embed(i, j))
 
 
 @pytest.mark.parametrize("name", ["SE2", "SE3", "SO3"])
