@@ -10,7 +10,8 @@ A cloud flowing through the network is a `Lifted` (lieconv_runtime.lift) whose `
 3. embeds only the chosen pairs, a_ij = [log(u_i^-1 u_j), q_i, q_j] (bs, m, nbhd, D),
 4. applies the PointConv trick: an MLP (swish) maps a_ij to `kernel_channels` channels, which are
    contracted with the neighbour values, then one linear map to c_out (memory-lean for large
-   pair counts: lieconv_runtime.nn.lean).
+   pair counts: lieconv_runtime.nn.lean; padded clouds whose elements all neighbour each other
+   are contracted cloud by cloud, grouped by size).
 
 The ball radius r is a buffer adapted in training mode (r += coeff (fill - observed fill), the
 paper's scheme) and frozen in eval mode or inside `frozen_radius(model)` (use it around ODE
@@ -355,13 +356,17 @@ class LieConv(nn.Module):
         out = torch.where(out_cloud.mask[..., None], out, torch.zeros((), dtype=out.dtype, device=out.device))
         return out_cloud._replace(values=out)
 
+    def _output_map_weight(self) -> torch.Tensor:
+        """The output map's weight W (c_out, kc c_in) as (c_in, kc c_out): entry [c, w c_out + o] =
+        W[o, w c_in + c]."""
+        kc = self.linear.weight.shape[1] // self.c_in
+        return self.linear.weight.view(self.c_out, kc, self.c_in).permute(2, 1, 0).reshape(self.c_in, kc * self.c_out)
+
     def _weighted_values(self, values: torch.Tensor) -> torch.Tensor:
         """values (bs, n, c_in) -> (bs, n kc, c_out): the output map applied to each neighbour's
         values per kernel channel, V[b, j kc + w, o] = sum_c W[o, w c_in + c] values[b, j, c]."""
         bs, n, c_in = values.shape
-        kc = self.linear.weight.shape[1] // c_in
-        w = self.linear.weight.view(self.c_out, kc, c_in).permute(2, 1, 0).reshape(c_in, kc * self.c_out)
-        return (values.reshape(bs * n, c_in) @ w).view(bs, n * kc, self.c_out)
+        return (values.reshape(bs * n, c_in) @ self._output_map_weight()).view(bs, -1, self.c_out)
 
     def convolve(self, geometry: PairGeometry, values: torch.Tensor, qidx: torch.Tensor, idx: torch.Tensor,
                  valid: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
@@ -388,6 +393,8 @@ class LieConv(nn.Module):
             gathered = values.gather(1, idx.reshape(bs, m * k, 1).expand(-1, -1, values.shape[-1]))
             pooled = torch.einsum("bmkw,bmkc->bmwc", pre, gathered.reshape(bs, m, k, -1))
             out = F.linear(pooled.reshape(bs, m, -1), self.linear.weight)
+        elif live_only and shared:  # padded clouds, every valid element a neighbour of every other
+            out = self._contract_by_size(geometry.cloud.mask, emb, values, cache)
         elif live_only:
             out = self._contract_live_queries(geometry, qidx, emb, values, idx, valid)
         elif small_dense:  # every element a neighbour (idx = arange), no gathering; the output map first
@@ -398,6 +405,57 @@ class LieConv(nn.Module):
         if self.mean:
             out = out / valid.sum(-1, keepdim=True).clamp_min(1).to(out.dtype)
         return out + self.linear.bias
+
+    def _contract_by_size(self, mask: torch.Tensor, emb: torch.Tensor, values: torch.Tensor,
+                          cache: dict) -> torch.Tensor:
+        """Every valid element a query and a neighbour of every valid element of its cloud, clouds
+        padded (a batch of molecules): mask (bs, N), emb (bs, N, N, D), values (bs, N, c_in) ->
+        (bs, N, c_out) without the bias, 0 at padded queries.
+
+        Clouds with the same number s of valid elements are contracted together, densely, with no
+        padded neighbour slots and no per-query gather of neighbour values: below LEAN_MIN_ROWS
+        pairs the output map first (values (E, c_in) -> (E, kc c_out) for the E valid elements,
+        then one batched GEMM (clouds, s, s kc) @ (clouds, s kc, c_out) per size), else memory-lean
+        (`silu_contract_dense` per size, then the output map on all valid queries).  The kernel
+        MLP runs once on all valid pairs (its batch norms see exactly those).  The grouping and the
+        pairs' embeddings are shared by the blocks of one forward pass (`cache`)."""
+        bs, n = mask.shape
+        hit = cache.get("by_size")
+        if hit is None or hit[0] is not emb:
+            counts = mask.sum(1)
+            groups = []  # (flat element indices (clouds, s), s) per size s
+            for size in torch.unique(counts).tolist():
+                if size == 0:
+                    continue
+                clouds = (counts == size).nonzero()[:, 0]
+                pos = mask.index_select(0, clouds).nonzero()[:, 1].view(-1, size)
+                groups.append((clouds[:, None] * n + pos, size))
+            pair_rows = [((e // n)[:, :, None] * n * n + (e % n)[:, :, None] * n + (e % n)[:, None, :]).reshape(-1)
+                         for e, _ in groups]
+            x = emb.reshape(bs * n * n, -1).index_select(0, torch.cat(pair_rows))  # (valid pairs, D)
+            hit = (emb, groups, torch.cat([e.reshape(-1) for e, _ in groups]), x)
+            cache["by_size"] = hit
+        _, groups, elements, x = hit
+        lean = x.shape[0] >= LEAN_MIN_ROWS
+        pre = self.kernel(x, torch.ones(x.shape[0], dtype=torch.bool, device=x.device), activate=not lean)
+        live_values = values.reshape(bs * n, -1).index_select(0, elements)  # (E, c_in), in group order
+        if not lean:
+            vw = (live_values @ self._output_map_weight()).view(-1, self.c_out)  # (E kc, c_out)
+        # split, not slices: backward concatenates the pieces' gradients once
+        pres = pre.split([e.numel() * size for e, size in groups])
+        if lean:
+            vals = live_values.split([e.numel() for e, _ in groups])
+            parts = [silu_contract_dense(y.view(e.shape[0], size, size, -1), v.view(e.shape[0], size, -1))
+                     for (e, size), y, v in zip(groups, pres, vals)]
+        else:
+            kc = pre.shape[-1]
+            vws = vw.split([e.numel() * kc for e, _ in groups])
+            parts = [torch.bmm(y.view(e.shape[0], size, size * kc), v.view(e.shape[0], size * kc, -1))
+                     for (e, size), y, v in zip(groups, pres, vws)]
+        out = torch.cat([part.reshape(e.numel(), -1) for (e, _), part in zip(groups, parts)])
+        if lean:
+            out = F.linear(out, self.linear.weight)
+        return out.new_zeros(bs * n, out.shape[1]).index_copy(0, elements, out).view(bs, n, -1)
 
     def _contract_live_queries(self, geometry: PairGeometry, qidx: torch.Tensor, emb: torch.Tensor | None,
                                values: torch.Tensor, idx: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

@@ -441,36 +441,45 @@ def test_kernel_mlp_folded_first_batch_norm_equals_plain_modules(dtype, lean, us
 
 
 @pytest.mark.parametrize("padded", [False, True], ids=["all_valid", "padded"])
-def test_dense_convolution_is_the_paper_formula(dtype, padded, monkeypatch):
+@pytest.mark.parametrize("shared", [False, True], ids=["alone", "in_network"])
+def test_dense_convolution_is_the_paper_formula(dtype, padded, shared, monkeypatch):
     """Every element a neighbour (fill 1, no nbhd limit): h_i = W vec((1/n_i) sum_j k(a_ij) f_j^T) + b
     with a_ij = x_j - x_i (T3), computed by einsum from the layer's own kernel (eval mode), for the
     small path (output map first) and the memory-lean one; and in training mode the two paths
-    agree in values and gradients (batch statistics, fused native batch norm on the small path)."""
-    G, cl = cloud("T3", bs=2, n=11, dtype=dtype, pad_from=7 if padded else None)
-    values = torch.randn(2, 11, 5, dtype=dtype)
+    agree in values and gradients (batch statistics, fused native batch norm on the small path).
+    In a network (a forward-pass cache), padded clouds of different sizes are contracted size by
+    size (`_contract_by_size`): the same formula."""
+    G, cl = cloud("T3", bs=4, n=11, dtype=dtype, pad_from=7 if padded else None)
+    if padded:  # clouds of 7, 7, 4 and 0 valid elements: two sizes, and an empty cloud
+        cl = cl._replace(mask=cl.mask & (torch.arange(11) < torch.tensor([7, 7, 4, 0])[:, None]))
+    values = torch.randn(4, 11, 5, dtype=dtype)
     cl = cl._replace(values=torch.where(cl.mask[..., None], values, torch.zeros((), dtype=dtype)))
     layer = LieConv(5, 7, G, nbhd=None, fill=1.0).to(dtype)
-    layer.train()(cl)  # one step: running statistics away from (0, 1)
+    cache = (lambda: {}) if shared else (lambda: None)  # noqa: E731
+    calls = []
+    by_size = LieConv._contract_by_size
+    monkeypatch.setattr(LieConv, "_contract_by_size", lambda self, *a: calls.append(1) or by_size(self, *a))
+    layer.train()(cl, cache=cache())  # one step: running statistics away from (0, 1)
     layer.eval()
     x = torch.where(cl.mask[..., None], cl.coords, torch.zeros((), dtype=dtype))
     emb = x[:, None, :, :] - x[:, :, None, :]  # (bs, i, j, 3): log(u_i^-1 u_j) = x_j - x_i
-    kern = layer.kernel.mlp(emb.reshape(-1, 3)).reshape(2, 11, 11, -1)
+    kern = layer.kernel.mlp(emb.reshape(-1, 3)).reshape(4, 11, 11, -1)
     pair = cl.mask[:, :, None] & cl.mask[:, None, :]
     kern = kern * pair[..., None]
     partial = torch.einsum("bijw,bjc->biwc", kern, cl.values) / pair.sum(-1).clamp_min(1)[..., None, None]
-    want = partial.reshape(2, 11, -1) @ layer.linear.weight.t() + layer.linear.bias
+    want = partial.reshape(4, 11, -1) @ layer.linear.weight.t() + layer.linear.bias
     tol = 1e-12 if dtype == torch.float64 else 2e-5
     outs = {}
     for lean in (False, True):
         monkeypatch.setattr("lieconv_runtime.nn.lieconv.LEAN_MIN_ROWS", 0 if lean else 10**9)
-        got = layer(cl).values
+        got = layer(cl, cache=cache()).values
         assert (got - want)[cl.mask].abs().max() <= tol * (1 + want.abs().max()), f"lean={lean}"
         layer.train()
         for m in layer.modules():
             if isinstance(m, MaskedBatchNorm):
                 m.num_batches_tracked.zero_()
         vals = cl.values.clone().requires_grad_()
-        out = layer(cl._replace(values=vals)).values
+        out = layer(cl._replace(values=vals), cache=cache()).values
         outs[lean] = (out, *torch.autograd.grad(out.pow(2).sum(), [vals, *layer.parameters()], allow_unused=True))
         layer.eval()
     for a, b in zip(outs[False], outs[True]):
@@ -478,6 +487,7 @@ def test_dense_convolution_is_the_paper_formula(dtype, padded, monkeypatch):
             assert a is None and b is None or float((a if a is not None else b).abs().max()) <= 1e3 * tol
             continue
         assert (a - b).abs().max() <= 50 * tol * (1 + b.abs().max())
+    assert bool(calls) == (shared and padded)
 
 
 # --- repeated kernel inputs -----------------------------------------------------------------------
