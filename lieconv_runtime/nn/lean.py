@@ -29,7 +29,7 @@ from lieconv_runtime import native
 from lieconv_runtime.nn.fused import fused_available
 from lieconv_runtime.perf import chunk_scale
 
-__all__ = ["bn_silu_linear", "silu_contract", "silu_contract_dense", "silu_linear"]
+__all__ = ["bn_silu_linear", "contract_by_size", "silu_contract", "silu_contract_dense", "silu_linear"]
 
 _CHUNK_ROWS = 16384  # pairs per chunk of the contraction: a few MB of temporaries
 #: the contraction keeps its (Q, w, c) result for the weight's gradient up to this size (else
@@ -266,3 +266,57 @@ def silu_contract_dense(y: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     """Every element a neighbour: sum_j silu(y[b, i, j, :])^T values[b, j, :]: y (bs, m, n, w),
     values (bs, n, c) -> (bs, m * w, c).  Saves y only."""
     return _SiluContractDense.apply(y, values)
+
+
+class _ContractBySize(Function):
+    @staticmethod
+    def forward(ctx, kern, vw, sizes):
+        kc, c = kern.shape[1], vw.shape[1]
+        out = kern.new_empty(sum(n * s for n, s in sizes), c)
+        p0 = e0 = 0
+        for n, s in sizes:  # one batched GEMM per size, written into its rows of out
+            torch.bmm(kern[p0:p0 + n * s * s].view(n, s, s * kc), vw[e0 * kc:(e0 + n * s) * kc].view(n, s * kc, c),
+                      out=out[e0:e0 + n * s].view(n, s, c))
+            p0, e0 = p0 + n * s * s, e0 + n * s
+        ctx.save_for_backward(kern, vw)
+        ctx.sizes = sizes
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        kern, vw = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: differentiable ops
+            return (*torch.autograd.grad(_ContractBySize.plain(kern, vw, ctx.sizes), (kern, vw), grad,
+                                         create_graph=True), None)
+        kc, c = kern.shape[1], vw.shape[1]
+        gk = torch.empty_like(kern) if ctx.needs_input_grad[0] else None
+        gv = torch.empty_like(vw) if ctx.needs_input_grad[1] else None
+        p0 = e0 = 0
+        for n, s in ctx.sizes:  # each piece's gradients straight into its rows: no concatenation
+            k = kern[p0:p0 + n * s * s].view(n, s, s * kc)
+            v = vw[e0 * kc:(e0 + n * s) * kc].view(n, s * kc, c)
+            g = grad[e0:e0 + n * s].view(n, s, c)
+            if gk is not None:
+                torch.bmm(g, v.transpose(1, 2), out=gk[p0:p0 + n * s * s].view(n, s, s * kc))
+            if gv is not None:
+                torch.bmm(k.transpose(1, 2), g, out=gv[e0 * kc:(e0 + n * s) * kc].view(n, s * kc, c))
+            p0, e0 = p0 + n * s * s, e0 + n * s
+        return gk, gv, None
+
+    @staticmethod
+    def plain(kern, vw, sizes):
+        kc = kern.shape[1]
+        ks = kern.split([n * s * s for n, s in sizes])
+        vs = vw.split([n * s * kc for n, s in sizes])
+        return torch.cat([torch.bmm(k.view(n, s, s * kc), v.view(n, s * kc, -1)).view(n * s, -1)
+                          for (n, s), k, v in zip(sizes, ks, vs)])
+
+
+def contract_by_size(kern: torch.Tensor, vw: torch.Tensor, sizes: list) -> torch.Tensor:
+    """Clouds whose elements all neighbour each other, grouped by size, output map first: for
+    sizes [(n, s), ...] (n clouds of s elements each, in order), kern (sum n s^2, kc) holds the
+    kernel rows (cloud, query, neighbour) and vw (sum n s kc, c) the mapped values (element,
+    channel): returns (sum n s, c), row (cloud, query) = sum over neighbours j and channels w of
+    kern[(cloud, query, j), w] vw[(j, w)].  One batched GEMM per size, forward and backward,
+    written into preallocated rows (no concatenation, no zero-filled gradient per piece)."""
+    return _ContractBySize.apply(kern, vw, [(int(n), int(s)) for n, s in sizes])

@@ -32,7 +32,7 @@ from torch.nn import functional as F
 from lieconv_runtime.lift import Lifted
 from lieconv_runtime.nn.fused import bn_act, fused_available
 from lieconv_runtime.nn.geometry import PairGeometry
-from lieconv_runtime.nn.lean import bn_silu_linear, silu_contract, silu_contract_dense, silu_linear
+from lieconv_runtime.nn.lean import bn_silu_linear, contract_by_size, silu_contract, silu_contract_dense, silu_linear
 from lieconv_runtime.nn.norm import MaskedBatchNorm
 from lieconv_runtime.nn.sampling import farthest_point_sample, row_keys, select_neighbours
 
@@ -441,20 +441,14 @@ class LieConv(nn.Module):
         live_values = values.reshape(bs * n, -1).index_select(0, elements)  # (E, c_in), in group order
         if not lean:
             vw = (live_values @ self._output_map_weight()).view(-1, self.c_out)  # (E kc, c_out)
-        # split, not slices: backward concatenates the pieces' gradients once
-        pres = pre.split([e.numel() * size for e, size in groups])
-        if lean:
+        if lean:  # split, not slices: backward concatenates the pieces' gradients once
+            pres = pre.split([e.numel() * size for e, size in groups])
             vals = live_values.split([e.numel() for e, _ in groups])
-            parts = [silu_contract_dense(y.view(e.shape[0], size, size, -1), v.view(e.shape[0], size, -1))
-                     for (e, size), y, v in zip(groups, pres, vals)]
+            out = F.linear(torch.cat([silu_contract_dense(y.view(e.shape[0], size, size, -1),
+                                                          v.view(e.shape[0], size, -1)).reshape(e.numel(), -1)
+                                      for (e, size), y, v in zip(groups, pres, vals)]), self.linear.weight)
         else:
-            kc = pre.shape[-1]
-            vws = vw.split([e.numel() * kc for e, _ in groups])
-            parts = [torch.bmm(y.view(e.shape[0], size, size * kc), v.view(e.shape[0], size * kc, -1))
-                     for (e, size), y, v in zip(groups, pres, vws)]
-        out = torch.cat([part.reshape(e.numel(), -1) for (e, _), part in zip(groups, parts)])
-        if lean:
-            out = F.linear(out, self.linear.weight)
+            out = contract_by_size(pre, vw, [(e.shape[0], size) for e, size in groups])
         return out.new_zeros(bs * n, out.shape[1]).index_copy(0, elements, out).view(bs, n, -1)
 
     def _contract_live_queries(self, geometry: PairGeometry, qidx: torch.Tensor, emb: torch.Tensor | None,

@@ -9,7 +9,7 @@ from torch.autograd import gradcheck, gradgradcheck
 from torch.nn import functional as F
 
 from lieconv_runtime.nn import MaskedBatchNorm
-from lieconv_runtime.nn.lean import bn_silu_linear, silu_contract, silu_contract_dense, silu_linear
+from lieconv_runtime.nn.lean import bn_silu_linear, contract_by_size, silu_contract, silu_contract_dense, silu_linear
 
 
 
@@ -120,3 +120,28 @@ def test_silu_contract_dense(dtype):
     if dtype == torch.float64:
         assert gradcheck(silu_contract_dense, (y, values))
         assert gradgradcheck(silu_contract_dense, (y, values))
+
+
+def test_contract_by_size(dtype):
+    """Clouds grouped by size (2 clouds of 3 elements, 1 of 5, 3 of 1): each query's row is the sum
+    over its cloud's elements j and channels w of kern[(query, j), w] vw[(j, w)], as a loop over
+    the clouds computes it; gradients and second derivatives those of the plain ops."""
+    sizes = [(2, 3), (1, 5), (3, 1)]
+    kc, c = 4, 6
+    kern = _data(dtype, sum(n * s * s for n, s in sizes), kc)
+    vw = _data(dtype, sum(n * s for n, s in sizes) * kc, c, seed=1)
+
+    def plain(kern, vw):
+        rows, p0, e0 = [], 0, 0
+        for n, s in sizes:
+            for _ in range(n):
+                k = kern[p0:p0 + s * s].view(s, s, kc)
+                v = vw[e0 * kc:(e0 + s) * kc].view(s, kc, c)
+                rows.append(torch.einsum("ijw,jwc->ic", k, v))
+                p0, e0 = p0 + s * s, e0 + s
+        return torch.cat(rows)
+
+    _compare(lambda k, v: contract_by_size(k, v, sizes), plain, (kern, vw), dtype)
+    if dtype == torch.float64:
+        assert gradcheck(lambda k, v: contract_by_size(k, v, sizes), (kern, vw))
+        assert gradgradcheck(lambda k, v: contract_by_size(k, v, sizes), (kern, vw))
