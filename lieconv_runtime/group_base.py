@@ -460,11 +460,12 @@ class GeneratedGroup(LiftMixin):
         return f"{body} [{self.metric_source}]"
 
     def original_weighting(self, alpha: float) -> dict:
-        """The metric that weighs this group's distance as the original LieConv code's alpha did:
-        it computed alpha |rotation part| + (1 - alpha) |the rest| (SE2, SE3, SO2, RxSO2, Sim2), so
-        here rotation generators (antisymmetric linear part, no translation) get weight
+        """The metric with the relative weights of the original LieConv code's alpha: it computed
+        alpha |rotation part| + (1 - alpha) |the rest| (SE2, SE3, SO2, RxSO2, Sim2), so here
+        rotation generators (antisymmetric linear part, no translation) get weight
         (alpha / (1 - alpha))^2 and every other generator 1 (e.g. SE2 at the paper's alpha = 0.05:
-        {"theta": 0.00277}).  Pass it as ``load_group(name, metric=...)``."""
+        {"theta": 0.00277}); the two parts then add in quadrature, where the original added their
+        norms (docs/spec.md).  Pass it as ``load_group(name, metric=...)``."""
         if not 0 < alpha < 1:
             raise ValueError(f"{self.name}: the original's alpha must be in (0, 1), got {alpha}")
         m = self.space_dim if self.action == "affine" else self.rep_dim
