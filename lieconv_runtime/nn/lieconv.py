@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -36,8 +37,8 @@ from lieconv_runtime.nn.lean import bn_silu_linear, contract_by_size, silu_contr
 from lieconv_runtime.nn.norm import MaskedBatchNorm
 from lieconv_runtime.nn.sampling import farthest_point_sample, row_keys, select_neighbours
 
-__all__ = ["KernelMLP", "LieConv", "exact_geometry", "frozen_radius", "gather_points", "reset_rngs", "set_stream",
-           "stream_generator", "stream_seed", "subsample_cloud"]
+__all__ = ["KernelMLP", "LieConv", "SizeGroups", "exact_geometry", "frozen_radius", "gather_points", "reset_rngs",
+           "set_stream", "size_groups", "stream_generator", "stream_seed", "subsample_cloud"]
 
 
 def autocasting(ref: torch.Tensor) -> bool:
@@ -73,6 +74,38 @@ def subsample_cloud(cloud: Lifted, idx: torch.Tensor, mask: torch.Tensor) -> Lif
     pick = lambda t: gather_points(t, idx)  # noqa: E731
     return cloud._replace(coords=pick(cloud.coords), g=pick(cloud.g), g_inv=pick(cloud.g_inv), a=pick(cloud.a),
                           q=pick(cloud.q), values=pick(cloud.values), mask=mask & pick(cloud.mask))
+
+
+class SizeGroups(NamedTuple):
+    """The valid elements of a padded batch grouped by their cloud's size (`size_groups`):
+    groups [(flat element indices (clouds, s), s), ...] by increasing s; elements (E,) their
+    concatenation (the packed order); sizes (E,) each element's cloud size."""
+    groups: list
+    elements: torch.Tensor
+    sizes: torch.Tensor
+
+
+def size_groups(mask: torch.Tensor, cache: dict | None = None) -> SizeGroups:
+    """Valid elements of mask (bs, N) grouped by cloud size; kept in `cache` for this mask."""
+    hit = None if cache is None else cache.get("size_groups")
+    if hit is not None and hit[0] is mask:
+        return hit[1]
+    n = mask.shape[1]
+    counts = mask.sum(1)
+    groups = []
+    for size in torch.unique(counts).tolist():
+        if size == 0:
+            continue
+        clouds = (counts == size).nonzero()[:, 0]
+        pos = mask.index_select(0, clouds).nonzero()[:, 1].view(-1, size)
+        groups.append((clouds[:, None] * n + pos, size))
+    empty = torch.zeros(0, dtype=torch.long, device=mask.device)
+    elements = torch.cat([e.reshape(-1) for e, _ in groups]) if groups else empty
+    sizes = torch.cat([torch.full((e.numel(),), s, device=mask.device) for e, s in groups]) if groups else empty
+    sg = SizeGroups(groups, elements, sizes)
+    if cache is not None:
+        cache["size_groups"] = (mask, sg)
+    return sg
 
 
 #: kernel inputs of at least this many rows are checked for repeats (a grid's pairs repeat a few
@@ -410,46 +443,67 @@ class LieConv(nn.Module):
                           cache: dict) -> torch.Tensor:
         """Every valid element a query and a neighbour of every valid element of its cloud, clouds
         padded (a batch of molecules): mask (bs, N), emb (bs, N, N, D), values (bs, N, c_in) ->
-        (bs, N, c_out) without the bias, 0 at padded queries.
+        (bs, N, c_out) without the bias, 0 at padded queries: `contract_packed` on the valid
+        elements, packed in and out."""
+        bs, n = mask.shape
+        sg = size_groups(mask, cache)
+        out = self.contract_packed(sg, emb, values.reshape(bs * n, -1).index_select(0, sg.elements), cache)
+        return out.new_zeros(bs * n, out.shape[1]).index_copy(0, sg.elements, out).view(bs, n, -1)
+
+    def contract_packed(self, sg: "SizeGroups", emb: torch.Tensor, values: torch.Tensor, cache: dict) -> torch.Tensor:
+        """The convolution sum of packed values (E, c_in) (the valid elements in the order of
+        `sg`, see `size_groups`) when every valid element is a query and a neighbour of every valid
+        element of its cloud: emb (bs, N, N, D) -> (E, c_out), without the bias and the 1/n_i.
 
         Clouds with the same number s of valid elements are contracted together, densely, with no
         padded neighbour slots and no per-query gather of neighbour values: below LEAN_MIN_ROWS
-        pairs the output map first (values (E, c_in) -> (E, kc c_out) for the E valid elements,
-        then one batched GEMM (clouds, s, s kc) @ (clouds, s kc, c_out) per size), else memory-lean
-        (`silu_contract_dense` per size, then the output map on all valid queries).  The kernel
-        MLP runs once on all valid pairs (its batch norms see exactly those).  The grouping and the
-        pairs' embeddings are shared by the blocks of one forward pass (`cache`)."""
-        bs, n = mask.shape
-        hit = cache.get("by_size")
+        pairs the output map first (values -> (E, kc c_out), then one batched GEMM (clouds, s,
+        s kc) @ (clouds, s kc, c_out) per size, `contract_by_size`), else memory-lean
+        (`silu_contract_dense` per size, then the output map).  The kernel MLP runs once on all
+        valid pairs (its batch norms see exactly those); their embeddings are gathered once per
+        forward pass (`cache`)."""
+        groups = sg.groups
+        hit = cache.get("size_pairs")
         if hit is None or hit[0] is not emb:
-            counts = mask.sum(1)
-            groups = []  # (flat element indices (clouds, s), s) per size s
-            for size in torch.unique(counts).tolist():
-                if size == 0:
-                    continue
-                clouds = (counts == size).nonzero()[:, 0]
-                pos = mask.index_select(0, clouds).nonzero()[:, 1].view(-1, size)
-                groups.append((clouds[:, None] * n + pos, size))
+            bs, n = emb.shape[:2]
             pair_rows = [((e // n)[:, :, None] * n * n + (e % n)[:, :, None] * n + (e % n)[:, None, :]).reshape(-1)
                          for e, _ in groups]
-            x = emb.reshape(bs * n * n, -1).index_select(0, torch.cat(pair_rows))  # (valid pairs, D)
-            hit = (emb, groups, torch.cat([e.reshape(-1) for e, _ in groups]), x)
-            cache["by_size"] = hit
-        _, groups, elements, x = hit
+            hit = (emb, emb.reshape(bs * n * n, -1).index_select(0, torch.cat(pair_rows)))  # (valid pairs, D)
+            cache["size_pairs"] = hit
+        x = hit[1]
         lean = x.shape[0] >= LEAN_MIN_ROWS
         pre = self.kernel(x, torch.ones(x.shape[0], dtype=torch.bool, device=x.device), activate=not lean)
-        live_values = values.reshape(bs * n, -1).index_select(0, elements)  # (E, c_in), in group order
         if not lean:
-            vw = (live_values @ self._output_map_weight()).view(-1, self.c_out)  # (E kc, c_out)
-        if lean:  # split, not slices: backward concatenates the pieces' gradients once
-            pres = pre.split([e.numel() * size for e, size in groups])
-            vals = live_values.split([e.numel() for e, _ in groups])
-            out = F.linear(torch.cat([silu_contract_dense(y.view(e.shape[0], size, size, -1),
-                                                          v.view(e.shape[0], size, -1)).reshape(e.numel(), -1)
-                                      for (e, size), y, v in zip(groups, pres, vals)]), self.linear.weight)
+            vw = (values @ self._output_map_weight()).view(-1, self.c_out)  # (E kc, c_out)
+            return contract_by_size(pre, vw, [(e.shape[0], size) for e, size in groups])
+        pres = pre.split([e.numel() * size for e, size in groups])  # split, not slices: one concatenation back
+        vals = values.split([e.numel() for e, _ in groups])
+        return F.linear(torch.cat([silu_contract_dense(y.view(e.shape[0], size, size, -1),
+                                                       v.view(e.shape[0], size, -1)).reshape(e.numel(), -1)
+                                   for (e, size), y, v in zip(groups, pres, vals)]), self.linear.weight)
+
+    def forward_packed(self, cloud: Lifted, values: torch.Tensor, sg: "SizeGroups", cache: dict) -> torch.Tensor:
+        """The layer on packed values (E, c_in) (the valid elements of `cloud` in the order of
+        `sg`) -> (E, c_out), when every valid element is a query and a neighbour of every valid
+        element of its cloud (`all_neighbours`): the same values as `forward`, packed."""
+        hit = cache.get("dense")
+        if hit is not None and hit[0] is cloud.g:
+            emb = hit[1]
         else:
-            out = contract_by_size(pre, vw, [(e.shape[0], size) for e, size in groups])
-        return out.new_zeros(bs * n, out.shape[1]).index_copy(0, elements, out).view(bs, n, -1)
+            with exact_geometry(cloud.mask):
+                bs, n = cloud.mask.shape
+                q = torch.arange(n, device=cloud.mask.device).expand(bs, n)
+                emb = PairGeometry(self.group, cloud).embed(q[:, :, None], q[:, None, :].expand(bs, n, n))
+            cache["dense"] = (cloud.g, emb)
+        out = self.contract_packed(sg, emb, values, cache)
+        if self.mean:
+            out = out / sg.sizes[:, None].to(out.dtype)
+        return out + self.linear.bias
+
+    def all_neighbours(self, n: int) -> bool:
+        """Whether every element of a cloud of n elements (padding included) is a query and a
+        neighbour of every valid element (no subsampling, no ball, no neighbour limit)."""
+        return self.ds_frac >= 1 and self.fill >= 1 and not self.knn and self.nbhd >= n
 
     def _contract_live_queries(self, geometry: PairGeometry, qidx: torch.Tensor, emb: torch.Tensor | None,
                                values: torch.Tensor, idx: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

@@ -12,10 +12,15 @@ from torch import nn
 
 from lieconv_runtime.lift import Lifted
 from lieconv_runtime.nn.fused import bn_act, fused_available
-from lieconv_runtime.nn.lieconv import LieConv, exact_geometry, gather_points, stream_generator
+from lieconv_runtime.nn.lieconv import (LieConv, SizeGroups, autocasting, exact_geometry, gather_points, size_groups,
+                                       stream_generator)
 from lieconv_runtime.nn.norm import MaskedBatchNorm, Swish, masked_mean, masked_sum
 
-__all__ = ["BottleBlock", "LieResNet", "PointwiseLinear", "PointwiseNorm", "pointwise"]
+__all__ = ["BottleBlock", "LieResNet", "PACK_BLOCKS", "PointwiseLinear", "PointwiseNorm", "on_rows", "pointwise"]
+
+#: LieResNet runs its blocks on the packed valid elements when it can (`LieResNet.runs_packed`);
+#: False: always padded (for comparisons)
+PACK_BLOCKS = True
 
 
 class PointwiseLinear(nn.Linear):
@@ -53,6 +58,12 @@ def _add_residual(y: torch.Tensor, res: torch.Tensor | None) -> torch.Tensor:
     return y + res if y.shape[-1] == c else torch.cat([y[..., :c] + res, y[..., c:]], -1)
 
 
+def on_rows(modules: nn.Module, cloud: Lifted, x: torch.Tensor) -> torch.Tensor:
+    """Pointwise modules on packed rows x (E, c) of `cloud`'s valid entries -> (E, c')."""
+    ones = torch.ones(1, x.shape[0], dtype=torch.bool, device=x.device)
+    return modules(cloud._replace(values=x[None], mask=ones)).values[0]
+
+
 def pointwise(modules: nn.Module, cloud: Lifted, residual: torch.Tensor | None = None) -> Lifted:
     """Pointwise modules (norms, linear maps) on the valid entries only, then `residual` (bs, n,
     c_in) added to the first c_in output channels: a batch of clouds of different sizes is packed
@@ -63,10 +74,7 @@ def pointwise(modules: nn.Module, cloud: Lifted, residual: torch.Tensor | None =
         return out._replace(values=_add_residual(out.values, residual))
     sel = mask.reshape(-1).nonzero()[:, 0]
     pack = lambda t: t.reshape(-1, t.shape[-1]).index_select(0, sel)  # noqa: E731
-    x = pack(cloud.values)
-    y = modules(cloud._replace(values=x[None], mask=torch.ones(1, x.shape[0], dtype=torch.bool,
-                                                                 device=mask.device))).values[0]
-    y = _add_residual(y, None if residual is None else pack(residual))
+    y = _add_residual(on_rows(modules, cloud, pack(cloud.values)), None if residual is None else pack(residual))
     out = y.new_zeros(mask.numel(), y.shape[-1]).index_copy(0, sel, y)
     return cloud._replace(values=out.view(mask.shape + (y.shape[-1],)))
 
@@ -91,6 +99,13 @@ class BottleBlock(nn.Module):
         query = self.conv.subsample(cloud)
         res = cloud.values if query is None else gather_points(cloud.values, query[0])
         return pointwise(self.post, self.conv(pointwise(self.pre, cloud), query, cache), residual=res)
+
+    def forward_packed(self, cloud: Lifted, x: torch.Tensor, sg: SizeGroups, cache: dict) -> torch.Tensor:
+        """The block on packed values x (E, c_in) of `cloud`'s valid elements in the order of `sg`
+        -> (E, c_out), when its LieConv makes every valid element a neighbour of every other
+        (`LieConv.all_neighbours`): the same values as `forward`, packed."""
+        h = self.conv.forward_packed(cloud, on_rows(self.pre, cloud, x), sg, cache)
+        return _add_residual(on_rows(self.post, cloud, h), x)
 
 
 def _per_layer(x, n: int, name: str) -> list:
@@ -180,14 +195,39 @@ class LieResNet(nn.Module):
             return G.lift(coords, values, mask, K, stabilizer=stabilizer)
 
     def forward_lifted(self, cloud: Lifted):
-        cloud = self.embedding(cloud)
         cache: dict = {}  # pair embeddings shared by blocks that see the same pairs of the same elements
+        if self.pool is not None and self.runs_packed(cloud):
+            return self._forward_packed(cloud, cache)
+        cloud = self.embedding(cloud)
         for block in self.blocks:
             cloud = block(cloud, cache)
         cloud = pointwise(self.head, cloud)
         if self.pool is None:
             return cloud
         return (masked_mean if self.pool == "mean" else masked_sum)(cloud.values, cloud.mask)
+
+    def runs_packed(self, cloud: Lifted) -> bool:
+        """Whether the blocks run on the packed valid elements (`_forward_packed`): a padded batch
+        (clouds of different sizes), every block's LieConv making every valid element a neighbour
+        of every other valid element of its cloud, no mixed precision, PACK_BLOCKS on."""
+        n = cloud.mask.shape[1]
+        return (PACK_BLOCKS and not autocasting(cloud.values) and all(b.conv.all_neighbours(n) for b in self.blocks)
+                and not bool(cloud.mask.all()))
+
+    def _forward_packed(self, cloud: Lifted, cache: dict) -> torch.Tensor:
+        """Embedding, blocks, head and pooling on the valid elements only, packed by cloud size
+        (lieconv.size_groups): the padded path's values to roundoff, without packing and
+        unpacking around every pointwise layer and convolution."""
+        bs, n = cloud.mask.shape
+        sg = size_groups(cloud.mask, cache)
+        x = on_rows(self.embedding, cloud, cloud.values.reshape(bs * n, -1).index_select(0, sg.elements))
+        for block in self.blocks:
+            x = block.forward_packed(cloud, x, sg, cache)
+        x = on_rows(self.head, cloud, x)
+        pooled = x.new_zeros(bs, x.shape[1]).index_add(0, sg.elements // n, x)
+        if self.pool == "sum":
+            return pooled
+        return pooled / cloud.mask.sum(1).clamp_min(1)[:, None].to(x.dtype)
 
     def forward(self, coords: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None = None,
                 stabilizer: torch.Tensor | None = None):

@@ -301,6 +301,45 @@ def test_padding_never_changes_valid_outputs(name, training):
     assert float((y1 - y2).abs().max()) < 1e-12
 
 
+@pytest.mark.parametrize("name", ["T3", "Trivial3", "SO3"])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("pool", ["mean", "sum"])
+def test_packed_blocks_equal_padded_blocks(name, training, pool, monkeypatch):
+    """A padded batch whose blocks make every valid element a neighbour of every other (fill 1,
+    nbhd at least the padded size; molecules with T3) runs packed by cloud size
+    (`LieResNet.runs_packed`): the padded path's outputs, parameter gradients, input gradients and
+    running statistics, float64, clouds of 9, 9, 6, 3 valid elements and an empty one."""
+    from lieconv_runtime.nn import resnet
+
+    G = load_group(name)
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(5, 9, 3, generator=gen, dtype=torch.float64)
+    v = torch.randn(5, 9, 4, generator=gen, dtype=torch.float64)
+    mask = torch.arange(9) < torch.tensor([9, 9, 6, 3, 0])[:, None]
+    net = LieResNet(4, G, num_outputs=2, k=16, num_layers=2, nbhd=None, fill=1.0, pool=pool,
+                    lift_samples=1 if G.stabilizer_dim else None).double().train(training)
+    state = {k: t.clone() for k, t in net.state_dict().items()}
+    results = {}
+    for packed in (True, False):
+        monkeypatch.setattr(resnet, "PACK_BLOCKS", packed)
+        net.load_state_dict(state)
+        net.reset_rng()
+        vv = v.clone().requires_grad_()
+        assert net.runs_packed(net.lift(x, vv, mask)) == packed
+        net.reset_rng()
+        out = net(x, vv, mask)
+        grads = torch.autograd.grad(out.square().sum(), [vv, *net.parameters()], allow_unused=True)
+        results[packed] = (out, grads, {k: t.clone() for k, t in net.state_dict().items()})
+    (out1, g1, s1), (out0, g0, s0) = results[True], results[False]
+    assert float((out1 - out0).detach().abs().max()) <= 1e-12 * (1 + float(out0.detach().abs().max()))
+    for a, b in zip(g1, g0):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert float((a - b).abs().max()) <= 1e-10 * (1 + float(b.abs().max()))
+    for key in s0:
+        assert torch.allclose(s1[key].double(), s0[key].double(), rtol=1e-12, atol=1e-12), key
+
+
 LIFT_SECOND_ORDER_NAN = pytest.mark.xfail(
     reason="RxSO2's section log|x| makes the lift's second derivative NaN at x = 0 (the lift's, not the "
            "network's); open", strict=True)
