@@ -42,10 +42,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from layers import matmul_gflops  # noqa: E402
-from original import model_kw_argv  # noqa: E402
+from original import CODE, child_argv, import_original, model_kw_argv, run_child  # noqa: E402
 
 from lieconv_runtime.tasks.options import key_value  # noqa: E402
-from original import CODE, child_argv, import_original, run_child  # noqa: E402
 
 GROUPS = ("T3", "SE3", "SO3", "Trivial3")
 TARGET_SPEEDUP = 3.0

@@ -108,6 +108,22 @@ def size_groups(mask: torch.Tensor, cache: dict | None = None) -> SizeGroups:
     return sg
 
 
+def dense_embedding(geometry: PairGeometry, cache: dict) -> torch.Tensor:
+    """Embeddings of every pair of elements of each cloud, (bs, N, N, D), never in reduced
+    precision; computed once per cloud and forward pass (`cache`), shared by the blocks that see
+    the same elements."""
+    cloud = geometry.cloud
+    hit = cache.get("dense")
+    if hit is not None and hit[0] is cloud.g:
+        return hit[1]
+    bs, n = cloud.mask.shape
+    q = torch.arange(n, device=cloud.mask.device).expand(bs, n)
+    with exact_geometry(cloud.mask):
+        emb = geometry.embed(q[:, :, None], q[:, None, :].expand(bs, n, n))
+    cache["dense"] = (cloud.g, emb)
+    return emb
+
+
 #: kernel inputs of at least this many rows are checked for repeats (a grid's pairs repeat a few
 #: hundred to a few thousand offsets), and evaluated once per distinct row when the distinct rows
 #: are at most REPEATED_MAX_FRACTION of all rows.  The exact count (a sort of every row's key) is
@@ -410,16 +426,13 @@ class LieConv(nn.Module):
                   and qidx.stride(-1) == 1)  # every element is a query too: the same pairs in every block
         reduced = autocasting(values)  # mixed precision: plain torch ops only (autocast casts them)
         live_only = not reduced and (not all_neighbours or not bool(valid.any(-1).all()))  # gathered, or padded
-        hit = cache.get("dense") if shared else None
-        if hit is not None and hit[0] is geometry.cloud.g:
-            emb = hit[1]
-        elif live_only and not shared:
+        if shared:
+            emb = dense_embedding(geometry, cache)
+        elif live_only:
             emb = None  # embedded for the live queries only (_contract_live_queries)
         else:
             with exact_geometry(idx):
                 emb = geometry.embed(qidx[:, :, None], idx)  # (bs, m, k, D), never in reduced precision
-            if shared:
-                cache["dense"] = (geometry.cloud.g, emb)
         small_dense = all_neighbours and (bs * m * k < LEAN_MIN_ROWS or reduced)  # plain ops are faster
         if reduced and not all_neighbours:  # gather, then contract (what silu_contract does in chunks)
             pre = self.kernel(emb, valid)  # (bs, m, k, kc), 0 where invalid
@@ -450,7 +463,7 @@ class LieConv(nn.Module):
         out = self.contract_packed(sg, emb, values.reshape(bs * n, -1).index_select(0, sg.elements), cache)
         return out.new_zeros(bs * n, out.shape[1]).index_copy(0, sg.elements, out).view(bs, n, -1)
 
-    def contract_packed(self, sg: "SizeGroups", emb: torch.Tensor, values: torch.Tensor, cache: dict) -> torch.Tensor:
+    def contract_packed(self, sg: SizeGroups, emb: torch.Tensor, values: torch.Tensor, cache: dict) -> torch.Tensor:
         """The convolution sum of packed values (E, c_in) (the valid elements in the order of
         `sg`, see `size_groups`) when every valid element is a query and a neighbour of every valid
         element of its cloud: emb (bs, N, N, D) -> (E, c_out), without the bias and the 1/n_i.
@@ -482,20 +495,11 @@ class LieConv(nn.Module):
                                                        v.view(e.shape[0], size, -1)).reshape(e.numel(), -1)
                                    for (e, size), y, v in zip(groups, pres, vals)]), self.linear.weight)
 
-    def forward_packed(self, cloud: Lifted, values: torch.Tensor, sg: "SizeGroups", cache: dict) -> torch.Tensor:
+    def forward_packed(self, cloud: Lifted, values: torch.Tensor, sg: SizeGroups, cache: dict) -> torch.Tensor:
         """The layer on packed values (E, c_in) (the valid elements of `cloud` in the order of
         `sg`) -> (E, c_out), when every valid element is a query and a neighbour of every valid
         element of its cloud (`all_neighbours`): the same values as `forward`, packed."""
-        hit = cache.get("dense")
-        if hit is not None and hit[0] is cloud.g:
-            emb = hit[1]
-        else:
-            with exact_geometry(cloud.mask):
-                bs, n = cloud.mask.shape
-                q = torch.arange(n, device=cloud.mask.device).expand(bs, n)
-                emb = PairGeometry(self.group, cloud).embed(q[:, :, None], q[:, None, :].expand(bs, n, n))
-            cache["dense"] = (cloud.g, emb)
-        out = self.contract_packed(sg, emb, values, cache)
+        out = self.contract_packed(sg, dense_embedding(PairGeometry(self.group, cloud), cache), values, cache)
         if self.mean:
             out = out / sg.sizes[:, None].to(out.dtype)
         return out + self.linear.bias
