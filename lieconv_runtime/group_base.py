@@ -35,7 +35,10 @@ _CONST_CACHE: dict = {}
 
 
 def const(values, ref: torch.Tensor) -> torch.Tensor:
-    """A constant table (nested lists of floats) as a tensor on ref's dtype/device (cached)."""
+    """A constant table (nested lists of floats) as a tensor on ref's dtype/device (cached; not
+    while torch.compile traces, whose graph would otherwise hand the traced tensor out to the cache)."""
+    if torch.compiler.is_compiling():
+        return torch.tensor(values, dtype=ref.dtype, device=ref.device)
     key = (id(values), ref.dtype, ref.device)
     hit = _CONST_CACHE.get(key)
     if hit is None or hit[0] is not values:

@@ -17,7 +17,7 @@ import torch
 
 from lieconv_runtime import orthogonal
 
-__all__ = ["Lifted", "LiftMixin", "haar_factor", "safe_atan2", "safe_log", "safe_sqrt"]
+__all__ = ["Lifted", "LiftMixin", "all_valid", "haar_factor", "safe_atan2", "safe_log", "safe_sqrt"]
 
 
 # --- NaN-safe elementary functions used by the emitted orbit / section code ----------------------
@@ -85,6 +85,13 @@ class Lifted(NamedTuple):
     values: torch.Tensor  # (bs, N, c): values repeated K times (0 where padded)
     mask: torch.Tensor  # (bs, N) bool
     nsamples: int  # K
+    full: bool = False  # every element valid, known without reading the mask (no device sync; see `all_valid`)
+
+
+def all_valid(cloud: Lifted) -> bool:
+    """Whether every element of `cloud` is valid: from `cloud.full` when set (no look at the mask,
+    so no wait for an accelerator and nothing that stops torch.compile), else from the mask."""
+    return cloud.full or bool(cloud.mask.all())
 
 
 def _gather(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -339,17 +346,22 @@ class LiftMixin:
             h[..., :3, 3] = (oq - L @ oq)[..., 0]
         return h
 
+    def lift_log_closed_form(self) -> bool:
+        """Whether `lift_log` may use the entrywise closed form; worked out once per group object
+        (LieResNet asks at construction, so a compiled forward pass only reads it)."""
+        fast = self.__dict__.get("_fast_log")
+        if fast is None:
+            m = orthogonal.linear_block(self)
+            fast = self._fast_log = (bool((self.LIFT or {}).get("has_rotation", True)) and m in (2, 3)
+                                     and orthogonal.orthogonal_linear_parts(self))
+        return fast
+
     def lift_log(self, g: torch.Tensor) -> torch.Tensor:
         """log(g) (..., r, r) -> (..., lie_dim) for lifting: for orthogonal linear parts with one
         rotation plane (SE2, SE3, SO2, SO3, ...) the entrywise closed form of
         `lieconv_runtime.orthogonal` (same values to roundoff, no small matrix products) unless
         gradients must flow to g; otherwise the generated log."""
-        fast = getattr(self, "_fast_log", None)
-        if fast is None:
-            m = orthogonal.linear_block(self)
-            fast = self._fast_log = (bool((self.LIFT or {}).get("has_rotation", True)) and m in (2, 3)
-                                     and orthogonal.orthogonal_linear_parts(self))
-        if fast and not (torch.is_grad_enabled() and g.requires_grad):
+        if self.lift_log_closed_form() and not (torch.is_grad_enabled() and g.requires_grad):
             return orthogonal.log_coordinates(self, g)
         return self.log(g)
 

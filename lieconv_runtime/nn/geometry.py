@@ -81,18 +81,31 @@ class PairGeometry:
     def __init__(self, group, cloud: Lifted):
         self.group, self.cloud = group, cloud
         self.bs, self.n = cloud.mask.shape
+        self.kind, weights, m = PairGeometry.strategy(group)
+        if self.kind == "orthogonal":
+            self.c_rot, self.c_trans = weights  # d^2 = c_rot |B|_F^2 + c_trans |V^-1 u|^2 + alpha |dq|^2
+            self.m = m
+        self._features_built = self.kind == "general"  # the GEMM features below are built on first use
+
+    @staticmethod
+    def strategy(group) -> tuple:
+        """(kind, (c_rot, c_trans) or None, linear block size) of `group`, worked out once per
+        group object and kept on it (LieConv asks at construction, so a compiled forward pass
+        only reads it)."""
+        hit = group.__dict__.get("_pair_geometry_strategy")
+        if hit is not None:
+            return hit
         rotation = (group.LIFT or {}).get("has_rotation", True)
         weights = orthogonal_linear_parts(group) and metric_weights(group)
         if group.abelian and not rotation:
-            self.kind = "flat"
+            kind = "flat"
         elif weights:
-            self.kind = "orthogonal"
-            self.c_rot, self.c_trans = weights  # d^2 = c_rot |B|_F^2 + c_trans |V^-1 u|^2 + alpha |dq|^2
+            kind = "orthogonal"
         else:
-            self.kind = "general"
-        if self.kind == "orthogonal":
-            self.m = linear_block(group)
-        self._features_built = self.kind == "general"  # the GEMM features below are built on first use
+            kind = "general"
+        hit = (kind, weights or None, linear_block(group) if kind == "orthogonal" else 0)
+        group.__dict__["_pair_geometry_strategy"] = hit
+        return hit
 
     _FEATURES = frozenset({"f", "f2", "fq", "fk", "gemm_margin", "rot_margin", "n_rot", "R", "t", "qs"})
 

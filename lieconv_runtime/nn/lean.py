@@ -105,7 +105,10 @@ class _SiluLinear(Function):
 
 def silu_linear(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """F.linear(silu(y), weight, bias) for y (P, h); saves y only (silu recomputed in backward).
-    Runs in chunks of rows: besides the output, only chunk-sized temporaries."""
+    Runs in chunks of rows: besides the output, only chunk-sized temporaries.  Under torch.compile:
+    the plain ops (the compiler plans what to keep, and torch.func transforms need them)."""
+    if torch.compiler.is_compiling():
+        return F.linear(F.silu(y), weight, bias)
     return _SiluLinear.apply(y, weight, bias)
 
 

@@ -73,7 +73,7 @@ def subsample_cloud(cloud: Lifted, idx: torch.Tensor, mask: torch.Tensor) -> Lif
     """The elements idx (bs, m) of `cloud`, with validity `mask` (bs, m)."""
     pick = lambda t: gather_points(t, idx)  # noqa: E731
     return cloud._replace(coords=pick(cloud.coords), g=pick(cloud.g), g_inv=pick(cloud.g_inv), a=pick(cloud.a),
-                          q=pick(cloud.q), values=pick(cloud.values), mask=mask & pick(cloud.mask))
+                          q=pick(cloud.q), values=pick(cloud.values), mask=mask & pick(cloud.mask), full=False)
 
 
 class SizeGroups(NamedTuple):
@@ -277,7 +277,7 @@ class KernelMLP(nn.Module):
     def _rows(self, x: torch.Tensor, activate: bool) -> torch.Tensor:
         """(P, d_in) -> (P, out): once per distinct row when many repeat (pairs of grid points,
         whose embeddings are a few hundred offsets) and no gradient flows to x, else every row."""
-        rep = None if x.requires_grad else repeated_rows(x)
+        rep = None if x.requires_grad or torch.compiler.is_compiling() else repeated_rows(x)
         if rep is None:
             return self.pre_activation(x, activate)
         distinct, inverse, counts = rep
@@ -286,11 +286,13 @@ class KernelMLP(nn.Module):
         y = self.weighted_pre_activation(distinct.double(), counts, activate, dtype=torch.float64)
         return y.index_select(0, inverse).to(x.dtype)
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor, activate: bool = True) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, valid: torch.Tensor, activate: bool = True, all_valid: bool = False
+                ) -> torch.Tensor:
         """x (..., d_in), valid (...) -> (..., out), 0 where invalid; activate=False: the last
-        swish's input instead (also 0 where invalid, and silu(0) = 0)."""
+        swish's input instead (also 0 where invalid, and silu(0) = 0); all_valid: every row is
+        known to be valid (valid is not read)."""
         flat = x.reshape(-1, x.shape[-1])
-        if bool(valid.all()):
+        if all_valid or bool(valid.all()):
             y = self._rows(flat, activate)
         else:
             sel = valid.reshape(-1).nonzero()[:, 0]
@@ -321,6 +323,7 @@ class LieConv(nn.Module):
         self.fill, self.ds_frac, self.knn, self.mean = min(float(fill), 1.0), float(ds_frac), knn, mean
         self.radius_coeff, self.seed = radius_coeff, seed
         self.kernel = KernelMLP(group.lie_dim + 2 * group.q_dim, kernel_hidden, kernel_channels, bn)
+        PairGeometry.strategy(group)  # worked out now, outside any compiled forward pass
         self.linear = nn.Linear(kernel_channels * c_in, c_out)
         r0 = math.inf if self.fill >= 1 else (2.0 if radius is None else radius)
         self.register_buffer("radius", torch.tensor(float(r0), dtype=torch.float64))
@@ -395,12 +398,16 @@ class LieConv(nn.Module):
             adapt = self.training and self.adapt_radius and not self.knn and self.fill < 1
             if adapt and not bool(self.radius_ready):
                 self._init_radius(geometry, qidx, qmask)
-            nb = select_neighbours(geometry, qidx, qmask, self.nbhd, float(self.radius), self.knn, self.rng())
-        if adapt and nb.pairs > 0:
-            observed = nb.inside / nb.pairs
-            self.radius.add_(self.radius_coeff * (self.fill - observed)).clamp_(min=1e-6)
-            self.fill_ema += 0.1 * (observed - self.fill_ema)
-        out = self.convolve(geometry, cloud.values, qidx, nb.idx, nb.valid, cache)
+            if query is None and self.all_neighbours(n):  # every element: no ball, no distances, no sync
+                idx, valid = qidx[:, None, :].expand(bs, n, n), qmask[:, :, None] & cloud.mask[:, None, :]
+            else:
+                nb = select_neighbours(geometry, qidx, qmask, self.nbhd, float(self.radius), self.knn, self.rng())
+                idx, valid = nb.idx, nb.valid
+                if adapt and nb.pairs > 0:
+                    observed = nb.inside / nb.pairs
+                    self.radius.add_(self.radius_coeff * (self.fill - observed)).clamp_(min=1e-6)
+                    self.fill_ema += 0.1 * (observed - self.fill_ema)
+        out = self.convolve(geometry, cloud.values, qidx, idx, valid, cache, all_valid=query is None and cloud.full)
         out_cloud = cloud._replace(mask=qmask) if query is None else subsample_cloud(cloud, qidx, qmask)
         out = torch.where(out_cloud.mask[..., None], out, torch.zeros((), dtype=out.dtype, device=out.device))
         return out_cloud._replace(values=out)
@@ -418,14 +425,16 @@ class LieConv(nn.Module):
         return (values.reshape(bs * n, c_in) @ self._output_map_weight()).view(bs, -1, self.c_out)
 
     def convolve(self, geometry: PairGeometry, values: torch.Tensor, qidx: torch.Tensor, idx: torch.Tensor,
-                 valid: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
-        """(1/n_i) sum_j k(a_ij) f_j for neighbours idx (bs, m, k): values (bs, N, c_in) -> (bs, m, c_out)."""
+                 valid: torch.Tensor, cache: dict | None = None, all_valid: bool = False) -> torch.Tensor:
+        """(1/n_i) sum_j k(a_ij) f_j for neighbours idx (bs, m, k): values (bs, N, c_in) -> (bs, m, c_out);
+        all_valid: every query and neighbour is known to be valid (valid is not read)."""
         bs, m, k = idx.shape
         all_neighbours = k == values.shape[1] and idx.stride(-1) == 1 and idx.stride(0) == 0 and idx.stride(1) == 0
         shared = (cache is not None and all_neighbours and m == k and qidx.stride(0) == 0
                   and qidx.stride(-1) == 1)  # every element is a query too: the same pairs in every block
         reduced = autocasting(values)  # mixed precision: plain torch ops only (autocast casts them)
-        live_only = not reduced and (not all_neighbours or not bool(valid.any(-1).all()))  # gathered, or padded
+        # gathered, or padded
+        live_only = not reduced and (not all_neighbours or not (all_valid or bool(valid.any(-1).all())))
         if shared:
             emb = dense_embedding(geometry, cache)
         elif live_only:
@@ -444,7 +453,7 @@ class LieConv(nn.Module):
         elif live_only:
             out = self._contract_live_queries(geometry, qidx, emb, values, idx, valid)
         elif small_dense:  # every element a neighbour (idx = arange), no gathering; the output map first
-            out = self.kernel(emb, valid).reshape(bs, m, -1) @ self._weighted_values(values)
+            out = self.kernel(emb, valid, all_valid=all_valid).reshape(bs, m, -1) @ self._weighted_values(values)
         else:  # the same from the kernel's pre-activation (silu(0) = 0 where invalid), memory-lean
             pre = self.kernel(emb, valid, activate=False)
             out = F.linear(silu_contract_dense(pre, values).reshape(bs, m, -1), self.linear.weight)

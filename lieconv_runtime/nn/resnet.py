@@ -10,7 +10,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from lieconv_runtime.lift import Lifted
+from lieconv_runtime.lift import Lifted, all_valid
 from lieconv_runtime.nn.fused import bn_act, fused_available
 from lieconv_runtime.nn.lieconv import (LieConv, SizeGroups, autocasting, exact_geometry, gather_points, size_groups,
                                        stream_generator)
@@ -45,7 +45,7 @@ class PointwiseNorm(nn.Module):
         if self.norm is None:
             return cloud._replace(values=self.act(x))
         flat = x.reshape(-1, x.shape[-1])
-        if self.norm.training and flat.shape[0] > 1 and fused_available(flat) and bool(cloud.mask.all()):
+        if self.norm.training and flat.shape[0] > 1 and fused_available(flat) and all_valid(cloud):
             return cloud._replace(values=bn_act(flat, self.norm, True).reshape(x.shape))
         return cloud._replace(values=self.act(self.norm(x, cloud.mask)))
 
@@ -61,7 +61,7 @@ def _add_residual(y: torch.Tensor, res: torch.Tensor | None) -> torch.Tensor:
 def on_rows(modules: nn.Module, cloud: Lifted, x: torch.Tensor) -> torch.Tensor:
     """Pointwise modules on packed rows x (E, c) of `cloud`'s valid entries -> (E, c')."""
     ones = torch.ones(1, x.shape[0], dtype=torch.bool, device=x.device)
-    return modules(cloud._replace(values=x[None], mask=ones)).values[0]
+    return modules(cloud._replace(values=x[None], mask=ones, full=True)).values[0]
 
 
 def pointwise(modules: nn.Module, cloud: Lifted, residual: torch.Tensor | None = None) -> Lifted:
@@ -69,7 +69,7 @@ def pointwise(modules: nn.Module, cloud: Lifted, residual: torch.Tensor | None =
     c_in) added to the first c_in output channels: a batch of clouds of different sizes is packed
     first (QM9 pads about a third), and padded entries are 0 after."""
     mask = cloud.mask
-    if bool(mask.all()):
+    if all_valid(cloud):
         out = modules(cloud)
         return out._replace(values=_add_residual(out.values, residual))
     sel = mask.reshape(-1).nonzero()[:, 0]
@@ -147,6 +147,7 @@ class LieResNet(nn.Module):
         if why_not is not None:
             raise ValueError(why_not)
         self.lift_mode = lift_mode
+        group.lift_log_closed_form()  # worked out now, outside any compiled forward pass
         ks = [int(k)] * (num_layers + 1) if isinstance(k, int) else [int(v) for v in k]
         if len(ks) != num_layers + 1:
             raise ValueError(f"k: expected {num_layers + 1} widths, got {len(ks)}")
@@ -175,8 +176,10 @@ class LieResNet(nn.Module):
 
     def lift(self, coords: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None = None,
              stabilizer: torch.Tensor | None = None) -> Lifted:
-        """Everything needed before the first layer: (bs, n, d), (bs, n, c) -> Lifted (bs, n K, ...)."""
-        if mask is None:
+        """Everything needed before the first layer: (bs, n, d), (bs, n, c) -> Lifted (bs, n K, ...);
+        mask None: every point valid (the cloud is marked `full`)."""
+        full = mask is None
+        if full:
             mask = torch.ones(coords.shape[:2], dtype=torch.bool, device=coords.device)
         mask = mask.bool()
         G, K = self.group, self.lift_samples
@@ -192,7 +195,7 @@ class LieResNet(nn.Module):
                     h = h @ G.stratified_offsets(K, coords.dtype, coords.device)
                 stabilizer = G.identity(mask.shape + (K,), coords).clone()
                 stabilizer[mask] = h
-            return G.lift(coords, values, mask, K, stabilizer=stabilizer)
+            return G.lift(coords, values, mask, K, stabilizer=stabilizer)._replace(full=full)
 
     def forward_lifted(self, cloud: Lifted):
         cache: dict = {}  # pair embeddings shared by blocks that see the same pairs of the same elements
@@ -212,7 +215,7 @@ class LieResNet(nn.Module):
         of every other valid element of its cloud, no mixed precision, PACK_BLOCKS on."""
         n = cloud.mask.shape[1]
         return (PACK_BLOCKS and not autocasting(cloud.values) and all(b.conv.all_neighbours(n) for b in self.blocks)
-                and not bool(cloud.mask.all()))
+                and not all_valid(cloud))
 
     def _forward_packed(self, cloud: Lifted, cache: dict) -> torch.Tensor:
         """Embedding, blocks, head and pooling on the valid elements only, packed by cloud size

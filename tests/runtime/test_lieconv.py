@@ -301,6 +301,35 @@ def test_padding_never_changes_valid_outputs(name, training):
     assert float((y1 - y2).abs().max()) < 1e-12
 
 
+@pytest.mark.parametrize("name, nbhd, fill, ds_frac", [("T2", None, 1.0, 1.0), ("SE2", None, 1.0, 1.0),
+                                                       ("T2", 5, 0.5, 0.7)])
+@pytest.mark.parametrize("bn", [True, False])
+def test_a_cloud_known_full_equals_one_whose_mask_is_read(name, nbhd, fill, ds_frac, bn):
+    """mask=None marks the lifted cloud `full` (layers then never read its mask); an all-True mask
+    does not: the same outputs and gradients, and subsampling drops the mark."""
+    G = load_group(name)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 9, G.space_dim, generator=gen, dtype=torch.float64)
+    v = torch.randn(3, 9, 2, generator=gen, dtype=torch.float64)
+    net = LieResNet(2, G, num_outputs=2, k=12, num_layers=2, nbhd=nbhd, ds_frac=ds_frac, fill=fill, bn=bn,
+                    lift_mode="frame" if G.stabilizer_dim else "haar").double()
+    state = {k: t.clone() for k, t in net.state_dict().items()}
+    assert net.lift(x, v).full and not net.lift(x, v, torch.ones(3, 9, dtype=torch.bool)).full
+    outs = []
+    for mask in (None, torch.ones(3, 9, dtype=torch.bool)):
+        net.load_state_dict(state)
+        net.reset_rng(), [b.conv.reset_rng() for b in net.blocks]
+        xg = x.clone().requires_grad_(True)
+        y = net(xg, v, mask)
+        (gx,) = torch.autograd.grad(y.square().sum(), xg)
+        outs.append((y.detach(), gx))
+    assert float((outs[0][0] - outs[1][0]).abs().max()) < 1e-12
+    assert float((outs[0][1] - outs[1][1]).abs().max()) < 1e-10
+    if ds_frac < 1:
+        cloud = net.lift(x, v)
+        assert not LieConv(2, 2, G, ds_frac=0.5).double().forward(cloud).full
+
+
 @pytest.mark.parametrize("name", ["T3", "Trivial3", "SO3"])
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("pool", ["mean", "sum"])
