@@ -357,6 +357,8 @@ def run_one(args, group: str, code: str) -> dict:
         task, name = original_task(dt, lg, args.width, args.num_layers), CODE
         extra["stubbed_modules"] = stubbed
     config = run_config(args, group)
+    if code == "ours" and args.compile:
+        config["compile"] = True  # `lieconv train springs --compile`
     splits = load_splits(args, config)
     if code == "ours" and args.init == "original":
         dt, lg, _, _ = import_original_dynamics(args.original)
@@ -365,6 +367,7 @@ def run_one(args, group: str, code: str) -> dict:
     row = {"benchmark": "springs_original", "code": name, "group": group, "model": MODEL, "n_train": len(splits.train),
            "n_test": len(splits.test), "n_systems": args.n_systems, "data_seed": args.data_seed,
            "epochs": args.epochs, "batch_size": args.batch_size, "lr": config["lr"], "width": args.width,
+           **({"compile": True} if config.get("compile") else {}),
            "num_layers": args.num_layers, "seed": args.seed, **context(args),
            "data_sha256": fingerprint(splits), "zero_motion_test_mse": zero_motion_mse(splits.test)}
     if code == "original":
@@ -402,6 +405,7 @@ def _argv(args, group: str, code: str) -> list:
             "num_layers", "seed", "threads", "device", "init")
     needs_original = code == "original" or args.init == "original"
     out = child_argv(__file__, args, group, code, keys + (("original",) if needs_original else ()))
+    out += ["--compile"] if args.compile and code == "ours" else []
     return out + (["--keep", os.path.join(args.keep, group)] if args.keep and code == "ours" else [])
 
 
@@ -431,6 +435,9 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default="cpu", help="cpu (default) or an accelerator, e.g. cuda")
     parser.add_argument("--repeats", type=int, default=1, help="with --code both: rounds of ours/original per group")
     parser.add_argument("--keep", default=None, metavar="DIR", help="keep ours' run folder (checkpoint, metrics) in DIR")
+    parser.add_argument("--compile", action="store_true",
+                        help="ours trains with `--compile` (torch.compile of its derivative; the compile time is part "
+                             "of its first step, so of s/epoch and the training wall time)")
     parser.add_argument("--init", choices=["own", "original"], default="own",
                         help="ours' initial weights: its own draw (default) or the original's for the same seed, "
                              "mapped so that both start from the same potential (T2 only; needs --original)")

@@ -32,6 +32,7 @@ from lieconv_runtime.nn.lieconv import frozen_radius
 from lieconv_runtime.nn.resnet import LieResNet
 
 __all__ = [
+    "CompileError",
     "DynamicsModel",
     "HamiltonianModel",
     "HamiltonianDynamics",
@@ -41,6 +42,10 @@ __all__ = [
     "rollout",
     "predict_chunks",
 ]
+
+
+class CompileError(RuntimeError):
+    """A model's derivative cannot be compiled (`HamiltonianModel.compile_derivative`)."""
 
 
 class DynamicsModel(nn.Module):
@@ -77,11 +82,43 @@ class HamiltonianModel(DynamicsModel):
     Subclasses implement ``hamiltonian(z (bs, 2ND), m, k) -> (bs,)``.
     """
 
+    _compiled = None  # the compiled training derivative (`compile_derivative`)
+
     def hamiltonian(self, z: torch.Tensor, m: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def compile_derivative(self, enabled: bool = True) -> "HamiltonianModel":
+        """Compute training derivatives (gradients enabled) with torch.compile: J grad_z H as one
+        graph, ``torch.func.grad`` of H inside it, so the compiler sees H, its gradient and (in
+        the training backward) the gradient's gradient together and fuses their many small
+        elementwise ops; each (batch shape, dtype, device) compiles once, on first use.  The
+        model's forward pass must trace as one graph (`CompileError` otherwise).  Derivatives
+        without gradients (evaluation, rollouts) stay eager.  Returns self."""
+        # cpp_wrapper: the compiled graph is called from C++ (about 10 % faster steps for HLieResNet(T2) at width 128
+        # and batch 25 on the CPU, for a slightly longer first compile)
+        self._compiled = torch.compile(self._grad_derivative, fullgraph=True, dynamic=False,
+                                       options={"cpp_wrapper": True}) if enabled else None
+        return self
+
+    def _grad_derivative(self, z: torch.Tensor, m: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        dh = torch.func.grad(lambda z: self.hamiltonian(z, m, k).sum())(z)
+        half = z.shape[-1] // 2
+        return torch.cat([dh[..., half:], -dh[..., :half]], dim=-1)
+
     def derivative(self, z: torch.Tensor, m: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         build_graph = torch.is_grad_enabled()
+        if build_graph and self._compiled is not None:
+            # a state that needs no gradient (the first RK4 stage's) marked as needing one: one graph for every stage
+            # (a second graph would double the compile time; the extra gradient costs little)
+            z = z if z.requires_grad else z.detach().requires_grad_(True)
+            try:  # dynamo's recompile limit counts the graphs of every model in the process: one per model here
+                with torch._dynamo.config.patch(recompile_limit=max(64, torch._dynamo.config.recompile_limit)):
+                    return self._compiled(z, m, k)
+            except torch._dynamo.exc.TorchDynamoException as e:
+                lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
+                why = next((line for line in lines if line.startswith("Caused by:")), lines[0])
+                raise CompileError(f"{type(self).__name__}'s derivative does not compile as one graph "
+                                   f"(torch.compile: {why[:300]}); train without compiling") from None
         with torch.enable_grad():
             if not z.requires_grad:
                 z = z.detach().requires_grad_(True)
