@@ -50,6 +50,12 @@ the network code differs:
   --init own the same seed gives different (equally distributed) networks; at 60 steps the draw
   alone moves the test MSE by up to a quarter (the original's seeds 0-2: 0.0155-0.0197).
 
+* --compile: ours trains as `lieconv train springs --compile` does (its training derivatives by
+  torch.compile); the first step compiles, and that time counts in its s/epoch and training time.
+  Inductor keeps compiled graphs in its on-disk cache, so a later run of the same shapes compiles
+  faster: run with TORCHINDUCTOR_CACHE_DIR set to an empty folder to measure a machine's first
+  run (the row records the folder as `inductor_cache_dir`).
+
 Each (group, code) runs in a fresh subprocess with --code both (default): for each group ours, then
 the original, then a comparison line (speedup = original s/epoch / ours, mse_ratio = ours /
 original, same_data).  Keys of a run: code, group, n_train, n_test, epochs, steps, test_mse,
@@ -367,7 +373,8 @@ def run_one(args, group: str, code: str) -> dict:
     row = {"benchmark": "springs_original", "code": name, "group": group, "model": MODEL, "n_train": len(splits.train),
            "n_test": len(splits.test), "n_systems": args.n_systems, "data_seed": args.data_seed,
            "epochs": args.epochs, "batch_size": args.batch_size, "lr": config["lr"], "width": args.width,
-           **({"compile": True} if config.get("compile") else {}),
+           **({"compile": True, "inductor_cache_dir": os.environ.get("TORCHINDUCTOR_CACHE_DIR", "default")}
+              if config.get("compile") else {}),
            "num_layers": args.num_layers, "seed": args.seed, **context(args),
            "data_sha256": fingerprint(splits), "zero_motion_test_mse": zero_motion_mse(splits.test)}
     if code == "original":
@@ -437,7 +444,8 @@ def main(argv=None) -> None:
     parser.add_argument("--keep", default=None, metavar="DIR", help="keep ours' run folder (checkpoint, metrics) in DIR")
     parser.add_argument("--compile", action="store_true",
                         help="ours trains with `--compile` (torch.compile of its derivative; the compile time is part "
-                             "of its first step, so of s/epoch and the training wall time)")
+                             "of its first step, so of s/epoch and the training wall time; TORCHINDUCTOR_CACHE_DIR set "
+                             "to an empty folder measures a machine's first compile, recorded as inductor_cache_dir)")
     parser.add_argument("--init", choices=["own", "original"], default="own",
                         help="ours' initial weights: its own draw (default) or the original's for the same seed, "
                              "mapped so that both start from the same potential (T2 only; needs --original)")
