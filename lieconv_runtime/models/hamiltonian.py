@@ -101,16 +101,14 @@ class HamiltonianModel(DynamicsModel):
         return self
 
     def _grad_derivative(self, z: torch.Tensor, m: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        dh = torch.func.grad(lambda z: self.hamiltonian(z, m, k).sum())(z)
-        half = z.shape[-1] // 2
-        return torch.cat([dh[..., half:], -dh[..., :half]], dim=-1)
+        return _symplectic(torch.func.grad(lambda z: self.hamiltonian(z, m, k).sum())(z))
 
     def derivative(self, z: torch.Tensor, m: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         build_graph = torch.is_grad_enabled()
+        # a state that needs no gradient (the first RK4 stage's) becomes a leaf that needs one; compiled, every stage
+        # then shares one graph (a second graph would double the compile time; the extra gradient costs little)
+        z = z if z.requires_grad else z.detach().requires_grad_(True)
         if build_graph and self._compiled is not None:
-            # a state that needs no gradient (the first RK4 stage's) marked as needing one: one graph for every stage
-            # (a second graph would double the compile time; the extra gradient costs little)
-            z = z if z.requires_grad else z.detach().requires_grad_(True)
             try:  # dynamo's recompile limit counts the graphs of every model in the process: one per model here
                 with torch._dynamo.config.patch(recompile_limit=max(64, torch._dynamo.config.recompile_limit)):
                     return self._compiled(z, m, k)
@@ -120,13 +118,15 @@ class HamiltonianModel(DynamicsModel):
                 raise CompileError(f"{type(self).__name__}'s derivative does not compile as one graph "
                                    f"(torch.compile: {why[:300]}); train without compiling") from None
         with torch.enable_grad():
-            if not z.requires_grad:
-                z = z.detach().requires_grad_(True)
-            h = self.hamiltonian(z, m, k)
-            (dh,) = torch.autograd.grad(h.sum(), z, create_graph=build_graph)
-        half = z.shape[-1] // 2
-        dz = torch.cat([dh[..., half:], -dh[..., :half]], dim=-1)
+            (dh,) = torch.autograd.grad(self.hamiltonian(z, m, k).sum(), z, create_graph=build_graph)
+        dz = _symplectic(dh)
         return dz if build_graph else dz.detach()
+
+
+def _symplectic(dh: torch.Tensor) -> torch.Tensor:
+    """J dH/dz = [dH/dp, -dH/dq] from dH/dz = [dH/dq, dH/dp] (..., 2ND)."""
+    half = dh.shape[-1] // 2
+    return torch.cat([dh[..., half:], -dh[..., :half]], dim=-1)
 
 
 class HamiltonianDynamics(HamiltonianModel):

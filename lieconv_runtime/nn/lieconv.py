@@ -35,7 +35,7 @@ from lieconv_runtime.nn.fused import bn_act, fused_available
 from lieconv_runtime.nn.geometry import PairGeometry
 from lieconv_runtime.nn.lean import bn_silu_linear, contract_by_size, silu_contract, silu_contract_dense, silu_linear
 from lieconv_runtime.nn.norm import MaskedBatchNorm
-from lieconv_runtime.nn.sampling import farthest_point_sample, row_keys, select_neighbours
+from lieconv_runtime.nn.sampling import every_element, farthest_point_sample, row_keys, select_neighbours
 
 __all__ = ["KernelMLP", "LieConv", "SizeGroups", "exact_geometry", "frozen_radius", "gather_points", "reset_rngs",
            "set_stream", "size_groups", "stream_generator", "stream_seed", "subsample_cloud"]
@@ -399,7 +399,7 @@ class LieConv(nn.Module):
             if adapt and not bool(self.radius_ready):
                 self._init_radius(geometry, qidx, qmask)
             if query is None and self.all_neighbours(n):  # every element: no ball, no distances, no sync
-                idx, valid = qidx[:, None, :].expand(bs, n, n), qmask[:, :, None] & cloud.mask[:, None, :]
+                idx, valid = every_element(qmask, cloud.mask)
             else:
                 nb = select_neighbours(geometry, qidx, qmask, self.nbhd, float(self.radius), self.knn, self.rng())
                 idx, valid = nb.idx, nb.valid

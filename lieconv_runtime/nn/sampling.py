@@ -14,7 +14,7 @@ import torch
 from lieconv_runtime import native
 from lieconv_runtime.nn.geometry import PairGeometry, band_tol
 
-__all__ = ["Neighbourhoods", "farthest_point_sample", "pair_keys", "row_keys", "select_neighbours", "uniform"]
+__all__ = ["Neighbourhoods", "every_element", "farthest_point_sample", "pair_keys", "row_keys", "select_neighbours", "uniform"]
 
 #: on the CPU, flat and (m <= 3) orthogonal groups select balls with the native kernel when it
 #: builds (the same closed-form distances and keys)
@@ -128,6 +128,14 @@ class Neighbourhoods(NamedTuple):
     pairs: float  # number of valid (query, element) pairs
 
 
+def every_element(qmask: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every element as a neighbour of every query: qmask (bs, m), mask (bs, n) -> idx (bs, m, n)
+    (one arange, expanded: no copy) and valid (bs, m, n).  Reads no tensor value, so no device sync."""
+    bs, m = qmask.shape
+    n = mask.shape[1]
+    return torch.arange(n, device=mask.device).expand(bs, m, n), qmask[:, :, None] & mask[:, None, :]
+
+
 @torch.no_grad()
 def select_neighbours(geometry: PairGeometry, qidx: torch.Tensor, qmask: torch.Tensor, k: int, radius: float,
                       knn: bool = False, generator: torch.Generator | None = None) -> Neighbourhoods:
@@ -143,8 +151,7 @@ def select_neighbours(geometry: PairGeometry, qidx: torch.Tensor, qmask: torch.T
         return Neighbourhoods(torch.zeros(bs, 0, k, dtype=torch.long, device=mask.device),
                               torch.zeros(bs, 0, k, dtype=torch.bool, device=mask.device), 0.0, pairs)
     if not knn and math.isinf(radius) and k == n:  # everything, no distances needed
-        idx = torch.arange(n, device=mask.device).expand(bs, m, n)
-        return Neighbourhoods(idx, qmask[:, :, None] & mask[:, None, :], pairs, pairs)
+        return Neighbourhoods(*every_element(qmask, mask), pairs, pairs)
     seed = int(torch.randint(0, 2**62, (1,), generator=generator)) if generator is not None else \
         int(torch.randint(0, 2**62, (1,)))
     if _native_ok(geometry, knn):

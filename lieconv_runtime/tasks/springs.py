@@ -76,8 +76,8 @@ class Springs(Task):
                             + (" ".join(f"{k}={v}" for k, v in kw) if kw else "none") + ")")
         p.add_argument("--compile", action="store_true",
                        help="Hamiltonian models: training derivatives by torch.compile (one graph per batch shape, "
-                            "compiled on first use: about a minute on 2 CPU cores, 20-25 s when inductor's cache holds "
-                            "it from an earlier run; steps then about 2x faster for HLieResNet(T2)). Needs a C++ "
+                            "compiled on first use: about 35 s on 2 CPU cores, 10 s when inductor's cache holds it "
+                            "from an earlier run; epochs then about 2x faster for HLieResNet(T2)). Needs a C++ "
                             "compiler on the CPU; groups whose forward pass branches on the data (SO2, SE2) do not "
                             "compile")
         p.add_argument("--n-train", type=pos_int, default=d.get("n_train", 3000), help="training systems")
