@@ -155,7 +155,7 @@ def run_one(args, group: str, code: str) -> dict:
     task = get_task("qm9")
     config = task.make_config(group=group, target=args.target, source=args.source, n_train=args.n_train, n_val=1,
                               n_test=args.n_test, width=args.width, num_layers=args.num_layers,
-                              augment=not args.no_augment, seed=args.seed, batch_size=args.batch_size, lr=args.lr,
+                              fill=args.fill if code == "ours" else None, augment=not args.no_augment, seed=args.seed, batch_size=args.batch_size, lr=args.lr,
                               model_kw=dict(args.model_kw or []) if code == "ours" else None)
     splits = task.load_data(config, args.data_dir, progress=False, say=lambda text: None)
     if code == "ours":
@@ -217,7 +217,7 @@ def run_one(args, group: str, code: str) -> dict:
 
 def _argv(args, group: str, code: str) -> list:
     keys = ("original", "target", "source", "data_dir", "n_train", "n_test", "steps", "width", "num_layers",
-            "batch_size", "lr", "seed", "threads", "warmup", "device")
+            "batch_size", "lr", "seed", "threads", "warmup", "device") + (("fill",) if code == "ours" else ())
     return (child_argv(__file__, args, group, code, keys) + (["--no-augment"] if args.no_augment else [])
             + (model_kw_argv(args.model_kw) if code == "ours" else []))
 
@@ -241,6 +241,9 @@ def main(argv=None) -> None:
     parser.add_argument("--width", type=int, default=p["width"], help=f"channels (default {p['width']})")
     parser.add_argument("--num-layers", type=int, default=p["num_layers"],
                         help=f"BottleBlocks (default {p['num_layers']})")
+    parser.add_argument("--fill", type=float, default=None,
+                        help="ours' ball fill (default: the task's, 1 for T3 and 1/2 for SE3); the original always "
+                             "gets the task's default")
     parser.add_argument("--batch-size", type=int, default=75, help="batch size (default 75, the paper's)")
     parser.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3, the paper's)")
     parser.add_argument("--no-augment", action="store_true", help="no training-time augmentation")

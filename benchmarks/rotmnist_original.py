@@ -115,7 +115,8 @@ def run_ours(args) -> dict:
     torch.set_num_threads(args.threads)
     xtr, ytr, xte, yte = load_data(args.data_dir, args.n_train, args.n_test)
     model_kw = dict(args.model_kw or [])
-    row = {"code": "ours", "group": args.groups[0], "model_kw": model_kw, **context(args.threads)}
+    row = {"code": "ours", "group": args.groups[0], "model_kw": model_kw,
+           **({"distance": args.distance} if args.distance else {}), **context(args.threads)}
     starts: list = []
 
     class Timed(RotMNISTClassification):  # the task's objective, noting when each training step starts
@@ -129,7 +130,7 @@ def run_ours(args) -> dict:
 
     task = TimedTask()
     config = {"task": "rotmnist", "model": "ImgLieResNet", "group": args.groups[0],
-              "group_settings": task.check_group(args.groups[0]), "model_kw": model_kw, "augment": True,
+              "group_settings": task.check_group(args.groups[0], distance=args.distance), "model_kw": model_kw, "augment": True,
               "dtype": "float32", "epochs": 10 ** 6, "max_steps": args.steps, "lr": args.lr,
               "batch_size": args.batch_size, "seed": args.seed, "patience": None,
               "data": {"no_val": True, "train_rows": args.n_train, "test_rows": args.n_test}}
@@ -254,6 +255,9 @@ def main(argv=None) -> None:
     parser.add_argument("--eval-draws", type=int, default=1, metavar="D",
                         help="ours: average the test probabilities over D seeded draws (`lieconv eval rotmnist "
                              "--eval-draws`; default 1); the original evaluates once with its cached lift")
+    parser.add_argument("--distance", choices=["quadrature", "sum"], default=None,
+                        help="ours: how the rotation part and the rest add up in the distance (`lieconv train "
+                             "--distance`; default: the task's, quadrature)")
     parser.add_argument("--keep", default=None, metavar="DIR",
                         help="keep ours' run folder (checkpoint, metrics) in DIR")
     args = parser.parse_args(argv)
@@ -293,9 +297,9 @@ def main(argv=None) -> None:
         for code in CODES:
             cmd = [sys.executable, os.path.abspath(__file__), "--code", code, "--groups", group]
             for key in ("original", "data_dir", "steps", "batch_size", "lr", "seed", "n_train", "n_test", "threads",
-                        "device", "keep", "eval_draws"):
+                        "device", "keep", "eval_draws", "distance"):
                 value = getattr(args, key)
-                if value is not None and not (key == "keep" and code != "ours"):
+                if value is not None and not (key in ("keep", "distance") and code != "ours"):
                     cmd += [f"--{key.replace('_', '-')}", str(value if key != "keep" else os.path.join(value, group))]
             cmd += model_kw_argv(args.model_kw) if code == "ours" else []
             out = subprocess.run(cmd, capture_output=True, text=True)

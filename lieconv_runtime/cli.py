@@ -117,7 +117,7 @@ def _resolve_group(args) -> None:
             from lieconv_runtime import load_group
 
             try:
-                load_group(args.group, metric=args.metric)
+                load_group(args.group, metric=args.metric, distance=getattr(args, "distance", None) or "quadrature")
             except ValueError as e:
                 raise CLIError(f"--metric: {e}") from None
         if args.group not in known:
@@ -404,6 +404,10 @@ def _add_group_options(p, d: dict) -> None:
                    help="metric on the group's Lie algebra, d^2 = a^T M a + alpha |dq|^2 (default: the spec's, else "
                         "Frobenius): generator weights 'theta=0.0028,tx=1' (unlisted: 1) or a JSON matrix "
                         "'[[...], ...]' in generator order")
+    p.add_argument("--distance", choices=("quadrature", "sum"), default=None,
+                   help="how a pair's rotation part and the rest add up in the distance that picks neighbours: "
+                        "quadrature (d^2 = a^T M a + alpha |dq|^2, the default) or sum (d = |rotation part| + "
+                        "|rest|, each in the metric, as the original code adds them)")
 
 
 def _add_train_options(p, task, d: dict) -> None:

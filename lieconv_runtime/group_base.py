@@ -405,15 +405,30 @@ class GeneratedGroup(LiftMixin):
     METRIC: list = []
     METRIC_SOURCE: str = "frobenius"
 
-    def __init__(self, alpha: float | None = None, lift_samples: int | None = None, metric=None):
+    DISTANCE_FORMS = ("quadrature", "sum")
+
+    def __init__(self, alpha: float | None = None, lift_samples: int | None = None, metric=None,
+                 distance: str = "quadrature"):
         """alpha, lift_samples: runtime settings (default: the spec's ``defaults``).  metric: the metric
         on the Lie algebra, overriding the spec's (default: the spec's ``metric:``, else the Frobenius
         Gram): a mapping generator name -> positive weight (diagonal; unlisted generators weigh 1) or a
-        symmetric positive-definite (lie_dim, lie_dim) matrix in generator order."""
+        symmetric positive-definite (lie_dim, lie_dim) matrix in generator order.  distance: how the
+        rotation part and the rest of a pair add up, "quadrature" (d^2 = a^T M a + alpha |dq|^2) or
+        "sum" (d = |rotation part| + |rest|, each in the metric, as the original code added them; see
+        `distance`)."""
         self.alpha = float(self.defaults.get("alpha", 0.2) if alpha is None else alpha)
         self.lift_samples = int(self.defaults.get("lift_samples", 1) if lift_samples is None else lift_samples)
         self.metric_source = self.METRIC_SOURCE if metric is None else "override"
         self._metric = self.METRIC if metric is None else self._check_metric(metric)
+        if distance not in self.DISTANCE_FORMS:
+            raise ValueError(f"{self.name}: distance must be one of {', '.join(self.DISTANCE_FORMS)}, got {distance!r}")
+        self.distance_form = distance
+        if distance == "sum":
+            rot = np.asarray(self.rotation_generators_mask())
+            M = np.asarray(self._metric, dtype=float).reshape(self.lie_dim, self.lie_dim)
+            if self.lie_dim and np.abs(M[np.ix_(rot, ~rot)]).max(initial=0.0) > 0:
+                raise ValueError(f"{self.name}: distance 'sum' needs a metric that does not mix rotation "
+                                 "generators with the others; use distance 'quadrature' or a block-diagonal metric")
 
     def _check_metric(self, metric) -> list:
         """A metric override as nested lists of floats (ValueError, one line, if it is not one)."""
@@ -471,16 +486,25 @@ class GeneratedGroup(LiftMixin):
         norms (docs/spec.md).  Pass it as ``load_group(name, metric=...)``."""
         if not 0 < alpha < 1:
             raise ValueError(f"{self.name}: the original's alpha must be in (0, 1), got {alpha}")
+        return {name: (alpha / (1 - alpha)) ** 2
+                for name, rot in zip(self.generator_names, self.rotation_generators_mask()) if rot}
+
+    def rotation_generators_mask(self) -> tuple:
+        """Per generator, whether it is a rotation: antisymmetric, nonzero linear part and no
+        translation.  These make the "rotation part" of a pair for `original_weighting` and for the
+        "sum" distance."""
+        hit = self.__dict__.get("_rotation_mask")
+        if hit is not None:
+            return hit
         m = self.space_dim if self.action == "affine" else self.rep_dim
         G = self.generators(torch.empty(0, dtype=torch.float64))
-        weights = {}
-        for name, X in zip(self.generator_names, G):
+        out = []
+        for X in G:
             B = X[:m, :m]
-            rotation = bool((B + B.T).abs().max() == 0) and bool(B.abs().max() > 0) and (
-                self.action != "affine" or bool(X[:m, m].abs().max() == 0))
-            if rotation:
-                weights[name] = (alpha / (1 - alpha)) ** 2
-        return weights
+            out.append(bool((B + B.T).abs().max() == 0) and bool(B.abs().max() > 0) and (
+                self.action != "affine" or bool(X[:m, m].abs().max() == 0)))
+        self._rotation_mask = tuple(out)
+        return self._rotation_mask
 
     def alpha_unused(self) -> str | None:
         """Why alpha has no effect (one orbit, or no lifting), or None when it weighs the orbit distance."""

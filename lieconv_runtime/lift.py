@@ -94,6 +94,12 @@ def all_valid(cloud: Lifted) -> bool:
     return cloud.full or bool(cloud.mask.all())
 
 
+def _norm_from_sq(d2: torch.Tensor) -> torch.Tensor:
+    """sqrt(d2), 0 where d2 <= 0, with a finite gradient at 0."""
+    pos = d2 > 0
+    return torch.where(pos, torch.sqrt(torch.where(pos, d2, torch.ones_like(d2))), torch.zeros_like(d2))
+
+
 def _gather(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """t (bs, N, *F), idx (bs, *S) long -> (bs, *S, *F), by one index_select on the flattened
     (bs N, *F) (several times faster than advanced indexing on the CPU)."""
@@ -447,20 +453,31 @@ class LiftMixin:
         qj = (_gather(lifted.q, j_idx) * valid).expand(shape + lifted.q.shape[-1:])
         return torch.cat([log, qi, qj], dim=-1)
 
+    def pair_sq_distance(self, a: torch.Tensor, dq2: torch.Tensor | float = 0.0) -> torch.Tensor:
+        """d^2 of pairs from their logs a (..., lie_dim) and alpha |q_i - q_j|^2 (...): a^T M a + dq2,
+        or with ``distance="sum"`` (sqrt(r^T M r) + sqrt(s^T M s + dq2))^2 for the rotation part r of a
+        and the rest s."""
+        M = self.metric(a)
+        if self.distance_form != "sum":
+            return torch.einsum("...k,kl,...l->...", a, M, a) + dq2
+        rot = torch.tensor(self.rotation_generators_mask(), dtype=a.dtype, device=a.device)
+        r, s = a * rot, a * (1 - rot)
+        return (_norm_from_sq(torch.einsum("...k,kl,...l->...", r, M, r))
+                + _norm_from_sq(torch.einsum("...k,kl,...l->...", s, M, s) + dq2)).square()
+
     def distance(self, lifted: Lifted, i_idx: torch.Tensor, j_idx: torch.Tensor,
                  embedding: torch.Tensor | None = None) -> torch.Tensor:
         """d_ij = sqrt(a^T M a + alpha ||q_i - q_j||^2), a = log(u_i^-1 u_j): (bs, *S); +inf if a member is padded.
 
         M is the group's metric (`metric()`: by default the Frobenius Gram, so a^T M a = ||hat(a)||_F^2,
-        basis-independent).  Left-invariant in u; pass the `embedding` from pair_embedding to avoid
-        recomputing the logs.
+        basis-independent).  With ``distance="sum"`` the rotation part r of a (`rotation_generators_mask`)
+        and the rest s add as norms instead: d = sqrt(r^T M r) + sqrt(s^T M s + alpha ||q_i - q_j||^2).
+        Left-invariant in u; pass the `embedding` from pair_embedding to avoid recomputing the logs.
         """
         if embedding is None:
             embedding = self.pair_embedding(lifted, i_idx, j_idx)
         d, k = self.lie_dim, (embedding.shape[-1] - self.lie_dim) // 2
         a, qi, qj = embedding[..., :d], embedding[..., d:d + k], embedding[..., d + k:]
-        d2 = torch.einsum("...k,kl,...l->...", a, self.metric(a), a) + self.alpha * (qi - qj).pow(2).sum(-1)
-        pos = d2 > 0
-        dist = torch.where(pos, torch.sqrt(torch.where(pos, d2, torch.ones_like(d2))), torch.zeros_like(d2))
+        dist = _norm_from_sq(self.pair_sq_distance(a, self.alpha * (qi - qj).pow(2).sum(-1)))
         valid = _gather(lifted.mask, i_idx) & _gather(lifted.mask, j_idx)
         return torch.where(valid.expand(dist.shape), dist, torch.full_like(dist, math.inf))

@@ -226,5 +226,6 @@ def build_hlieresnet(n_particles: int, dim: int, group: str, **kw):
     from lieconv_runtime import load_group
 
     kw.setdefault("lift_samples", 1)
-    G = load_group(group, alpha=kw.pop("alpha", None), metric=kw.pop("metric", None))
+    G = load_group(group, alpha=kw.pop("alpha", None), metric=kw.pop("metric", None),
+                   distance=kw.pop("distance", None) or "quadrature")
     return HamiltonianDynamics(LieResNetPotential(G, **kw), n_particles, dim)

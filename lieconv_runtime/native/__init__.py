@@ -121,10 +121,10 @@ def _load():
     for name in ("lc_orth_ball_select_f64", "lc_orth_ball_select_f32"):
         fn = getattr(lib, name)
         fn.argtypes = [p, p, p, p, p, p, i64, i64, p, i64, i64, p, p, i64, ctypes.c_double, ctypes.c_double,
-                       ctypes.c_uint64, i64, p, p, ctypes.c_int]
+                       ctypes.c_uint64, i64, p, p, ctypes.c_int, ctypes.c_int]
         fn.restype = i64
     lib.lc_fps_flat_f64.argtypes, lib.lc_fps_flat_f64.restype = [p, p, i64, i64, i64, p, i64, p, ctypes.c_int], None
-    lib.lc_fps_orth_f64.argtypes = [p, p, p, p, i64, i64, i64, p, i64, i64, p, i64, p, ctypes.c_int]
+    lib.lc_fps_orth_f64.argtypes = [p, p, p, p, i64, i64, i64, p, i64, i64, p, i64, p, ctypes.c_int, ctypes.c_int]
     lib.lc_fps_orth_f64.restype = None
     for sfx in ("f32", "f64"):
         fn = getattr(lib, f"lc_bn_act_fwd_{sfx}")
@@ -182,13 +182,13 @@ def flat_ball_select(f: torch.Tensor, mask: torch.Tensor, qidx: torch.Tensor, qm
 
 def orthogonal_ball_select(R: torch.Tensor, t: torch.Tensor | None, qs: torch.Tensor | None, mask: torch.Tensor,
                            qidx: torch.Tensor, qmask: torch.Tensor, r2: float, seed: int, k: int,
-                           tol: float) -> tuple[torch.Tensor, torch.Tensor, int]:
+                           tol: float, sum_form: bool = False) -> tuple[torch.Tensor, torch.Tensor, int]:
     """`flat_ball_select` for groups with orthogonal linear parts and one rotation plane: the
     ball d^2 < r2 in the closed form of geometry.orthogonal_sq_norm_parts, from the linear parts
     R (bs, N, m, m) (m = 2 or 3), translations t (bs, N, m) (None for linear groups) and scaled
     orbit coordinates qs (bs, N, q) (sqrt(alpha) q, or None).  Double-precision bounds decide
     most pairs in one SIMD pass; pairs within the relative band tol of r2 get the closed form in
-    R's precision."""
+    R's precision.  sum_form: the ball (|rotation part| + |rest|)^2 < r2 instead (the "sum" distance)."""
     lib = _load()
     fn = getattr(lib, f"lc_orth_ball_select_{_sfx(R)}")
     bs, n, m = R.shape[:3]
@@ -203,7 +203,7 @@ def orthogonal_ball_select(R: torch.Tensor, t: torch.Tensor | None, qs: torch.Te
     valid = torch.empty(bs, c, k, dtype=torch.bool)
     inside = fn(R.data_ptr(), _ptr(t), _ptr(qs), RT.data_ptr(), _ptr(tT), _ptr(qT), 0 if qs is None else qs.shape[-1],
                 m, mask8.data_ptr(), bs, n, qidx.data_ptr(), qmask8.data_ptr(), c, float(r2), tol,
-                seed % 2**64, k, idx.data_ptr(), valid.data_ptr(), torch.get_num_threads())
+                seed % 2**64, k, idx.data_ptr(), valid.data_ptr(), torch.get_num_threads(), int(sum_form))
     return idx, valid, int(inside)
 
 
@@ -221,9 +221,10 @@ def fps_flat(f: torch.Tensor, mask: torch.Tensor, start: torch.Tensor, M: int) -
 
 
 def fps_orthogonal(R: torch.Tensor, t: torch.Tensor | None, qs: torch.Tensor | None, mask: torch.Tensor,
-                   start: torch.Tensor, M: int) -> torch.Tensor:
+                   start: torch.Tensor, M: int, sum_form: bool = False) -> torch.Tensor:
     """`fps_flat` in the squared distance of `orthogonal_ball_select` (linear parts R (bs, N, m, m),
-    m = 2 or 3, translations t (bs, N, m) or None, scaled orbit coordinates qs (bs, N, q) or None)."""
+    m = 2 or 3, translations t (bs, N, m) or None, scaled orbit coordinates qs (bs, N, q) or None);
+    sum_form: in (|rotation part| + |rest|)^2 instead (the "sum" distance)."""
     lib = _load()
     bs, n, m = R.shape[:3]
     f64 = lambda x: None if x is None else x.detach().to(torch.float64).contiguous()  # noqa: E731
@@ -234,7 +235,8 @@ def fps_orthogonal(R: torch.Tensor, t: torch.Tensor | None, qs: torch.Tensor | N
     mask8, start = _u8(mask), start.contiguous()
     idx = torch.empty(bs, M, dtype=torch.long)
     lib.lc_fps_orth_f64(R.data_ptr(), _ptr(t), _ptr(qs), lb.data_ptr(), lb.shape[-1], 0 if qs is None else qs.shape[-1],
-                        m, mask8.data_ptr(), bs, n, start.data_ptr(), M, idx.data_ptr(), torch.get_num_threads())
+                        m, mask8.data_ptr(), bs, n, start.data_ptr(), M, idx.data_ptr(), torch.get_num_threads(),
+                        int(sum_form))
     return idx
 
 

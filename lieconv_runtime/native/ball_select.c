@@ -131,6 +131,8 @@ static int64_t choose_row(const int64_t *cj, uint64_t *rk, int64_t m, int64_t k,
  * double) brackets d^2: theta from the polynomial atan2 of angle.h, widened by ANGLE_MARGIN,
  * and d^2 increases with theta (rho >= 1 grows with theta, and (u.n)^2 <= |u|^2), so
  * d^2(theta -/+ margin) bound it.
+ * With sum_form the bounds and the closed form are of (|rotation part| + |rest|)^2 instead (the
+ * "sum" distance; both parts grow with theta).
  * Pairs outside r2 (1 -/+ tol) are decided (dist = -1 inside, +inf outside); the rest (a relative
  * band of 2 tol around r2) get the closed form in T, as torch computes it (pass 2). */
 #define ORTH_DIST(T)                                                                             \
@@ -151,13 +153,23 @@ static int64_t choose_row(const int64_t *cj, uint64_t *rk, int64_t m, int64_t k,
         if (m == 3) ORTH_PASS1(T, 3) else ORTH_PASS1(T, 2)                                       \
         for (int64_t jj = 0; jj < n; jj++) {                                                     \
             if (dist[jj] == 0 && mb[jj]) { /* in the band: the closed form in T */               \
-                T d2 = orth_d2_##T(R + (b * n + i) * m * m, R + (b * n + jj) * m * m,            \
-                                   t ? t + (b * n + i) * m : NULL, t ? t + (b * n + jj) * m : NULL, m); \
+                T perp, along;                                                                   \
+                T rot2 = orth_parts_##T(R + (b * n + i) * m * m, R + (b * n + jj) * m * m,       \
+                                        t ? t + (b * n + i) * m : NULL, t ? t + (b * n + jj) * m : NULL, \
+                                        m, &perp, &along);                                       \
+                T acc = 0;                                                                       \
                 if (qs) {                                                                        \
                     const T *qi = qs + (b * n + i) * qd, *qj = qs + (b * n + jj) * qd;            \
-                    T acc = 0;                                                                   \
                     for (int64_t e = 0; e < qd; e++) { T x = qi[e] - qj[e]; acc = acc + x * x; }  \
-                    d2 = d2 + acc;                                                               \
+                }                                                                                \
+                T d2;                                                                            \
+                if (sum_form) {                                                                  \
+                    T rest = perp + along + acc;                                                 \
+                    T a = (T)sqrt((double)rot2) + (T)sqrt((double)(rest > 0 ? rest : 0));        \
+                    d2 = a * a;                                                                  \
+                } else {                                                                         \
+                    d2 = rot2 + perp + along;                                                    \
+                    if (qs) d2 = d2 + acc;                                                       \
                 }                                                                                \
                 dist[jj] = d2;                                                                   \
             }                                                                                    \
@@ -185,7 +197,8 @@ static int64_t choose_row(const int64_t *cj, uint64_t *rk, int64_t m, int64_t k,
             double sn = sqrt(a2) / 2;                                                            \
             double th = angle(sn, cs);                                                    \
             double th_lo = th > ANGLE_MARGIN ? th - ANGLE_MARGIN : 0, th_hi = th + ANGLE_MARGIN;  \
-            double lo = 2 * th_lo * th_lo + band[jj], hi = 2 * th_hi * th_hi + band[jj];         \
+            double rot_lo = 2 * th_lo * th_lo, rot_hi = 2 * th_hi * th_hi;                       \
+            double lo = band[jj], hi = band[jj]; /* the rest; the rotation part is added below */ \
             if (tTb) {                                                                           \
                 double du[3] = {0, 0, 0}, u[3] = {0, 0, 0}, uu = 0;                              \
                 for (int p = 0; p < M; p++) du[p] = tTb[p * n + jj] - ti[p];             \
@@ -213,6 +226,10 @@ static int64_t choose_row(const int64_t *cj, uint64_t *rk, int64_t m, int64_t k,
                 lo += along + rho_lo * rho_lo * perp;                                            \
                 hi += along + rho_hi * rho_hi * perp;                                            \
             }                                                                                    \
+            if (sum_form) { /* (|rotation part| + |rest|)^2, increasing in both */               \
+                double a = sqrt(rot_lo) + sqrt(lo), bb2 = sqrt(rot_hi) + sqrt(hi);               \
+                lo = a * a; hi = bb2 * bb2;                                                       \
+            } else { lo += rot_lo; hi += rot_hi; }                                               \
             dist[jj] = hi < lo_thr ? (T)-1 : (lo > hi_thr ? (T)INFINITY : (T)0);                 \
         }                                                                                        \
     }
@@ -240,7 +257,7 @@ int64_t lc_orth_ball_select_##SFX(const T *R, const T *t, const T *qs, const dou
                                   const double *tT, const double *qT, int64_t qd, int64_t m, const uint8_t *mask, int64_t bs, \
                                   int64_t n, const int64_t *qidx, const uint8_t *qmask, int64_t c, \
                                   double r2, double tol, uint64_t seed, int64_t k, int64_t *idx,   \
-                                  uint8_t *valid, int threads) {                                 \
+                                  uint8_t *valid, int threads, int sum_form) {                   \
     SELECT_BODY(T, double *band = (double *)bandbuf; ORTH_DIST(T))                               \
 }
 ORTH_SELECT(double, f64)

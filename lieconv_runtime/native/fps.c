@@ -6,7 +6,8 @@
  * torch operations per step (an image network's SE2 blocks take about 2,500 steps per batch).
  *
  * Orthogonal groups skip the closed form where it cannot lower a score: d^2 >= |t_j - t_c|^2 +
- * |qs_j - qs_c|^2 (rho >= 1 and (u.n)^2 <= |u|^2), so an element whose score is below that bound
+ * |qs_j - qs_c|^2 (rho >= 1 and (u.n)^2 <= |u|^2; also for the "sum" form, whose square is at least
+ * its rest's), so an element whose score is below that bound
  * (with a relative margin of 1e-5, far above the rounding of either side) keeps its score.  Late
  * steps, whose new element is near few others, then cost one short bound per element.
  *
@@ -72,18 +73,26 @@ void lc_fps_flat_f64(const double *f, const uint8_t *mask, int64_t bs, int64_t n
  * qs of the lower bound. */
 void lc_fps_orth_f64(const double *R, const double *t, const double *qs, const double *lb, int64_t L,
                      int64_t qd, int64_t m, const uint8_t *mask, int64_t bs, int64_t n,
-                     const int64_t *start, int64_t M, int64_t *idx, int threads) {
+                     const int64_t *start, int64_t M, int64_t *idx, int threads, int sum_form) {
     FPS_LOOP(const double *Rb = R + b * n * m * m; const double *tb = t ? t + b * n * m : NULL;
              const double *qb = qs ? qs + b * n * qd : NULL; const double *lbb = lb + b * n * L;,
              double low = 0;
              for (int64_t e = 0; e < L; e++) { double x = lbb[j * L + e] - lbb[c * L + e]; low += x * x; }
              if (low > s * (1 + SKIP_MARGIN)) continue;
-             double d2 = orth_d2_double(Rb + c * m * m, Rb + j * m * m, tb ? tb + c * m : NULL,
-                                        tb ? tb + j * m : NULL, m);
-             if (qb) {
-                 double acc = 0;
+             double perp; double along;
+             double rot2 = orth_parts_double(Rb + c * m * m, Rb + j * m * m, tb ? tb + c * m : NULL,
+                                             tb ? tb + j * m : NULL, m, &perp, &along);
+             double acc = 0;
+             if (qb)
                  for (int64_t e = 0; e < qd; e++) { double x = qb[c * qd + e] - qb[j * qd + e]; acc = acc + x * x; }
-                 d2 = d2 + acc;
+             double d2;
+             if (sum_form) { /* (|rotation part| + |rest|)^2 */
+                 double rest = perp + along + acc; /* no commas: this is a macro argument */
+                 double a = sqrt(rot2) + sqrt(rest > 0 ? rest : 0);
+                 d2 = a * a;
+             } else {
+                 d2 = rot2 + perp + along;
+                 if (qb) d2 = d2 + acc;
              }
              if (d2 < s) score[j] = d2;)
 }

@@ -5,14 +5,17 @@
 #include <math.h>
 #include <stdint.h>
 
-/* Orthogonal linear parts, one rotation plane (m = 2, 3): d^2 = |hat(log(g_i^-1 g_j))|^2 in
+/* orth_parts returns the rotation part 2 theta^2 and sets the two terms of |V^-1 u|^2 below
+ * (rho^2 |u|^2 and (1 - rho^2) (u.n)^2); orth_d2 adds them in the order torch does.
+ * Orthogonal linear parts, one rotation plane (m = 2, 3): d^2 = |hat(log(g_i^-1 g_j))|^2 in
  * closed form, as geometry.orthogonal_sq_norm_parts computes it: with P = R_i^T R_j, cos theta =
  * (tr P - (m - 2)) / 2, w = vee(P - P^T) (|w| = 2 sin theta), u = R_i^T (t_j - t_i):
  *   d^2 = 2 theta^2 + rho^2 |u|^2 + (1 - rho^2) (u.n)^2,  rho = (theta/2) / sin(theta/2),
  * (u.n)^2 = (u.w)^2 / |w|^2 while cos theta > -0.999, else (u^T P u - cos |u|^2) / (1 - cos),
  * plus |qs_i - qs_j|^2.  sin(theta/2) comes from sin and cos theta (no second transcendental). */
 #define ORTH_D2(T, ATAN2, SQRT)                                                                  \
-static inline T orth_d2_##T(const T *Ri, const T *Rj, const T *ti, const T *tj, int64_t m) {      \
+static inline T orth_parts_##T(const T *Ri, const T *Rj, const T *ti, const T *tj, int64_t m,     \
+                               T *perp_part, T *along_part) {                                    \
     T P[9];                                                                                      \
     for (int64_t a = 0; a < m; a++)                                                              \
         for (int64_t bb = 0; bb < m; bb++) {                                                     \
@@ -33,6 +36,7 @@ static inline T orth_d2_##T(const T *Ri, const T *Rj, const T *ti, const T *tj, 
     T sn = SQRT(a2) / 2;                                                                         \
     T theta = ATAN2(sn, cs);                                                                     \
     T d2 = 2 * theta * theta;                                                                    \
+    *perp_part = 0; *along_part = 0;                                                             \
     if (!ti) return d2;                                                                          \
     T half = theta / 2, rho;                                                                     \
     if (half < (T)1e-3) rho = 1 + half * half / 6;                                               \
@@ -60,7 +64,14 @@ static inline T orth_d2_##T(const T *Ri, const T *Rj, const T *ti, const T *tj, 
         }                                                                                        \
     }                                                                                            \
     T rho2 = rho * rho;                                                                          \
-    return d2 + rho2 * uu + (1 - rho2) * along;                                                  \
+    *perp_part = rho2 * uu;                                                                      \
+    *along_part = (1 - rho2) * along;                                                            \
+    return d2;                                                                                   \
+}                                                                                                \
+static inline T orth_d2_##T(const T *Ri, const T *Rj, const T *ti, const T *tj, int64_t m) {      \
+    T perp, along;                                                                               \
+    T d2 = orth_parts_##T(Ri, Rj, ti, tj, m, &perp, &along);                                     \
+    return d2 + perp + along;                                                                    \
 }
 
 #define TINY_double 2.2250738585072014e-308

@@ -70,6 +70,11 @@ def _rho2_bound(x: torch.Tensor) -> torch.Tensor:
     return 1 + x * (1 / 24 + x * (1 / 360 + x * _RHO2_C3))
 
 
+def _sum_sq(a2: torch.Tensor, b2: torch.Tensor) -> torch.Tensor:
+    """(sqrt(a2) + sqrt(b2))^2 for a2, b2 >= 0: the squared "sum" distance from its two parts."""
+    return (a2.clamp_min(0).sqrt() + b2.clamp_min(0).sqrt()).square()
+
+
 def _sqdist(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """|x_i - y_j|^2 for x (bs, c, k), y (bs, N, k) from differences (no cancellation): (bs, c, N)."""
     return torch.cdist(x, y, compute_mode="donot_use_mm_for_euclid_dist").square()
@@ -85,6 +90,8 @@ class PairGeometry:
         if self.kind == "orthogonal":
             self.c_rot, self.c_trans = weights  # d^2 = c_rot |B|_F^2 + c_trans |V^-1 u|^2 + alpha |dq|^2
             self.m = m
+        # distance "sum": d = sqrt(c_rot |B|_F^2) + sqrt(c_trans |V^-1 u|^2 + alpha |dq|^2) (flat groups have no rotation part)
+        self.sum_form = group.distance_form == "sum" and self.kind == "orthogonal"
         self._features_built = self.kind == "general"  # the GEMM features below are built on first use
 
     @staticmethod
@@ -226,7 +233,8 @@ class PairGeometry:
         mg = self.gemm_margin.index_select(0, lin // (c * n))
         rot2 = torch.baddbmm(lb2.new_full((), 2.0 * self.m), _gather_rows(self.R, qidx), self.R.transpose(1, 2),
                              alpha=-2).view(-1).index_select(0, lin)  # |R_j - R_i|_F^2 +- rot_margin
-        keep = (lb + mg) * _rho2_bound((rot2 + self.rot_margin).clamp(0.0, 8.0)) < r2 * (1 - tol) - tol
+        up2 = (lb + mg) * _rho2_bound((rot2 + self.rot_margin).clamp(0.0, 8.0))  # >= the quadrature d^2
+        keep = (2 * up2 if self.sum_form else up2) < r2 * (1 - tol) - tol  # sum: d^2 <= 2 (quadrature d^2)
         unsure = (~keep).nonzero()[:, 0]
         if unsure.numel():
             keep[unsure] = self.exact_sq(*self._flat_elements(lin.index_select(0, unsure), qidx)) < r2
@@ -319,10 +327,11 @@ class PairGeometry:
             b, i, j = far
             return R[b, qidx[b, i]].transpose(-1, -2) @ R[b, j]
 
-        d2 = orthogonal_sq_norm_parts(cos, w, u, far_R, self.c_rot)  # u from the features: scaled by sqrt(c_trans)
-        if self.qs is not None:
-            d2 = d2 + _sqdist(_gather_rows(self.qs, qidx), self.qs)
-        return d2
+        dq2 = _sqdist(_gather_rows(self.qs, qidx), self.qs) if self.qs is not None else 0
+        if self.sum_form:  # u from the features: scaled by sqrt(c_trans)
+            return _sum_sq(orthogonal_sq_norm_parts(cos, w, None, far_R, self.c_rot),
+                           orthogonal_sq_norm_parts(cos, w, u, far_R, 0.0) + dq2)
+        return orthogonal_sq_norm_parts(cos, w, u, far_R, self.c_rot) + dq2
 
     def exact_sq(self, ei: torch.Tensor, ej: torch.Tensor) -> torch.Tensor:
         """Exact d^2 for the pairs of flat element indices (b N + i, b N + j), each (P,): the distance
@@ -335,14 +344,19 @@ class PairGeometry:
         if m > 3:
             r = cl.g.shape[-1]
             emb = self.group.log(cl.g_inv.reshape(bn, r, r).index_select(0, ei) @ cl.g.reshape(bn, r, r).index_select(0, ej))
-            d2 = torch.einsum("pk,kl,pl->p", emb, self.group.metric(emb), emb)
-        else:
-            Rij, u = self._relative_pairs(ei, ej)
-            d2 = orthogonal_sq_norm(Rij, u if u is None or self.c_trans == 1 else math.sqrt(self.c_trans) * u, self.c_rot)
+            if self.qs is not None:
+                qs = self.qs.reshape(bn, -1)
+                return self.group.pair_sq_distance(emb, (qs.index_select(0, ei) - qs.index_select(0, ej)).square().sum(-1))
+            return self.group.pair_sq_distance(emb)
+        Rij, u = self._relative_pairs(ei, ej)
+        u = u if u is None or self.c_trans == 1 else math.sqrt(self.c_trans) * u
+        dq2 = 0
         if self.qs is not None:
             qs = self.qs.reshape(bn, -1)
-            d2 = d2 + (qs.index_select(0, ei) - qs.index_select(0, ej)).square().sum(-1)
-        return d2
+            dq2 = (qs.index_select(0, ei) - qs.index_select(0, ej)).square().sum(-1)
+        if self.sum_form:
+            return _sum_sq(orthogonal_sq_norm(Rij, None, self.c_rot), orthogonal_sq_norm(Rij, u, 0.0) + dq2)
+        return orthogonal_sq_norm(Rij, u, self.c_rot) + dq2
 
     # --- embeddings -----------------------------------------------------------------------------
     def _closed_form_log(self) -> bool:

@@ -95,7 +95,7 @@ def farthest_point_sample(geometry: PairGeometry, frac: float, generator: torch.
         else:
             R, t, qs, _ = geometry.native_orthogonal()
             idx = native.fps_orthogonal(cpu(R).view(bs, n, geometry.m, geometry.m), cpu(t), cpu(qs), cpu(mask),
-                                        cpu(c), M)
+                                        cpu(c), M, geometry.sum_form)
         return idx.to(mask.device), keep
     # score: running min distance to the chosen set; -1 marks padding, -2 chosen elements
     score = torch.where(mask, torch.full((), math.inf, dtype=ref.dtype, device=ref.device),
@@ -161,7 +161,7 @@ def select_neighbours(geometry: PairGeometry, qidx: torch.Tensor, qmask: torch.T
             R, t, qs, scale = geometry.native_orthogonal()
             R = R.view(bs, n, geometry.m, geometry.m)
             idx, valid, inside = native.orthogonal_ball_select(R, t, qs, mask, qidx, qmask, radius * radius / scale,
-                                                               seed, k, band_tol(R.dtype))
+                                                               seed, k, band_tol(R.dtype), geometry.sum_form)
         return Neighbourhoods(idx, valid, float(inside), pairs)
     idx_chunks, valid_chunks, inside = [], [], 0.0
     step = geometry.chunk(m)

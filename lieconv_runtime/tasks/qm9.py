@@ -301,7 +301,7 @@ class QM9Task(Task):
             group=args.group, target=args.target, source=args.source, n_train=args.n_train, n_val=args.n_val,
             n_test=args.n_test, width=args.width, num_layers=args.num_layers, nbhd=args.nbhd, fill=args.fill,
             lift_samples=args.lift_samples, alpha=args.alpha, metric=getattr(args, "metric", None),
-            model_kw=dict(args.model_kw or []),
+            distance=getattr(args, "distance", None), model_kw=dict(args.model_kw or []),
             augment=not args.no_augment, recenter=args.recenter, dtype=args.dtype, epochs=args.epochs, lr=args.lr,
             batch_size=args.batch_size, seed=args.seed, patience=args.patience, val_every=args.val_every,
             max_steps=args.max_steps)
@@ -309,7 +309,8 @@ class QM9Task(Task):
 
     def make_config(self, *, group: str, target: str, source: str = "auto", n_train=None, n_val=None, n_test=None,
                     width: int = 1536, num_layers: int = 6, nbhd=None, fill=None, lift_samples=None, alpha=None,
-                    metric=None, model_kw: dict | None = None, augment: bool = True, recenter: str = "auto",
+                    metric=None, distance: str | None = None, model_kw: dict | None = None, augment: bool = True,
+                    recenter: str = "auto",
                     dtype: str = "float32", epochs: float = 500, lr: float = 3e-3, batch_size: int = 75,
                     seed: int = 0, patience=None, val_every: int = 1, max_steps=None) -> dict:
         """A run config; every network setting is resolved (the paper's per group) and stored."""
@@ -325,10 +326,14 @@ class QM9Task(Task):
                            alpha=alpha, metric=metric)
         if net["k"] % 4:
             raise TaskError(f"--width {net['k']}: the BottleBlocks need a multiple of 4")
-        lifts = _load_group(group).stabilizer_dim > 0
+        try:
+            lifts = _load_group(group, metric=net["metric"], distance=distance or "quadrature").stabilizer_dim > 0
+        except ValueError as e:  # a metric that the distance form cannot use
+            raise TaskError(f"--distance {distance}: {' '.join(str(e).split())}") from None
         return {
             "task": "qm9", "model": "MolecLieResNet", "group": group, "target": target, "dtype": dtype,
-            "net": {**net, "model_kw": dict(model_kw or {})}, "augment": bool(augment),
+            "net": {**net, **({"distance": distance} if distance else {}), "model_kw": dict(model_kw or {})},
+            "augment": bool(augment),
             "recenter": {"auto": lifts, "on": True, "off": False}[recenter],
             "data": {"source": source, "n_train": n_train, "n_val": n_val, "n_test": n_test},
             "epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed, "patience": patience,
@@ -376,7 +381,8 @@ class QM9Task(Task):
         from lieconv_runtime.models.molecules import MolecLieResNet
 
         n = config["net"]
-        G = _load_group(config["group"], alpha=n["orbit_alpha"], lift_samples=n["lift_samples"], metric=n["metric"])
+        G = _load_group(config["group"], alpha=n["orbit_alpha"], lift_samples=n["lift_samples"], metric=n["metric"],
+                        distance=n.get("distance", "quadrature"))
         try:
             net = MolecLieResNet(G, k=n["k"], num_layers=n["num_layers"], nbhd=n["nbhd"], fill=n["fill"],
                                  lift_samples=n["lift_samples"], seed=config["seed"], **n.get("model_kw", {}))

@@ -255,7 +255,7 @@ class RotMNISTTask(Task):
             raise TaskError(f"--data-dir {args.data_dir}: no such folder; get the data with "
                             f"`lieconv data rotmnist --download --data-dir {args.data_dir}` or build it with "
                             f"`lieconv data rotmnist --from-mnist MNIST_DIR --data-dir {args.data_dir}`")
-        settings = self.check_group(group, getattr(args, "metric", None))
+        settings = self.check_group(group, getattr(args, "metric", None), getattr(args, "distance", None))
         config = {
             "task": "rotmnist", "model": "ImgLieResNet", "group": group, "group_settings": settings,
             "model_kw": dict(args.model_kw or []), "augment": not args.no_augment, "dtype": args.dtype,
@@ -270,15 +270,18 @@ class RotMNISTTask(Task):
         self.check_model_kw(config["model_kw"])
         return config
 
-    def check_group(self, name: str, metric=None) -> dict:
-        """The group's load_group settings (`group_settings`, ``metric`` overriding the metric, and the alpha and
-        lift samples in effect); TaskError unless it is a group acting on R^2."""
+    def check_group(self, name: str, metric=None, distance: str | None = None) -> dict:
+        """The group's load_group settings (`group_settings`, ``metric`` overriding the metric, ``distance``
+        the distance form, and the alpha and lift samples in effect); TaskError unless it is a group acting on
+        R^2."""
         from lieconv_runtime.loader import GroupNotFoundError, load_group
 
         try:
             settings = group_settings(name)
             if metric is not None:
                 settings["metric"] = metric
+            if distance:
+                settings["distance"] = distance
             G = load_group(name, **settings)
         except GroupNotFoundError as e:
             raise TaskError(str(e)) from None
@@ -392,7 +395,7 @@ class RotMNISTTask(Task):
             meta["best_val_error"] = meta.pop("best_val")
         summary = {
             **meta, "task": "rotmnist", "group": config["group"], "group_settings": config.get("group_settings"),
-            "group_metric": net.group.describe_metric(),
+            "group_metric": net.group.describe_metric(), "group_distance": net.group.distance_form,
             "augment": config.get("augment", True),
             "test_error_pct": 100.0 * float((pred != labels).sum()) / n if n else None,
             "test_nll": float(nll.mean()) if n else None,

@@ -160,6 +160,7 @@ class Springs(Task):
             "n_particles": args.n_particles, "dim": args.dim, "n_train": args.n_train, "dtype": args.dtype,
             "epochs": args.epochs, "lr": args.lr if args.lr is not None else paper_lr(spec.name, group),
             **({"metric": args.metric} if getattr(args, "metric", None) is not None else {}),
+            **({"distance": args.distance} if getattr(args, "distance", None) else {}),
             "batch_size": args.batch_size, "seed": args.seed, "patience": args.patience,
             **({"val_every": args.val_every} if args.val_every != 1 else {}),
             **({"max_steps": args.max_steps} if args.max_steps is not None else {}),
@@ -205,6 +206,10 @@ class Springs(Task):
             if not config["group"]:
                 raise TaskError(f"--metric: model {config['model']} has no group to put a metric on")
             kw["metric"] = config["metric"]
+        if config.get("distance"):
+            if not config["group"]:
+                raise TaskError(f"--distance: model {config['model']} has no group to measure distances in")
+            kw["distance"] = config["distance"]
         try:
             model = build_model(config["model"], config["n_particles"], config["dim"], config["group"], **kw)
         except RegistryError as e:

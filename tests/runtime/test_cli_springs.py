@@ -133,6 +133,7 @@ BAD = {
     "unknown model": (["--model", "NoSuchNet"], "unknown model 'NoSuchNet'; available models: FC, HFC"),
     "unknown group": (["--group", "T9"], "unknown group 'T9' (available: Boost, "),
     "n_train too large": (["--n-train", "17"], "n_train=17 exceeds the 16 training systems"),
+    "distance without a group": (["--distance", "sum"], "--distance: model HFC has no group to measure distances in"),
 }
 
 

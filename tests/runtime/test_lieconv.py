@@ -57,6 +57,65 @@ def test_ball_membership_is_exact(name, dtype):
         assert torch.equal(ok, d < r), f"{name} r={r}: {int((ok != (d < r)).sum())} pairs differ"
 
 
+@pytest.mark.parametrize("name", ["SE2", "SE3", "SO3", "SO2", "T2", "Sim2", "RxSO2"])
+def test_sum_distance_ball_membership_is_exact(name, dtype):
+    """distance="sum" (the rotation part's norm plus the rest's): rows and balls (GEMM candidates,
+    the sum bound, closed forms, the dense path) decide d < r exactly as group.distance does."""
+    G0 = load_group(name)
+    G = load_group(name, metric=G0.original_weighting(0.2) or None, distance="sum")
+    gen = torch.Generator().manual_seed(0)
+    x = (2 * torch.randn(3, 30, G.space_dim, generator=gen, dtype=torch.float64) + 50.0).to(dtype)
+    mask = torch.ones(3, 30, dtype=torch.bool)
+    mask[-1, 20:] = False
+    L = G.lift(x, x[..., :1], mask, generator=gen)
+    geo = PairGeometry(G, L)
+    bs, N = L.mask.shape
+    q = torch.arange(N).expand(bs, N)
+    d = G.distance(L, q[:, :, None], torch.arange(N).expand(bs, 1, N))
+    quad = load_group(name, metric=G0.original_weighting(0.2) or None).distance(L, q[:, :, None],
+                                                                             torch.arange(N).expand(bs, 1, N))
+    rows = geo.rows(q)
+    finite = torch.isfinite(d)
+    assert torch.equal(finite, torch.isfinite(rows))
+    tol = 1e-12 if dtype == torch.float64 else 1e-4
+    assert float(((rows - d)[finite]).abs().max()) <= tol * (1 + float(d[finite].max()))
+    # the sum lies between the quadrature distance and sqrt(2) times it
+    assert bool((d[finite] >= quad[finite] * (1 - tol)).all() and (d[finite] <= 2**0.5 * quad[finite] * (1 + tol)).all())
+    for r in [0.3, 1.0, 2.5, 6.0, 1e3]:
+        ok = torch.zeros(bs, N, N, dtype=torch.bool)
+        ok[geo.ball_pairs(q, r)] = True
+        assert torch.equal(ok, d < r), f"{name} r={r}: {int((ok != (d < r)).sum())} pairs differ"
+
+
+def test_sum_distance_is_the_original_codes_for_se2():
+    """SE2 with the original's alpha: d = (alpha |theta| + (1 - alpha) |v|) / (1 - alpha), (theta, v)
+    the log coordinates of u_i^-1 u_j from G.log."""
+    alpha = 0.05
+    G = load_group("SE2", metric=load_group("SE2").original_weighting(alpha), distance="sum")
+    gen = torch.Generator().manual_seed(3)
+    x = 3 * torch.randn(2, 25, 2, generator=gen, dtype=torch.float64)
+    L = G.lift(x, x[..., :1], torch.ones(2, 25, dtype=torch.bool), generator=gen)
+    N = L.mask.shape[1]  # every point lifted to the group's stabilizer samples
+    i, j = torch.arange(N).expand(2, N)[:, :, None], torch.arange(N).expand(2, 1, N)
+    a = G.log(L.g_inv[:, :, None] @ L.g[:, None, :])
+    th = G.generator_names.index("theta")
+    rest = [k for k in range(3) if k != th]
+    ref = (alpha * a[..., th].abs() + (1 - alpha) * a[..., rest].norm(dim=-1)) / (1 - alpha)
+    assert float((G.distance(L, i, j) - ref).abs().max()) < 1e-12
+    assert float((PairGeometry(G, L).rows(i[..., 0]) - ref).abs().max()) < 1e-12
+
+
+def test_sum_distance_refuses_a_mixing_metric():
+    G = load_group("SE2")
+    M = torch.eye(3, dtype=torch.float64)
+    M[0, 1] = M[1, 0] = 0.5
+    with pytest.raises(ValueError, match="does not mix rotation"):
+        load_group("SE2", metric=M, distance="sum")
+    with pytest.raises(ValueError, match="distance must be one of"):
+        load_group("SE2", distance="max")
+    assert G.distance_form == "quadrature"
+
+
 def test_pair_geometry_builds_its_gemm_features_only_when_needed():
     """Layers whose pairs need no distances (every element a neighbour) skip the GEMM features."""
     G, L = cloud("T3", pad_from=20)
@@ -262,6 +321,21 @@ def test_radius_adapts_in_training_and_is_frozen_otherwise():
     conv.train()
     conv(L)
     assert float(conv.radius) != r
+
+
+def test_resnet_start_radius_and_rate_reach_every_block():
+    """LieResNet(radius=r0, radius_coeff=c): each block starts at r0 (no quantile init) and moves by
+    c (fill - observed) per training step, with the observed fill of that step's ball."""
+    G = load_group("T2")
+    x = torch.rand(2, 30, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)  # within a unit square
+    net = LieResNet(1, G, k=8, num_layers=2, nbhd=40, fill=0.5, radius=10.0, radius_coeff=2.5).double().train()
+    convs = [b.conv for b in net.blocks]
+    assert all(float(c.radius) == 10.0 and bool(c.radius_ready) and c.radius_coeff == 2.5 for c in convs)
+    net(x, torch.ones(2, 30, 1, dtype=torch.float64))
+    # a radius of 10 holds every pair of this cloud (fill 1), so each radius drops by 2.5 * 0.5
+    assert all(abs(float(c.radius) - (10.0 - 2.5 * 0.5)) < 1e-12 for c in convs), [float(c.radius) for c in convs]
+    default = LieResNet(1, G, k=8, num_layers=2, nbhd=40, fill=0.5)
+    assert all(not bool(b.conv.radius_ready) and b.conv.radius_coeff == 0.5 for b in default.blocks)
 
 
 def test_potential_never_changes_state():

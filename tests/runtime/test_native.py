@@ -74,8 +74,11 @@ def _near_pi_stabilizer(G, bs: int, n: int, dtype, gen):
 
 
 @pytest.mark.parametrize("name", ["SE3", "SE2", "SO3", "SO2"])
-def test_native_orthogonal_selection_is_the_torch_selection(name, dtype, monkeypatch):
+@pytest.mark.parametrize("distance", ["quadrature", "sum"])
+def test_native_orthogonal_selection_is_the_torch_selection(name, distance, dtype, monkeypatch):
     G = load_group(name, alpha=0.3)
+    if distance == "sum":  # the paper's weighting, parts added as norms
+        G = load_group(name, alpha=0.3, metric=G.original_weighting(0.2), distance="sum")
     gen = torch.Generator().manual_seed(2)
     bs, n = 3, 30
     x = (1.5 * torch.randn(bs, n, G.space_dim, generator=gen, dtype=torch.float64)).to(dtype)
@@ -104,13 +107,16 @@ def _as_float64(cloud):
 
 @pytest.mark.parametrize("name", ["T2", "T3", "SE3", "SE2", "SO3", "SO2"])
 @pytest.mark.parametrize("weighted", [False, True])
-def test_native_fps_is_the_torch_fps(name, weighted, dtype, monkeypatch):
+@pytest.mark.parametrize("distance", ["quadrature", "sum"])
+def test_native_fps_is_the_torch_fps(name, weighted, distance, dtype, monkeypatch):
     """The native farthest point sampling picks the torch loop's elements, in order, with padding,
-    clouds of different sizes, a metric and (orthogonal groups) many pairs near angle pi.  It
-    measures in double, so a float32 cloud picks what the torch loop picks on its float64 copy."""
-    G = load_group(name, alpha=0.3)
+    clouds of different sizes, a metric, either distance form and (orthogonal groups) many pairs
+    near angle pi.  It measures in double, so a float32 cloud picks what the torch loop picks on
+    its float64 copy."""
+    G = load_group(name, alpha=0.3, distance=distance)
     if weighted:
-        G = load_group(name, alpha=0.3, metric=G.original_weighting(0.1) or {G.generator_names[0]: 4.0})
+        G = load_group(name, alpha=0.3, metric=G.original_weighting(0.1) or {G.generator_names[0]: 4.0},
+                       distance=distance)
     gen = torch.Generator().manual_seed(3)
     bs, n = 4, 40
     x = (1.5 * torch.randn(bs, n, G.space_dim, generator=gen, dtype=torch.float64)).to(dtype)

@@ -269,9 +269,9 @@ def _molecule_batch(dtype):
     return b["positions"], b["one_hot"], b["mask"], b["charges"]
 
 
-def _model(group, dtype):
+def _model(group, dtype, distance=None):
     torch.manual_seed(0)
-    config = TASK.make_config(group=group, target="homo", width=16, num_layers=2, nbhd=6)
+    config = TASK.make_config(group=group, target="homo", width=16, num_layers=2, nbhd=6, distance=distance)
     return TASK.build_model(config).to(dtype).eval()
 
 
@@ -281,6 +281,17 @@ def test_networks_are_invariant_to_their_group(group, dtype):
     coords, one_hot, mask, charges = _molecule_batch(dtype)
     net = Adapter(_model(group, dtype), charges)
     err = equivariance_error(net, load_group(group), (coords, one_hot, mask), scale=3.0).error
+    assert err < (1e-10 if dtype == torch.float64 else 1e-5), err
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("group", ["SO3", "SE3"])
+def test_sum_distance_networks_are_invariant(group, dtype):
+    """--distance sum (the rotation part's norm plus the rest's) is left-invariant too."""
+    coords, one_hot, mask, charges = _molecule_batch(dtype)
+    model = _model(group, dtype, distance="sum")
+    assert model.net.group.distance_form == "sum"
+    err = equivariance_error(Adapter(model, charges), load_group(group), (coords, one_hot, mask), scale=3.0).error
     assert err < (1e-10 if dtype == torch.float64 else 1e-5), err
 
 

@@ -355,6 +355,8 @@ BAD = {
     "unknown group": (lambda d, b, t: _train(d, t / "o", group="NoSuchGroup"), "unknown group 'NoSuchGroup'"),
     "unknown model option": (lambda d, b, t: _train(d, t / "o", "--model-kw", "width=3"), "--model-kw width"),
     "bad metric": (lambda d, b, t: _train(d, t / "o", "--metric", "phi=2", group="SE2"), "unknown generator 'phi'"),
+    "sum distance, mixing metric": (lambda d, b, t: _train(d, t / "o", "--metric", "[[1,0.5,0],[0.5,1,0],[0,0,1]]",
+                                                           "--distance", "sum", group="SE2"), "does not mix rotation"),
     "too many train rows": (lambda d, b, t: _train(d, t / "o", "--n-train", "41"), "has only 40 rows"),
     "from-mnist bad folder": (lambda d, b, t: ["data", "rotmnist", "--from-mnist", str(t), "--data-dir",
                                                str(t / "x"), "--no-progress"], "no MNIST found"),
@@ -385,6 +387,19 @@ def test_metric_option_overrides_the_papers(data_dir):
     assert config("--group", "SE2", "--metric", "theta=0.5")["group_settings"]["metric"] == {"theta": 0.5}
     assert config("--group", "SE2")["group_settings"]["metric"] == {"theta": pytest.approx(0.05 ** 2 / 0.95 ** 2)}
     assert config("--group", "T2", "--metric", "tx=2")["group_settings"]["metric"] == {"tx": 2.0}
+    assert config("--group", "SE2", "--distance", "sum")["group_settings"]["distance"] == "sum"
+    assert "distance" not in config("--group", "SE2")["group_settings"]
+
+
+def test_sum_distance_trains_and_is_recorded(data_dir, tmp_path, capsys):
+    """--distance sum: the paper's SE2 metric with its parts added as norms, kept in the checkpoint's
+    group settings and reported in summary.json."""
+    args = ("--epochs", "1", "--n-train", "16", "--n-test", "8", "--model-kw", "k=8", "num_layers=1")
+    assert main(_train(data_dir, tmp_path / "s", *args, "--distance", "sum", group="SE2")) == 0
+    capsys.readouterr()
+    summary = json.loads((tmp_path / "s" / "summary.json").read_text())
+    assert summary["group_distance"] == "sum" and summary["group_settings"]["distance"] == "sum"
+    assert math.isfinite(summary["test_nll"])
 
 
 def test_run_is_the_main_job(data_dir, tmp_path, capsys):
