@@ -26,6 +26,9 @@ Strategies (chosen by asking the group what it is, never its name):
   rotation plane, m <= 3; the group's log beyond), densely for the whole chunk when most pairs
   are candidates (one GEMM of per-query features gives its parts, see `dense_exact_sq`).
   Embeddings use the closed-form log `orthogonal_log_parts` unless gradients must flow.
+  With the "sum" distance (`sum_form`: d = |rotation part| + |rest|) the same GEMM bound finds the
+  candidates (the sum is at least the quadrature), d^2 <= 2 (quadrature upper bound) decides the
+  sure ones, and the closed form of each part decides the rest.
   Decisions are exact: margins (`_BAND_TOL`) only widen the band.
 * "general": `group.distance` / `group.pair_embedding` (abelian groups with rotations use
   a_j - a_i re-reduced near angle pi; non-abelian groups the group's closed-form log).
@@ -341,19 +344,16 @@ class PairGeometry:
             F = self.f.reshape(self.bs * self.n, -1)
             return (F.index_select(0, ei) - F.index_select(0, ej)).square().sum(-1)
         cl, m, bn = self.cloud, self.m, self.bs * self.n
-        if m > 3:
-            r = cl.g.shape[-1]
-            emb = self.group.log(cl.g_inv.reshape(bn, r, r).index_select(0, ei) @ cl.g.reshape(bn, r, r).index_select(0, ej))
-            if self.qs is not None:
-                qs = self.qs.reshape(bn, -1)
-                return self.group.pair_sq_distance(emb, (qs.index_select(0, ei) - qs.index_select(0, ej)).square().sum(-1))
-            return self.group.pair_sq_distance(emb)
-        Rij, u = self._relative_pairs(ei, ej)
-        u = u if u is None or self.c_trans == 1 else math.sqrt(self.c_trans) * u
         dq2 = 0
         if self.qs is not None:
             qs = self.qs.reshape(bn, -1)
             dq2 = (qs.index_select(0, ei) - qs.index_select(0, ej)).square().sum(-1)
+        if m > 3:
+            r = cl.g.shape[-1]
+            emb = self.group.log(cl.g_inv.reshape(bn, r, r).index_select(0, ei) @ cl.g.reshape(bn, r, r).index_select(0, ej))
+            return self.group.pair_sq_distance(emb, dq2)
+        Rij, u = self._relative_pairs(ei, ej)
+        u = u if u is None or self.c_trans == 1 else math.sqrt(self.c_trans) * u
         if self.sum_form:
             return _sum_sq(orthogonal_sq_norm(Rij, None, self.c_rot), orthogonal_sq_norm(Rij, u, 0.0) + dq2)
         return orthogonal_sq_norm(Rij, u, self.c_rot) + dq2
