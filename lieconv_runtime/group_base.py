@@ -482,8 +482,8 @@ class GeneratedGroup(LiftMixin):
         alpha |rotation part| + (1 - alpha) |the rest| (SE2, SE3, SO2, RxSO2, Sim2), so here
         rotation generators (antisymmetric linear part, no translation) get weight
         (alpha / (1 - alpha))^2 and every other generator 1 (e.g. SE2 at the paper's alpha = 0.05:
-        {"theta": 0.00277}); the two parts then add in quadrature, where the original added their
-        norms (docs/spec.md).  Pass it as ``load_group(name, metric=...)``."""
+        {"theta": 0.00277}).  Pass it as ``load_group(name, metric=...)``; the two parts then add in
+        quadrature, or as the original added them with ``distance="sum"`` (docs/spec.md)."""
         if not 0 < alpha < 1:
             raise ValueError(f"{self.name}: the original's alpha must be in (0, 1), got {alpha}")
         return {name: (alpha / (1 - alpha)) ** 2
