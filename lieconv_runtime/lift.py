@@ -100,6 +100,12 @@ def _norm_from_sq(d2: torch.Tensor) -> torch.Tensor:
     return torch.where(pos, torch.sqrt(torch.where(pos, d2, torch.ones_like(d2))), torch.zeros_like(d2))
 
 
+def sum_sq(a2: torch.Tensor, b2: torch.Tensor) -> torch.Tensor:
+    """(sqrt(a2) + sqrt(b2))^2 (negative parts count as 0): the squared "sum" distance from the
+    squared norms of its two parts."""
+    return (_norm_from_sq(a2) + _norm_from_sq(b2)).square()
+
+
 def _gather(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """t (bs, N, *F), idx (bs, *S) long -> (bs, *S, *F), by one index_select on the flattened
     (bs N, *F) (several times faster than advanced indexing on the CPU)."""
@@ -462,8 +468,7 @@ class LiftMixin:
             return torch.einsum("...k,kl,...l->...", a, M, a) + dq2
         rot = torch.tensor(self.rotation_generators_mask(), dtype=a.dtype, device=a.device)
         r, s = a * rot, a * (1 - rot)
-        return (_norm_from_sq(torch.einsum("...k,kl,...l->...", r, M, r))
-                + _norm_from_sq(torch.einsum("...k,kl,...l->...", s, M, s) + dq2)).square()
+        return sum_sq(torch.einsum("...k,kl,...l->...", r, M, r), torch.einsum("...k,kl,...l->...", s, M, s) + dq2)
 
     def distance(self, lifted: Lifted, i_idx: torch.Tensor, j_idx: torch.Tensor,
                  embedding: torch.Tensor | None = None) -> torch.Tensor:

@@ -164,9 +164,7 @@ static int64_t choose_row(const int64_t *cj, uint64_t *rk, int64_t m, int64_t k,
                 }                                                                                \
                 T d2;                                                                            \
                 if (sum_form) {                                                                  \
-                    T rest = perp + along + acc;                                                 \
-                    T a = (T)sqrt((double)rot2) + (T)sqrt((double)(rest > 0 ? rest : 0));        \
-                    d2 = a * a;                                                                  \
+                    d2 = sum_sq_##T(rot2, perp + along + acc);                                   \
                 } else {                                                                         \
                     d2 = rot2 + perp + along;                                                    \
                     if (qs) d2 = d2 + acc;                                                       \
@@ -227,8 +225,7 @@ static int64_t choose_row(const int64_t *cj, uint64_t *rk, int64_t m, int64_t k,
                 hi += along + rho_hi * rho_hi * perp;                                            \
             }                                                                                    \
             if (sum_form) { /* (|rotation part| + |rest|)^2, increasing in both */               \
-                double a = sqrt(rot_lo) + sqrt(lo), bb2 = sqrt(rot_hi) + sqrt(hi);               \
-                lo = a * a; hi = bb2 * bb2;                                                       \
+                lo = sum_sq_double(rot_lo, lo); hi = sum_sq_double(rot_hi, hi);                  \
             } else { lo += rot_lo; hi += rot_hi; }                                               \
             dist[jj] = hi < lo_thr ? (T)-1 : (lo > hi_thr ? (T)INFINITY : (T)0);                 \
         }                                                                                        \

@@ -87,9 +87,7 @@ void lc_fps_orth_f64(const double *R, const double *t, const double *qs, const d
                  for (int64_t e = 0; e < qd; e++) { double x = qb[c * qd + e] - qb[j * qd + e]; acc = acc + x * x; }
              double d2;
              if (sum_form) { /* (|rotation part| + |rest|)^2 */
-                 double rest = perp + along + acc; /* no commas: this is a macro argument */
-                 double a = sqrt(rot2) + sqrt(rest > 0 ? rest : 0);
-                 d2 = a * a;
+                 d2 = sum_sq_double(rot2, perp + along + acc);
              } else {
                  d2 = rot2 + perp + along;
                  if (qb) d2 = d2 + acc;

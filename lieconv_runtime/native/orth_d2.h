@@ -68,6 +68,10 @@ static inline T orth_parts_##T(const T *Ri, const T *Rj, const T *ti, const T *t
     *along_part = (1 - rho2) * along;                                                            \
     return d2;                                                                                   \
 }                                                                                                \
+static inline T sum_sq_##T(T a2, T b2) { /* (sqrt(a2) + sqrt(b2))^2: the "sum" distance squared */ \
+    T a = SQRT(a2 > 0 ? a2 : 0) + SQRT(b2 > 0 ? b2 : 0);                                         \
+    return a * a;                                                                                \
+}                                                                                                \
 static inline T orth_d2_##T(const T *Ri, const T *Rj, const T *ti, const T *tj, int64_t m) {      \
     T perp, along;                                                                               \
     T d2 = orth_parts_##T(Ri, Rj, ti, tj, m, &perp, &along);                                     \

@@ -40,7 +40,7 @@ import math
 
 import torch
 
-from lieconv_runtime.lift import Lifted
+from lieconv_runtime.lift import Lifted, sum_sq
 from lieconv_runtime.orthogonal import (linear_block, metric_weights, orthogonal_linear_parts, orthogonal_log_parts,
                                         orthogonal_sq_norm, orthogonal_sq_norm_parts, rotation_generators, vee_maps)
 from lieconv_runtime.perf import chunk_scale
@@ -71,11 +71,6 @@ def _rho2_bound(x: torch.Tensor) -> torch.Tensor:
     polynomial 1 + x/24 + x^2/360 plus the cubic term that makes it exact at x = 8 (all
     coefficients of the series are positive, so this lies above it on [0, 8])."""
     return 1 + x * (1 / 24 + x * (1 / 360 + x * _RHO2_C3))
-
-
-def _sum_sq(a2: torch.Tensor, b2: torch.Tensor) -> torch.Tensor:
-    """(sqrt(a2) + sqrt(b2))^2 for a2, b2 >= 0: the squared "sum" distance from its two parts."""
-    return (a2.clamp_min(0).sqrt() + b2.clamp_min(0).sqrt()).square()
 
 
 def _sqdist(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -332,7 +327,7 @@ class PairGeometry:
 
         dq2 = _sqdist(_gather_rows(self.qs, qidx), self.qs) if self.qs is not None else 0
         if self.sum_form:  # u from the features: scaled by sqrt(c_trans)
-            return _sum_sq(orthogonal_sq_norm_parts(cos, w, None, far_R, self.c_rot),
+            return sum_sq(orthogonal_sq_norm_parts(cos, w, None, far_R, self.c_rot),
                            orthogonal_sq_norm_parts(cos, w, u, far_R, 0.0) + dq2)
         return orthogonal_sq_norm_parts(cos, w, u, far_R, self.c_rot) + dq2
 
@@ -355,7 +350,7 @@ class PairGeometry:
         Rij, u = self._relative_pairs(ei, ej)
         u = u if u is None or self.c_trans == 1 else math.sqrt(self.c_trans) * u
         if self.sum_form:
-            return _sum_sq(orthogonal_sq_norm(Rij, None, self.c_rot), orthogonal_sq_norm(Rij, u, 0.0) + dq2)
+            return sum_sq(orthogonal_sq_norm(Rij, None, self.c_rot), orthogonal_sq_norm(Rij, u, 0.0) + dq2)
         return orthogonal_sq_norm(Rij, u, self.c_rot) + dq2
 
     # --- embeddings -----------------------------------------------------------------------------
