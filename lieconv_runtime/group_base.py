@@ -420,15 +420,23 @@ class GeneratedGroup(LiftMixin):
         self.lift_samples = int(self.defaults.get("lift_samples", 1) if lift_samples is None else lift_samples)
         self.metric_source = self.METRIC_SOURCE if metric is None else "override"
         self._metric = self.METRIC if metric is None else self._check_metric(metric)
-        if distance not in self.DISTANCE_FORMS:
-            raise ValueError(f"{self.name}: distance must be one of {', '.join(self.DISTANCE_FORMS)}, got {distance!r}")
-        self.distance_form = distance
-        if distance == "sum":
+        self.distance_form = "quadrature"
+        self.distance_form = self.check_distance_form(distance)
+
+    def check_distance_form(self, form: str | None) -> str:
+        """`form` (None: this group's `distance_form`) if this group can use it, else ValueError in one
+        line: an unknown form, or "sum" with a metric that mixes rotation generators with the others."""
+        if form is None:
+            return self.distance_form
+        if form not in self.DISTANCE_FORMS:
+            raise ValueError(f"{self.name}: distance must be one of {', '.join(self.DISTANCE_FORMS)}, got {form!r}")
+        if form == "sum":
             rot = np.asarray(self.rotation_generators_mask())
             M = np.asarray(self._metric, dtype=float).reshape(self.lie_dim, self.lie_dim)
             if self.lie_dim and np.abs(M[np.ix_(rot, ~rot)]).max(initial=0.0) > 0:
                 raise ValueError(f"{self.name}: distance 'sum' needs a metric that does not mix rotation "
                                  "generators with the others; use distance 'quadrature' or a block-diagonal metric")
+        return form
 
     def _check_metric(self, metric) -> list:
         """A metric override as nested lists of floats (ValueError, one line, if it is not one)."""

@@ -459,30 +459,31 @@ class LiftMixin:
         qj = (_gather(lifted.q, j_idx) * valid).expand(shape + lifted.q.shape[-1:])
         return torch.cat([log, qi, qj], dim=-1)
 
-    def pair_sq_distance(self, a: torch.Tensor, dq2: torch.Tensor | float = 0.0) -> torch.Tensor:
+    def pair_sq_distance(self, a: torch.Tensor, dq2: torch.Tensor | float = 0.0, form: str | None = None) -> torch.Tensor:
         """d^2 of pairs from their logs a (..., lie_dim) and alpha |q_i - q_j|^2 (...): a^T M a + dq2,
-        or with ``distance="sum"`` (sqrt(r^T M r) + sqrt(s^T M s + dq2))^2 for the rotation part r of a
-        and the rest s."""
+        or with the form "sum" (sqrt(r^T M r) + sqrt(s^T M s + dq2))^2 for the rotation part r of a
+        and the rest s.  form: None for the group's own (`distance_form`)."""
         M = self.metric(a)
-        if self.distance_form != "sum":
+        if (form or self.distance_form) != "sum":
             return torch.einsum("...k,kl,...l->...", a, M, a) + dq2
         rot = torch.tensor(self.rotation_generators_mask(), dtype=a.dtype, device=a.device)
         r, s = a * rot, a * (1 - rot)
         return sum_sq(torch.einsum("...k,kl,...l->...", r, M, r), torch.einsum("...k,kl,...l->...", s, M, s) + dq2)
 
     def distance(self, lifted: Lifted, i_idx: torch.Tensor, j_idx: torch.Tensor,
-                 embedding: torch.Tensor | None = None) -> torch.Tensor:
+                 embedding: torch.Tensor | None = None, form: str | None = None) -> torch.Tensor:
         """d_ij = sqrt(a^T M a + alpha ||q_i - q_j||^2), a = log(u_i^-1 u_j): (bs, *S); +inf if a member is padded.
 
         M is the group's metric (`metric()`: by default the Frobenius Gram, so a^T M a = ||hat(a)||_F^2,
         basis-independent).  With ``distance="sum"`` the rotation part r of a (`rotation_generators_mask`)
         and the rest s add as norms instead: d = sqrt(r^T M r) + sqrt(s^T M s + alpha ||q_i - q_j||^2).
+        form: "quadrature" or "sum" in place of the group's own ``distance`` (None: the group's).
         Left-invariant in u; pass the `embedding` from pair_embedding to avoid recomputing the logs.
         """
         if embedding is None:
             embedding = self.pair_embedding(lifted, i_idx, j_idx)
         d, k = self.lie_dim, (embedding.shape[-1] - self.lie_dim) // 2
         a, qi, qj = embedding[..., :d], embedding[..., d:d + k], embedding[..., d + k:]
-        dist = _norm_from_sq(self.pair_sq_distance(a, self.alpha * (qi - qj).pow(2).sum(-1)))
+        dist = _norm_from_sq(self.pair_sq_distance(a, self.alpha * (qi - qj).pow(2).sum(-1), form))
         valid = _gather(lifted.mask, i_idx) & _gather(lifted.mask, j_idx)
         return torch.where(valid.expand(dist.shape), dist, torch.full_like(dist, math.inf))

@@ -36,6 +36,7 @@ Strategies (chosen by asking the group what it is, never its name):
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -81,16 +82,29 @@ def _sqdist(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 class PairGeometry:
     """Distances and embeddings of a lifted cloud `cloud` (a `Lifted`) under `group`."""
 
-    def __init__(self, group, cloud: Lifted):
+    def __init__(self, group, cloud: Lifted, form: str | None = None):
+        """form: the distance form ("quadrature" or "sum"; None: the group's `distance_form`)."""
         self.group, self.cloud = group, cloud
+        self.form = group.check_distance_form(form)
         self.bs, self.n = cloud.mask.shape
         self.kind, weights, m = PairGeometry.strategy(group)
         if self.kind == "orthogonal":
             self.c_rot, self.c_trans = weights  # d^2 = c_rot |B|_F^2 + c_trans |V^-1 u|^2 + alpha |dq|^2
             self.m = m
         # distance "sum": d = sqrt(c_rot |B|_F^2) + sqrt(c_trans |V^-1 u|^2 + alpha |dq|^2) (flat groups have no rotation part)
-        self.sum_form = group.distance_form == "sum" and self.kind == "orthogonal"
+        self.sum_form = self.form == "sum" and self.kind == "orthogonal"
         self._features_built = self.kind == "general"  # the GEMM features below are built on first use
+
+    def with_form(self, form: str | None) -> PairGeometry:
+        """This geometry with the distance form `form` (None: the group's), sharing its built features."""
+        form = self.group.check_distance_form(form)
+        if form == self.form:
+            return self
+        if not self._features_built:
+            self._build_features()
+        other = copy.copy(self)
+        other.form, other.sum_form = form, form == "sum" and self.kind == "orthogonal"
+        return other
 
     @staticmethod
     def strategy(group) -> tuple:
@@ -169,7 +183,7 @@ class PairGeometry:
         mask = self.cloud.mask
         if self.kind == "general" or (self.kind == "orthogonal" and self.m > 3):
             j = torch.arange(self.n, device=mask.device).expand(self.bs, 1, self.n)
-            return self.group.distance(self.cloud, qidx[:, :, None], j)
+            return self.group.distance(self.cloud, qidx[:, :, None], j, form=self.form)
         c = qidx.shape[1]
         if self.kind == "flat":
             d = _sqdist(_gather_rows(self.f, qidx), self.f) if self.f.shape[-1] else self.f.new_zeros(self.bs, c, self.n)
@@ -346,7 +360,7 @@ class PairGeometry:
         if m > 3:
             r = cl.g.shape[-1]
             emb = self.group.log(cl.g_inv.reshape(bn, r, r).index_select(0, ei) @ cl.g.reshape(bn, r, r).index_select(0, ej))
-            return self.group.pair_sq_distance(emb, dq2)
+            return self.group.pair_sq_distance(emb, dq2, self.form)
         Rij, u = self._relative_pairs(ei, ej)
         u = u if u is None or self.c_trans == 1 else math.sqrt(self.c_trans) * u
         if self.sum_form:

@@ -310,15 +310,19 @@ class LieConv(nn.Module):
     cache_fps: FPS queries as a function of the input elements alone (the start drawn from a
     generator seeded by the layer's seed, not from its running stream), reused while the elements
     and mask are unchanged (images: every batch lifts the same grid, as the original cached its
-    queries); a resumed run recomputes exactly what it had cached.
+    queries); a resumed run recomputes exactly what it had cached.  fps_distance: the distance form
+    of farthest point sampling, "quadrature" or "sum" (None: the group's `distance_form`, which the
+    ball always uses).
     """
 
     def __init__(self, c_in: int, c_out: int, group, *, nbhd: int | None = 32, fill: float = 1 / 3,
                  ds_frac: float = 1.0, knn: bool = False, mean: bool = True, bn: bool = True,
                  kernel_hidden: int = 32, kernel_channels: int = 16, radius: float | None = None,
-                 radius_coeff: float = 0.5, seed: int = 0, cache_fps: bool = False):
+                 radius_coeff: float = 0.5, seed: int = 0, cache_fps: bool = False,
+                 fps_distance: str | None = None):
         super().__init__()
         self.group, self.c_in, self.c_out = group, c_in, c_out
+        self.fps_distance = group.check_distance_form(fps_distance)
         self.nbhd = math.inf if nbhd is None else nbhd
         self.fill, self.ds_frac, self.knn, self.mean = min(float(fill), 1.0), float(ds_frac), knn, mean
         self.radius_coeff, self.seed = radius_coeff, seed
@@ -360,7 +364,8 @@ class LieConv(nn.Module):
             a, mask, query = self._fps_cache
             if torch.equal(a, cloud.a) and torch.equal(mask, cloud.mask):  # False on other shapes too
                 return query
-        geometry = geometry or PairGeometry(self.group, cloud)
+        geometry = (PairGeometry(self.group, cloud, self.fps_distance) if geometry is None
+                    else geometry.with_form(self.fps_distance))
         gen = stream_generator(self.seed, self.stream) if self.cache_fps else self.rng()
         query = farthest_point_sample(geometry, self.ds_frac, gen)
         if self.cache_fps:

@@ -130,7 +130,8 @@ class LieResNet(nn.Module):
     stabilizers such as SE2's and for SE3's); pool: None, "mean" or "sum" ("mean" unless
     mean=False); cache_fps: each block reuses its FPS queries while its input elements are
     unchanged (LieConv); radius, radius_coeff: every block's starting ball radius (None: the
-    fill-quantile of the first batch's distances) and its adaptation rate (LieConv).  forward(coords (bs, n, d), values (bs, n, c_in), mask (bs, n) = None,
+    fill-quantile of the first batch's distances) and its adaptation rate (LieConv); fps_distance: the
+    distance form of the blocks' farthest point sampling (LieConv; None: the group's).  forward(coords (bs, n, d), values (bs, n, c_in), mask (bs, n) = None,
     stabilizer = None) -> (bs, num_outputs) if pooling, else the output cloud (a Lifted).
     `stabilizer` (bs, n, K, r, r) fixes the lifting samples (deterministic equivariance tests).
     """
@@ -140,7 +141,7 @@ class LieResNet(nn.Module):
                  bn: bool = True, mean: bool = True, pool: bool | str = True, knn: bool = False,
                  lift_samples: int | None = None, kernel_channels: int = 16, kernel_hidden: int = 32, seed: int = 0,
                  lift_mode: str = "haar", cache_fps: bool = False, radius: float | None = None,
-                 radius_coeff: float = 0.5):
+                 radius_coeff: float = 0.5, fps_distance: str | None = None):
         super().__init__()
         self.group = group
         if lift_mode not in ("haar", "stratified", "frame"):
@@ -160,7 +161,7 @@ class LieResNet(nn.Module):
         self.blocks = nn.ModuleList(
             BottleBlock(ks[i], ks[i + 1], group, bn=bn, nbhd=nbhd, fill=fills[i], ds_frac=fracs[i], knn=knn,
                         mean=mean, kernel_channels=kernel_channels, kernel_hidden=kernel_hidden, seed=seed + 1 + i,
-                        cache_fps=cache_fps, radius=radius, radius_coeff=radius_coeff)
+                        cache_fps=cache_fps, radius=radius, radius_coeff=radius_coeff, fps_distance=fps_distance)
             for i in range(num_layers))
         self.head = nn.Sequential(PointwiseNorm(ks[-1], bn), PointwiseLinear(ks[-1], num_outputs))
         self.pool = ("mean" if mean else "sum") if pool is True else (pool or None)

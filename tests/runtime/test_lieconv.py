@@ -116,6 +116,65 @@ def test_sum_distance_refuses_a_mixing_metric():
     assert G.distance_form == "quadrature"
 
 
+@pytest.mark.parametrize("name", ["SE2", "SE3", "RxSO2"])
+def test_a_distance_form_per_use(name, dtype):
+    """PairGeometry(form=...) and with_form(...) give the other form's distances and balls on the same
+    group, as a group loaded with that form does; with_form shares the built features."""
+    G0 = load_group(name)
+    w = G0.original_weighting(0.2) or None
+    G_sum, G_quad = load_group(name, metric=w, distance="sum"), load_group(name, metric=w)
+    gen = torch.Generator().manual_seed(1)
+    x = (2 * torch.randn(2, 25, G0.space_dim, generator=gen, dtype=torch.float64) + 5.0).to(dtype)
+    L = G_sum.lift(x, x[..., :1], torch.ones(2, 25, dtype=torch.bool), generator=gen)
+    bs, N = L.mask.shape
+    q = torch.arange(N).expand(bs, N)
+    i, j = q[:, :, None], torch.arange(N).expand(bs, 1, N)
+    tol = 1e-12 if dtype == torch.float64 else 1e-4
+    for own, other in [(G_sum, G_quad), (G_quad, G_sum)]:
+        want = other.distance(L, i, j)
+        assert torch.equal(own.distance(L, i, j, form=other.distance_form), want)
+        fresh = PairGeometry(own, L, form=other.distance_form)
+        geo = PairGeometry(own, L)
+        geo.rows(q[:, :2])  # builds the features
+        view = geo.with_form(other.distance_form)
+        assert geo.with_form(None) is geo and geo.form == own.distance_form
+        for g in (fresh, view):
+            assert g.form == other.distance_form
+            assert float((g.rows(q) - want).abs().max()) <= tol * (1 + float(want.max()))
+            for r in [0.7, 2.3, 5.1]:  # no pair within rounding of these
+                ok = torch.zeros(bs, N, N, dtype=torch.bool)
+                ok[g.ball_pairs(q, r)] = True
+                assert torch.equal(ok, want < r)
+        if geo.kind != "general":
+            assert view.f is geo.f
+    rot = G0.rotation_generators_mask()
+    a, b = rot.index(True), rot.index(False)
+    M = torch.eye(G0.lie_dim, dtype=torch.float64)
+    M[a, b] = M[b, a] = 0.5
+    with pytest.raises(ValueError, match="does not mix rotation"):
+        PairGeometry(load_group(name, metric=M), L, form="sum")
+
+
+def test_fps_distance_chooses_the_queries_of_that_form(dtype):
+    """LieConv(fps_distance=...) samples its queries as a layer of a group with that form would, while
+    its ball keeps the group's form; an unknown form is one line."""
+    w = load_group("SE2").original_weighting(0.05)
+    G_sum, G_quad = load_group("SE2", metric=w, distance="sum"), load_group("SE2", metric=w)
+    gen = torch.Generator().manual_seed(2)
+    x = (3 * torch.randn(2, 40, 2, generator=gen, dtype=torch.float64)).to(dtype)
+    L = G_sum.lift(x, torch.randn(2, 40, 4, generator=gen, dtype=torch.float64).to(dtype),
+                   torch.ones(2, 40, dtype=torch.bool), generator=gen)
+    picks = {}
+    for key, G, fd in [("sum", G_sum, None), ("quad", G_quad, None), ("sum+quad fps", G_sum, "quadrature")]:
+        conv = LieConv(4, 8, G, ds_frac=0.3, fill=0.5, nbhd=10, seed=7, fps_distance=fd).to(dtype)
+        picks[key] = conv.subsample(L)
+        assert conv.fps_distance == (fd or G.distance_form)
+    assert torch.equal(picks["sum+quad fps"][0], picks["quad"][0])
+    assert not torch.equal(picks["sum"][0], picks["quad"][0])  # the form changes the queries here
+    with pytest.raises(ValueError, match="distance must be one of"):
+        LieConv(4, 8, G_sum, fps_distance="L1")
+
+
 def test_pair_geometry_builds_its_gemm_features_only_when_needed():
     """Layers whose pairs need no distances (every element a neighbour) skip the GEMM features."""
     G, L = cloud("T3", pad_from=20)
