@@ -37,7 +37,7 @@ from lieconv_runtime.nn.lean import bn_silu_linear, contract_by_size, silu_contr
 from lieconv_runtime.nn.norm import MaskedBatchNorm
 from lieconv_runtime.nn.sampling import every_element, farthest_point_sample, row_keys, select_neighbours
 
-__all__ = ["KernelMLP", "LieConv", "SizeGroups", "exact_geometry", "frozen_radius", "gather_points", "reset_rngs",
+__all__ = ["KernelMLP", "LieConv", "SizeGroups", "exact_geometry", "frozen_radius", "gather_points", "packed_pairs", "reset_rngs",
            "set_stream", "size_groups", "stream_generator", "stream_seed", "subsample_cloud"]
 
 
@@ -106,6 +106,19 @@ def size_groups(mask: torch.Tensor, cache: dict | None = None) -> SizeGroups:
     if cache is not None:
         cache["size_groups"] = (mask, sg)
     return sg
+
+
+def packed_pairs(sg: SizeGroups, n: int, cache: dict) -> torch.Tensor:
+    """Flat indices (P,) into (bs, N, N) of every (query, neighbour) pair of valid elements of the same
+    cloud, in the packed order of `sg` (size by size, then cloud, query, neighbour); kept in `cache`."""
+    hit = cache.get("packed_pairs")
+    if hit is not None and hit[0] is sg:
+        return hit[1]
+    rows = [((e // n)[:, :, None] * n * n + (e % n)[:, :, None] * n + (e % n)[:, None, :]).reshape(-1)
+            for e, _ in sg.groups]
+    index = torch.cat(rows) if rows else sg.elements
+    cache["packed_pairs"] = (sg, index)
+    return index
 
 
 def dense_embedding(geometry: PairGeometry, cache: dict) -> torch.Tensor:
@@ -409,9 +422,7 @@ class LieConv(nn.Module):
                 nb = select_neighbours(geometry, qidx, qmask, self.nbhd, float(self.radius), self.knn, self.rng())
                 idx, valid = nb.idx, nb.valid
                 if adapt and nb.pairs > 0:
-                    observed = nb.inside / nb.pairs
-                    self.radius.add_(self.radius_coeff * (self.fill - observed)).clamp_(min=1e-6)
-                    self.fill_ema += 0.1 * (observed - self.fill_ema)
+                    self._adapt_radius(nb.inside / nb.pairs)
         out = self.convolve(geometry, cloud.values, qidx, idx, valid, cache, all_valid=query is None and cloud.full)
         out_cloud = cloud._replace(mask=qmask) if query is None else subsample_cloud(cloud, qidx, qmask)
         out = torch.where(out_cloud.mask[..., None], out, torch.zeros((), dtype=out.dtype, device=out.device))
@@ -477,29 +488,30 @@ class LieConv(nn.Module):
         out = self.contract_packed(sg, emb, values.reshape(bs * n, -1).index_select(0, sg.elements), cache)
         return out.new_zeros(bs * n, out.shape[1]).index_copy(0, sg.elements, out).view(bs, n, -1)
 
-    def contract_packed(self, sg: SizeGroups, emb: torch.Tensor, values: torch.Tensor, cache: dict) -> torch.Tensor:
+    def contract_packed(self, sg: SizeGroups, emb: torch.Tensor, values: torch.Tensor, cache: dict,
+                        inside: torch.Tensor | None = None) -> torch.Tensor:
         """The convolution sum of packed values (E, c_in) (the valid elements in the order of
-        `sg`, see `size_groups`) when every valid element is a query and a neighbour of every valid
-        element of its cloud: emb (bs, N, N, D) -> (E, c_out), without the bias and the 1/n_i.
+        `sg`, see `size_groups`) when every valid element is a query and its neighbours are the valid
+        elements of its cloud (all of them, or those with `inside` (P,) True, P the pairs of
+        `packed_pairs`): emb (bs, N, N, D) -> (E, c_out), without the bias and the 1/n_i.
 
         Clouds with the same number s of valid elements are contracted together, densely, with no
         padded neighbour slots and no per-query gather of neighbour values: below LEAN_MIN_ROWS
         pairs the output map first (values -> (E, kc c_out), then one batched GEMM (clouds, s,
         s kc) @ (clouds, s kc, c_out) per size, `contract_by_size`), else memory-lean
         (`silu_contract_dense` per size, then the output map).  The kernel MLP runs once on all
-        valid pairs (its batch norms see exactly those); their embeddings are gathered once per
-        forward pass (`cache`)."""
+        valid pairs, or on those inside (its batch norms see exactly those; it gives 0 on the others,
+        which then add nothing); their embeddings are gathered once per forward pass (`cache`)."""
         groups = sg.groups
         hit = cache.get("size_pairs")
         if hit is None or hit[0] is not emb:
             bs, n = emb.shape[:2]
-            pair_rows = [((e // n)[:, :, None] * n * n + (e % n)[:, :, None] * n + (e % n)[:, None, :]).reshape(-1)
-                         for e, _ in groups]
-            hit = (emb, emb.reshape(bs * n * n, -1).index_select(0, torch.cat(pair_rows)))  # (valid pairs, D)
+            hit = (emb, emb.reshape(bs * n * n, -1).index_select(0, packed_pairs(sg, n, cache)))  # (valid pairs, D)
             cache["size_pairs"] = hit
         x = hit[1]
         lean = x.shape[0] >= LEAN_MIN_ROWS
-        pre = self.kernel(x, torch.ones(x.shape[0], dtype=torch.bool, device=x.device), activate=not lean)
+        valid = torch.ones(x.shape[0], dtype=torch.bool, device=x.device) if inside is None else inside
+        pre = self.kernel(x, valid, all_valid=inside is None, activate=not lean)
         if not lean:
             vw = (values @ self._output_map_weight()).view(-1, self.c_out)  # (E kc, c_out)
             return contract_by_size(pre, vw, [(e.shape[0], size) for e, size in groups])
@@ -511,17 +523,55 @@ class LieConv(nn.Module):
 
     def forward_packed(self, cloud: Lifted, values: torch.Tensor, sg: SizeGroups, cache: dict) -> torch.Tensor:
         """The layer on packed values (E, c_in) (the valid elements of `cloud` in the order of
-        `sg`) -> (E, c_out), when every valid element is a query and a neighbour of every valid
-        element of its cloud (`all_neighbours`): the same values as `forward`, packed."""
-        out = self.contract_packed(sg, dense_embedding(PairGeometry(self.group, cloud), cache), values, cache)
+        `sg`) -> (E, c_out), when every valid element is a query whose neighbours are all the valid
+        elements of its cloud, or all of those in its ball (`packs`): the same values as `forward`
+        (the same ball, radius updates and random stream), packed."""
+        geometry = PairGeometry(self.group, cloud)
+        inside = None if self.all_neighbours(cloud.mask.shape[1]) else self._packed_ball(geometry, sg, cache)
+        out = self.contract_packed(sg, dense_embedding(geometry, cache), values, cache, inside)
         if self.mean:
-            out = out / sg.sizes[:, None].to(out.dtype)
+            if inside is None:
+                counts = sg.sizes
+            else:  # neighbours per query: pairs are packed query by query, `size` per query
+                counts = torch.cat([part.view(-1, size).sum(1) for part, (_, size) in
+                                    zip(inside.split([e.numel() * size for e, size in sg.groups]), sg.groups)])
+            out = out / counts[:, None].clamp_min(1).to(out.dtype)
         return out + self.linear.bias
+
+    @torch.no_grad()
+    def _packed_ball(self, geometry: PairGeometry, sg: SizeGroups, cache: dict) -> torch.Tensor:
+        """Which pairs of `packed_pairs` lie inside the ball, (P,) bool, as `select_neighbours`
+        decides (`PairGeometry.ball_pairs_flat`); in training the radius adapts as in `forward`."""
+        mask = geometry.cloud.mask
+        bs, n = mask.shape
+        q = torch.arange(n, device=mask.device).expand(bs, n)
+        adapt = self.training and self.adapt_radius and self.fill < 1
+        with exact_geometry(mask):
+            if adapt and not bool(self.radius_ready):
+                self._init_radius(geometry, q, mask)
+            torch.randint(0, 2**62, (1,), generator=self.rng())  # select_neighbours' draw: the same stream after
+            dense = torch.zeros(bs * n * n, dtype=torch.bool, device=mask.device)
+            dense[geometry.ball_pairs_flat(q, float(self.radius))] = True
+        inside = dense.index_select(0, packed_pairs(sg, n, cache))
+        if adapt and inside.numel():
+            self._adapt_radius(float(inside.sum()) / inside.numel())
+        return inside
+
+    def _adapt_radius(self, observed: float) -> None:
+        """One training step's radius update from the observed fraction of pairs inside the ball."""
+        self.radius.add_(self.radius_coeff * (self.fill - observed)).clamp_(min=1e-6)
+        self.fill_ema += 0.1 * (observed - self.fill_ema)
+
+    def packs(self, n: int) -> bool:
+        """Whether every element of a cloud of n elements (padding included) is a query whose
+        neighbours are all the valid elements of its cloud inside its ball (no subsampling, no
+        nearest neighbours, no neighbour limit below n): `forward_packed` can run it."""
+        return self.ds_frac >= 1 and not self.knn and self.nbhd >= n
 
     def all_neighbours(self, n: int) -> bool:
         """Whether every element of a cloud of n elements (padding included) is a query and a
-        neighbour of every valid element (no subsampling, no ball, no neighbour limit)."""
-        return self.ds_frac >= 1 and self.fill >= 1 and not self.knn and self.nbhd >= n
+        neighbour of every valid element (`packs`, and no ball)."""
+        return self.fill >= 1 and self.packs(n)
 
     def _contract_live_queries(self, geometry: PairGeometry, qidx: torch.Tensor, emb: torch.Tensor | None,
                                values: torch.Tensor, idx: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

@@ -102,8 +102,8 @@ class BottleBlock(nn.Module):
 
     def forward_packed(self, cloud: Lifted, x: torch.Tensor, sg: SizeGroups, cache: dict) -> torch.Tensor:
         """The block on packed values x (E, c_in) of `cloud`'s valid elements in the order of `sg`
-        -> (E, c_out), when its LieConv makes every valid element a neighbour of every other
-        (`LieConv.all_neighbours`): the same values as `forward`, packed."""
+        -> (E, c_out), when its LieConv can run packed (`LieConv.packs`): the same values as
+        `forward`, packed."""
         h = self.conv.forward_packed(cloud, on_rows(self.pre, cloud, x), sg, cache)
         return _add_residual(on_rows(self.post, cloud, h), x)
 
@@ -214,10 +214,11 @@ class LieResNet(nn.Module):
 
     def runs_packed(self, cloud: Lifted) -> bool:
         """Whether the blocks run on the packed valid elements (`_forward_packed`): a padded batch
-        (clouds of different sizes), every block's LieConv making every valid element a neighbour
-        of every other valid element of its cloud, no mixed precision, PACK_BLOCKS on."""
+        (clouds of different sizes), every block's LieConv making every valid element a query whose
+        neighbours are all the valid elements of its cloud, or those in its ball (`LieConv.packs`),
+        no mixed precision, PACK_BLOCKS on."""
         n = cloud.mask.shape[1]
-        return (PACK_BLOCKS and not autocasting(cloud.values) and all(b.conv.all_neighbours(n) for b in self.blocks)
+        return (PACK_BLOCKS and not autocasting(cloud.values) and all(b.conv.packs(n) for b in self.blocks)
                 and not all_valid(cloud))
 
     def _forward_packed(self, cloud: Lifted, cache: dict) -> torch.Tensor:

@@ -466,11 +466,13 @@ def test_a_cloud_known_full_equals_one_whose_mask_is_read(name, nbhd, fill, ds_f
 @pytest.mark.parametrize("name", ["T3", "Trivial3", "SO3"])
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("pool", ["mean", "sum"])
-def test_packed_blocks_equal_padded_blocks(name, training, pool, monkeypatch):
-    """A padded batch whose blocks make every valid element a neighbour of every other (fill 1,
-    nbhd at least the padded size; molecules with T3) runs packed by cloud size
-    (`LieResNet.runs_packed`): the padded path's outputs, parameter gradients, input gradients and
-    running statistics, float64, clouds of 9, 9, 6, 3 valid elements and an empty one."""
+@pytest.mark.parametrize("fill", [1.0, 0.6])
+def test_packed_blocks_equal_padded_blocks(name, training, pool, fill, monkeypatch):
+    """A padded batch whose blocks make every valid element a query with every valid element of its
+    cloud as a neighbour (fill 1), or every one inside its ball (fill < 1), nbhd at least the padded
+    size (molecules with T3), runs packed by cloud size (`LieResNet.runs_packed`): the padded path's
+    outputs, parameter gradients, input gradients, running statistics and ball radii (adapted in
+    training), float64, clouds of 9, 9, 6, 3 valid elements and an empty one."""
     from lieconv_runtime.nn import resnet
 
     G = load_group(name)
@@ -478,8 +480,12 @@ def test_packed_blocks_equal_padded_blocks(name, training, pool, monkeypatch):
     x = torch.randn(5, 9, 3, generator=gen, dtype=torch.float64)
     v = torch.randn(5, 9, 4, generator=gen, dtype=torch.float64)
     mask = torch.arange(9) < torch.tensor([9, 9, 6, 3, 0])[:, None]
-    net = LieResNet(4, G, num_outputs=2, k=16, num_layers=2, nbhd=None, fill=1.0, pool=pool,
+    net = LieResNet(4, G, num_outputs=2, k=16, num_layers=2, nbhd=None, fill=fill, pool=pool,
                     lift_samples=1 if G.stabilizer_dim else None).double().train(training)
+    if fill < 1 and not training:
+        for b in net.blocks:
+            b.conv.radius.fill_(1.3)
+            b.conv.radius_ready.fill_(True)
     state = {k: t.clone() for k, t in net.state_dict().items()}
     results = {}
     for packed in (True, False):
@@ -500,6 +506,10 @@ def test_packed_blocks_equal_padded_blocks(name, training, pool, monkeypatch):
             assert float((a - b).abs().max()) <= 1e-10 * (1 + float(b.abs().max()))
     for key in s0:
         assert torch.allclose(s1[key].double(), s0[key].double(), rtol=1e-12, atol=1e-12), key
+    if fill < 1:  # the ball excludes pairs, and in training the radii moved
+        assert all(0 < b.conv.fill_ema < 1 or not training for b in net.blocks)
+        if training:
+            assert not any(torch.equal(s0[k], state[k]) for k in s0 if k.endswith(".radius"))
 
 
 LIFT_SECOND_ORDER_NAN = pytest.mark.xfail(
