@@ -526,7 +526,11 @@ class LieConv(nn.Module):
         `sg`) -> (E, c_out), when every valid element is a query whose neighbours are all the valid
         elements of its cloud, or all of those in its ball (`packs`): the same values as `forward`
         (the same ball, radius updates and random stream), packed."""
-        geometry = PairGeometry(self.group, cloud)
+        hit = cache.get("geometry")  # one per cloud and forward pass: its GEMM features are built once
+        if hit is None or hit[0] is not cloud.g or hit[1].group is not self.group:
+            hit = (cloud.g, PairGeometry(self.group, cloud))
+            cache["geometry"] = hit
+        geometry = hit[1]
         inside = None if self.all_neighbours(cloud.mask.shape[1]) else self._packed_ball(geometry, sg, cache)
         out = self.contract_packed(sg, dense_embedding(geometry, cache), values, cache, inside)
         if self.mean:
