@@ -139,8 +139,9 @@ def test_train_eval_writes_summary_plots_and_paper_units(trained):
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in lines] == [1, 2] and all("train_l1" in r and "val_mae" in r for r in lines)
     config = torch.load(out / "checkpoint.pt", weights_only=True)["config"]
-    assert config["net"] == {"k": 16, "num_layers": 1, "nbhd": 100, "fill": 1.0, "lift_samples": 1,
-                             "paper_alpha": 0.2, "metric": None, "orbit_alpha": 1.0, "model_kw": {}}
+    assert config["net"] == {"k": 16, "num_layers": 1, "nbhd": 100, "fill": 0.973, "radius": 10.0,
+                             "radius_coeff": 2.5, "lift_samples": 1, "paper_alpha": 0.2, "metric": None,
+                             "orbit_alpha": 1.0, "model_kw": {}}
     assert (config["warmup_frac"], config["batch_size"], config["augment"], config["recenter"]) == \
         (0.01, 8, True, False)
 
@@ -281,6 +282,37 @@ def test_networks_are_invariant_to_their_group(group, dtype):
     coords, one_hot, mask, charges = _molecule_batch(dtype)
     net = Adapter(_model(group, dtype), charges)
     err = equivariance_error(net, load_group(group), (coords, one_hot, mask), scale=3.0).error
+    assert err < (1e-10 if dtype == torch.float64 else 1e-5), err
+
+
+def test_balls_per_group():
+    """T3: the shrinking ball (starts at 10 Å, 2.5 Å per unit of fill, fill 0.973), in every block;
+    Trivial3: every pair; SE3: fill 1/2 from the fill quantile; --fill and --model-kw override."""
+    def blocks(**kw):
+        net = TASK.build_model(TASK.make_config(target="homo", width=16, num_layers=2, **kw)).net
+        return [(b.conv.fill, float(b.conv.radius), b.conv.radius_coeff, bool(b.conv.radius_ready)) for b in net.blocks]
+    assert blocks(group="T3") == [(0.973, 10.0, 2.5, True)] * 2
+    assert blocks(group="Trivial3") == [(1.0, math.inf, 0.5, True)] * 2
+    assert blocks(group="SE3") == [(0.5, 2.0, 0.5, False)] * 2  # radius from the first batch
+    assert blocks(group="T3", fill=0.5) == [(0.5, 10.0, 2.5, True)] * 2
+    assert blocks(group="T3", model_kw={"radius": 4.0, "radius_coeff": 1.0}) == [(0.973, 4.0, 1.0, True)] * 2
+    assert blocks(group="T3", fill=1.0)[0][:2] == (1.0, math.inf)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_t3_network_with_a_small_ball_is_invariant(dtype):
+    """The T3 ball leaving pairs out (radius 1.5 Å) is translation-invariant too, packed as padded."""
+    coords, one_hot, mask, charges = _molecule_batch(dtype)
+    torch.manual_seed(0)
+    model = TASK.build_model(TASK.make_config(group="T3", target="homo", width=16, num_layers=2)).to(dtype).eval()
+    full = model(coords, one_hot, charges)
+    for b in model.net.blocks:
+        b.conv.radius.fill_(1.5)
+    assert not torch.allclose(model(coords, one_hot, charges), full)  # the ball leaves pairs out
+    net = Adapter(model, charges)
+    lifted = model.net.lift(coords, one_hot, mask)
+    assert model.net.runs_packed(lifted)
+    err = equivariance_error(net, load_group("T3"), (coords, one_hot, mask), scale=3.0).error
     assert err < (1e-10 if dtype == torch.float64 else 1e-5), err
 
 
