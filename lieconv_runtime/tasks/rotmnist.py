@@ -35,9 +35,10 @@ __all__ = ["ImageSet", "METRICS", "MEAN", "PAPER_GROUP_SETTINGS", "PRESETS", "Ro
 MEAN, STD = 0.130, 0.297
 
 #: The paper's settings per group (App. C.3), as the original code states them: ``alpha`` weighs the rotation
-#: part of its distance against the rest, alpha |rotation| + (1 - alpha) |rest|, and ``lift_samples`` is the
-#: number of stabilizer samples per pixel.  `group_settings` turns them into `load_group` options; groups not
-#: listed (T2, Tx, Ty, Trivial2, user groups) are loaded with the defaults of their spec.
+#: part of its distance against the rest, alpha |rotation| + (1 - alpha) |rest|, a sum of the two norms
+#: (``distance="sum"``), and ``lift_samples`` is the number of stabilizer samples per pixel.  `group_settings`
+#: turns them into `load_group` options; groups not listed (T2, Tx, Ty, Trivial2, user groups) are loaded with
+#: the defaults of their spec.
 PAPER_GROUP_SETTINGS = {
     "SO2": {"alpha": 0.2},
     "RxSO2": {"alpha": 0.3},
@@ -81,15 +82,16 @@ def group_settings(name: str) -> dict:
     """The `load_group` options of a group for this task: none (the spec's defaults) unless the group is in
     `PAPER_GROUP_SETTINGS`.  Then the paper's alpha becomes the metric that weighs the distance as the original
     code did, ``G.original_weighting(alpha)`` (rotation generators (alpha / (1 - alpha))^2, every other generator
-    1; e.g. SE2: theta 0.00277), the orbit term of a group with several orbits (SO2) weighs 1 as well
-    (``alpha=1.0``: here alpha is the weight of that term alone), and the lift samples are the paper's."""
+    1; e.g. SE2: theta 0.00277), its two parts add as norms, as the original's (``distance="sum"``), the
+    orbit term of a group with several orbits (SO2) weighs 1 as well (``alpha=1.0``: here alpha is the
+    weight of that term alone), and the lift samples are the paper's."""
     from lieconv_runtime.loader import load_group
 
     paper = PAPER_GROUP_SETTINGS.get(name)
     if paper is None:
         return {}
     G = load_group(name)
-    settings = {"metric": G.original_weighting(paper["alpha"])}
+    settings = {"metric": G.original_weighting(paper["alpha"]), "distance": "sum"}
     if G.alpha_unused() is None:
         settings["alpha"] = 1.0
     if "lift_samples" in paper:

@@ -388,14 +388,16 @@ def test_metric_option_overrides_the_papers(data_dir):
     assert config("--group", "SE2")["group_settings"]["metric"] == {"theta": pytest.approx(0.05 ** 2 / 0.95 ** 2)}
     assert config("--group", "T2", "--metric", "tx=2")["group_settings"]["metric"] == {"tx": 2.0}
     assert config("--group", "SE2", "--distance", "sum")["group_settings"]["distance"] == "sum"
-    assert "distance" not in config("--group", "SE2")["group_settings"]
+    assert config("--group", "SE2")["group_settings"]["distance"] == "sum"  # the paper's groups: the original's
+    assert config("--group", "SE2", "--distance", "quadrature")["group_settings"]["distance"] == "quadrature"
+    assert "distance" not in config("--group", "T2")["group_settings"]
 
 
 def test_sum_distance_trains_and_is_recorded(data_dir, tmp_path, capsys):
-    """--distance sum: the paper's SE2 metric with its parts added as norms, kept in the checkpoint's
-    group settings and reported in summary.json."""
+    """SE2 by default: the paper's metric with its parts added as norms (the distance "sum"), kept in the
+    checkpoint's group settings and reported in summary.json."""
     args = ("--epochs", "1", "--n-train", "16", "--n-test", "8", "--model-kw", "k=8", "num_layers=1")
-    assert main(_train(data_dir, tmp_path / "s", *args, "--distance", "sum", group="SE2")) == 0
+    assert main(_train(data_dir, tmp_path / "s", *args, group="SE2")) == 0
     capsys.readouterr()
     summary = json.loads((tmp_path / "s" / "summary.json").read_text())
     assert summary["group_distance"] == "sum" and summary["group_settings"]["distance"] == "sum"
@@ -425,6 +427,7 @@ def test_study_presets_plan_the_paper_and_cpu_runs(capsys):
     settings = {r.config["group"]: r.config["group_settings"] for r in runs}
     for group, paper in PAPER_GROUP_SETTINGS.items():  # the original's alpha as a metric: rotations (a / (1 - a))^2
         assert settings[group]["metric"] == {"theta": pytest.approx((paper["alpha"] / (1 - paper["alpha"])) ** 2)}
+        assert settings[group]["distance"] == "sum"
     assert settings["SE2"]["lift_samples"] == 2 and settings["SO2"]["alpha"] == 1.0 and "metric" not in settings["T2"]
     assert all(r.config["batch_size"] == 25 and r.config["lr"] == 3e-3 and r.config["data"]["no_val"] for r in runs)
     runs, info = TASK.study_plan("cpu", None)
