@@ -550,13 +550,22 @@ class LieConv(nn.Module):
         bs, n = mask.shape
         q = torch.arange(n, device=mask.device).expand(bs, n)
         adapt = self.training and self.adapt_radius and self.fill < 1
+        pairs = packed_pairs(sg, n, cache)
         with exact_geometry(mask):
             if adapt and not bool(self.radius_ready):
                 self._init_radius(geometry, q, mask)
             torch.randint(0, 2**62, (1,), generator=self.rng())  # select_neighbours' draw: the same stream after
-            dense = torch.zeros(bs * n * n, dtype=torch.bool, device=mask.device)
-            dense[geometry.ball_pairs_flat(q, float(self.radius))] = True
-        inside = dense.index_select(0, packed_pairs(sg, n, cache))
+            r = float(self.radius)
+            if geometry.kind == "general":
+                dense = torch.zeros(bs * n * n, dtype=torch.bool, device=mask.device)
+                dense[geometry.ball_pairs_flat(q, r)] = True
+                inside = dense.index_select(0, pairs)
+            else:  # the exact d^2 that ball_pairs_flat's bounds stand in for, once per cloud for every block
+                hit = cache.get("packed_sq_distances")
+                if hit is None or hit[0] is not geometry:
+                    hit = (geometry, geometry.exact_sq(pairs // n, pairs // (n * n) * n + pairs % n))
+                    cache["packed_sq_distances"] = hit
+                inside = hit[1] < r * r
         if adapt and inside.numel():
             self._adapt_radius(float(inside.sum()) / inside.numel())
         return inside
