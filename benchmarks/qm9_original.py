@@ -107,9 +107,11 @@ class Original:
         n = config["net"]
         torch.manual_seed(config["seed"])
         self.group = original_group(lg, config["group"], n["paper_alpha"])
+        # the paper's fill: 1 where ours runs its shrinking ball (T3: the original's own radius rule at fill 1)
+        self.fill = 1.0 if n.get("radius") is not None else n["fill"]
         self.model = lc.LieResNet(chin=15, ds_frac=1, num_outputs=1, k=n["k"], nbhd=n["nbhd"], act="swish", bn=True,
                                   num_layers=n["num_layers"], mean=True, liftsamples=n["lift_samples"],
-                                  fill=n["fill"], group=self.group).to(device)
+                                  fill=self.fill, group=self.group).to(device)
         self.so3 = lg.SO3()
         self.augment = config["augment"]
         self.charge_scale = charge_scale
@@ -171,6 +173,8 @@ def run_one(args, group: str, code: str) -> dict:
            "unit": splits.extra["unit"], "n_train": len(splits.train), "n_test": len(splits.test), "steps": steps,
            "batch_size": args.batch_size, "lr": args.lr, "warmup_frac": 0.01, "width": args.width,
            "num_layers": args.num_layers, **{k: config["net"][k] for k in ("nbhd", "fill", "lift_samples")},
+           **({k: config["net"].get(k) for k in ("radius", "radius_coeff")} if code == "ours" else
+              {"fill": getattr(runner, "fill", config["net"]["fill"])}),
            "paper_alpha": config["net"]["paper_alpha"], "augment": config["augment"], "recenter": config["recenter"],
            "model_kw": config["net"]["model_kw"], "seed": args.seed, "threads": args.threads, "device": str(device),
            "torch": torch.__version__,
@@ -242,8 +246,8 @@ def main(argv=None) -> None:
     parser.add_argument("--num-layers", type=int, default=p["num_layers"],
                         help=f"BottleBlocks (default {p['num_layers']})")
     parser.add_argument("--fill", type=float, default=None,
-                        help="ours' ball fill (default: the task's, 1 for T3 and 1/2 for SE3); the original always "
-                             "gets the task's default")
+                        help="ours' ball fill (default: the task's: 0.973 from 10 Å for T3, 1 for Trivial3, 1/2 for "
+                             "SE3); the original always gets the paper's (1 for T3 and Trivial3, 1/2 for SE3)")
     parser.add_argument("--batch-size", type=int, default=75, help="batch size (default 75, the paper's)")
     parser.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3, the paper's)")
     parser.add_argument("--no-augment", action="store_true", help="no training-time augmentation")
