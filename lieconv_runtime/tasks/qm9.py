@@ -46,10 +46,11 @@ PRESETS = {
 # --------------------------------------------------------------------------- paper settings
 #: The ball of groups with a Lie algebra but no stabilizer (T3): it starts at 10 Å, above nearly every pair
 #: of atoms, and shrinks at 2.5 Å per unit of fill until 97.3 % of a batch's pairs of atoms lie inside.  That
-#: is the original code's radius rule in this package's fill measure (its radius starts at 2 in units of
-#: 0.2 Å and moves by 0.5 (fill - observed), where its observed fill, weighted by molecule size, reads
-#: 1.028 of this one on QM9).  Measured at 200 steps (docs/tasks/qm9.md): T3's HOMO MAE is 4.7 meV lower
-#: than with every pair inside; Trivial3's is about 12 meV higher, so Trivial3 keeps every pair.
+#: is the original code's radius rule in this package's fill measure (its radius starts at 2 in its T(3)
+#: distance 0.2 |dx|, i.e. 10 Å, and moves by 0.5 (fill - observed), where its observed fill, weighted by
+#: molecule size, reads 1.028 of this one on QM9).  Measured at 200 steps (docs/tasks/qm9.md): T3's HOMO
+#: MAE is 4.7 meV lower than with every pair inside; Trivial3's is 15 meV higher, so Trivial3 keeps every
+#: pair.
 TRANSLATION_BALL = {"fill": 0.973, "radius": 10.0, "radius_coeff": 2.5}
 EVERY_PAIR = {"fill": 1.0, "radius": None, "radius_coeff": None}
 
