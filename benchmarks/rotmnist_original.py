@@ -257,7 +257,7 @@ def main(argv=None) -> None:
                              "--eval-draws`; default 1); the original evaluates once with its cached lift")
     parser.add_argument("--distance", choices=["quadrature", "sum"], default=None,
                         help="ours: how the rotation part and the rest add up in the distance (`lieconv train "
-                             "--distance`; default: the task's, quadrature)")
+                             "--distance`; default: the task's, sum for SO2, RxSO2 and SE2)")
     parser.add_argument("--keep", default=None, metavar="DIR",
                         help="keep ours' run folder (checkpoint, metrics) in DIR")
     args = parser.parse_args(argv)
