@@ -420,8 +420,7 @@ class GeneratedGroup(LiftMixin):
         self.lift_samples = int(self.defaults.get("lift_samples", 1) if lift_samples is None else lift_samples)
         self.metric_source = self.METRIC_SOURCE if metric is None else "override"
         self._metric = self.METRIC if metric is None else self._check_metric(metric)
-        self.distance_form = "quadrature"
-        self.distance_form = self.check_distance_form(distance)
+        self.distance_form = self.check_distance_form(distance or "quadrature")
 
     def check_distance_form(self, form: str | None) -> str:
         """`form` (None: this group's `distance_form`) if this group can use it, else ValueError in one

@@ -354,7 +354,7 @@ class LieConv(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"{self.c_in}, {self.c_out}, group={self.group.name}, nbhd={self.nbhd}, fill={self.fill:.3g}, "
-                f"ds_frac={self.ds_frac:.3g}, knn={self.knn}, mean={self.mean}")
+                f"ds_frac={self.ds_frac:.3g}, knn={self.knn}, mean={self.mean}, fps_distance={self.fps_distance}")
 
     # --- randomness ---------------------------------------------------------------------------
     def reset_rng(self) -> None:
@@ -544,8 +544,10 @@ class LieConv(nn.Module):
 
     @torch.no_grad()
     def _packed_ball(self, geometry: PairGeometry, sg: SizeGroups, cache: dict) -> torch.Tensor:
-        """Which pairs of `packed_pairs` lie inside the ball, (P,) bool, as `select_neighbours`
-        decides (`PairGeometry.ball_pairs_flat`); in training the radius adapts as in `forward`."""
+        """Which pairs of `packed_pairs` lie inside the ball, (P,) bool, as `select_neighbours` decides:
+        the exact d^2 that `PairGeometry.ball_pairs_flat`'s bounds stand in for, computed once per
+        cloud and forward pass (`ball_pairs_flat` itself for "general" groups); in training the
+        radius adapts as in `forward`."""
         mask = geometry.cloud.mask
         bs, n = mask.shape
         q = torch.arange(n, device=mask.device).expand(bs, n)
@@ -560,7 +562,7 @@ class LieConv(nn.Module):
                 dense = torch.zeros(bs * n * n, dtype=torch.bool, device=mask.device)
                 dense[geometry.ball_pairs_flat(q, r)] = True
                 inside = dense.index_select(0, pairs)
-            else:  # the exact d^2 that ball_pairs_flat's bounds stand in for, once per cloud for every block
+            else:
                 hit = cache.get("packed_sq_distances")
                 if hit is None or hit[0] is not geometry:
                     hit = (geometry, geometry.exact_sq(pairs // n, pairs // (n * n) * n + pairs % n))
