@@ -174,7 +174,7 @@ def run_one(args, group: str, code: str) -> dict:
            "batch_size": args.batch_size, "lr": args.lr, "warmup_frac": 0.01, "width": args.width,
            "num_layers": args.num_layers, **{k: config["net"][k] for k in ("nbhd", "fill", "lift_samples")},
            **({k: config["net"].get(k) for k in ("radius", "radius_coeff")} if code == "ours" else
-              {"fill": getattr(runner, "fill", config["net"]["fill"])}),
+              {"fill": runner.fill}),
            "paper_alpha": config["net"]["paper_alpha"], "augment": config["augment"], "recenter": config["recenter"],
            "model_kw": config["net"]["model_kw"], "seed": args.seed, "threads": args.threads, "device": str(device),
            "torch": torch.__version__,

@@ -117,7 +117,7 @@ def _resolve_group(args) -> None:
             from lieconv_runtime import load_group
 
             try:
-                load_group(args.group, metric=args.metric, distance=getattr(args, "distance", None) or "quadrature")
+                load_group(args.group, metric=args.metric, distance=getattr(args, "distance", None))
             except ValueError as e:
                 raise CLIError(f"--metric: {e}") from None
         if args.group not in known:

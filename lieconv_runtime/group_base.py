@@ -408,14 +408,14 @@ class GeneratedGroup(LiftMixin):
     DISTANCE_FORMS = ("quadrature", "sum")
 
     def __init__(self, alpha: float | None = None, lift_samples: int | None = None, metric=None,
-                 distance: str = "quadrature"):
+                 distance: str | None = None):
         """alpha, lift_samples: runtime settings (default: the spec's ``defaults``).  metric: the metric
         on the Lie algebra, overriding the spec's (default: the spec's ``metric:``, else the Frobenius
         Gram): a mapping generator name -> positive weight (diagonal; unlisted generators weigh 1) or a
         symmetric positive-definite (lie_dim, lie_dim) matrix in generator order.  distance: how the
-        rotation part and the rest of a pair add up, "quadrature" (d^2 = a^T M a + alpha |dq|^2) or
-        "sum" (d = |rotation part| + |rest|, each in the metric, as the original code added them; see
-        `distance`)."""
+        rotation part and the rest of a pair add up, "quadrature" (d^2 = a^T M a + alpha |dq|^2; also
+        None) or "sum" (d = |rotation part| + |rest|, each in the metric, as the original code added
+        them; see `distance`)."""
         self.alpha = float(self.defaults.get("alpha", 0.2) if alpha is None else alpha)
         self.lift_samples = int(self.defaults.get("lift_samples", 1) if lift_samples is None else lift_samples)
         self.metric_source = self.METRIC_SOURCE if metric is None else "override"
@@ -424,9 +424,11 @@ class GeneratedGroup(LiftMixin):
 
     def check_distance_form(self, form: str | None) -> str:
         """`form` (None: this group's `distance_form`) if this group can use it, else ValueError in one
-        line: an unknown form, or "sum" with a metric that mixes rotation generators with the others."""
-        if form is None:
-            return self.distance_form
+        line: an unknown form, or "sum" with a metric that mixes rotation generators with the others.
+        The group's own form was checked when it was built, so asking for it again costs nothing."""
+        own = self.__dict__.get("distance_form")
+        if form is None or form == own:
+            return own
         if form not in self.DISTANCE_FORMS:
             raise ValueError(f"{self.name}: distance must be one of {', '.join(self.DISTANCE_FORMS)}, got {form!r}")
         if form == "sum":

@@ -227,5 +227,5 @@ def build_hlieresnet(n_particles: int, dim: int, group: str, **kw):
 
     kw.setdefault("lift_samples", 1)
     G = load_group(group, alpha=kw.pop("alpha", None), metric=kw.pop("metric", None),
-                   distance=kw.pop("distance", None) or "quadrature")
+                   distance=kw.pop("distance", None))
     return HamiltonianDynamics(LieResNetPotential(G, **kw), n_particles, dim)

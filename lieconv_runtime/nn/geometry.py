@@ -91,8 +91,6 @@ class PairGeometry:
         if self.kind == "orthogonal":
             self.c_rot, self.c_trans = weights  # d^2 = c_rot |B|_F^2 + c_trans |V^-1 u|^2 + alpha |dq|^2
             self.m = m
-        # distance "sum": d = sqrt(c_rot |B|_F^2) + sqrt(c_trans |V^-1 u|^2 + alpha |dq|^2) (flat groups have no rotation part)
-        self.sum_form = self.form == "sum" and self.kind == "orthogonal"
         self._features_built = self.kind == "general"  # the GEMM features below are built on first use
 
     def with_form(self, form: str | None) -> PairGeometry:
@@ -103,8 +101,14 @@ class PairGeometry:
         if not self._features_built:
             self._build_features()
         other = copy.copy(self)
-        other.form, other.sum_form = form, form == "sum" and self.kind == "orthogonal"
+        other.form = form
         return other
+
+    @property
+    def sum_form(self) -> bool:
+        """Distance "sum" with a rotation part: d = sqrt(c_rot |B|_F^2) + sqrt(c_trans |V^-1 u|^2 +
+        alpha |dq|^2) (flat groups have no rotation part, so their sum is the quadrature)."""
+        return self.form == "sum" and self.kind == "orthogonal"
 
     @staticmethod
     def strategy(group) -> tuple:

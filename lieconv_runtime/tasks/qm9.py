@@ -53,6 +53,8 @@ PRESETS = {
 #: pair.
 TRANSLATION_BALL = {"fill": 0.973, "radius": 10.0, "radius_coeff": 2.5}
 EVERY_PAIR = {"fill": 1.0, "radius": None, "radius_coeff": None}
+#: Groups with a stabilizer (SE3, SO3): the paper's fill 1/2, the radius from the first batch's distances.
+STABILIZER_BALL = {"fill": 0.5, "radius": None, "radius_coeff": None}
 
 
 def net_settings(group: str, *, width: int = 1536, num_layers: int = 6, nbhd: int | None = None,
@@ -80,8 +82,7 @@ def net_settings(group: str, *, width: int = 1536, num_layers: int = 6, nbhd: in
             raise TaskError(f"--alpha {alpha:g}: the original code's alpha must be in (0, 1)")
         metric = G.original_weighting(alpha) or None
     lifts = G.stabilizer_dim > 0
-    ball = {"fill": 0.5, "radius": None, "radius_coeff": None} if lifts else \
-        TRANSLATION_BALL if G.lie_dim > 0 else EVERY_PAIR
+    ball = STABILIZER_BALL if lifts else TRANSLATION_BALL if G.lie_dim > 0 else EVERY_PAIR
     return {"k": int(width), "num_layers": int(num_layers),
             "nbhd": int(nbhd) if nbhd is not None else (25 if lifts else 100),
             "fill": float(fill) if fill is not None else ball["fill"],
@@ -345,7 +346,7 @@ class QM9Task(Task):
         if net["k"] % 4:
             raise TaskError(f"--width {net['k']}: the BottleBlocks need a multiple of 4")
         try:
-            lifts = _load_group(group, metric=net["metric"], distance=distance or "quadrature").stabilizer_dim > 0
+            lifts = _load_group(group, metric=net["metric"], distance=distance).stabilizer_dim > 0
         except ValueError as e:  # a metric that the distance form cannot use
             raise TaskError(f"--distance {distance}: {' '.join(str(e).split())}") from None
         return {
@@ -400,7 +401,7 @@ class QM9Task(Task):
 
         n = config["net"]
         G = _load_group(config["group"], alpha=n["orbit_alpha"], lift_samples=n["lift_samples"], metric=n["metric"],
-                        distance=n.get("distance", "quadrature"))
+                        distance=n.get("distance"))
         kw = {key: n[key] for key in ("radius", "radius_coeff") if n.get(key) is not None}  # absent: older runs
         kw.update(n.get("model_kw", {}))
         try:
