@@ -92,10 +92,12 @@ static int64_t choose_row(const int64_t *cj, uint64_t *rk, int64_t m, int64_t k,
             if (!qmask[row]) continue;                                                           \
             int64_t i = qidx[row];                                                               \
             const uint8_t *mb = mask + b * n;                                                    \
+            int64_t ne = n; /* scan up to the cloud's last valid element (padding ends a cloud) */ \
+            while (ne > 0 && !mb[ne - 1]) ne--;                                                  \
             DIST                                                                                 \
             T rr = (T)r2;                                                                        \
             int64_t m = 0;                                                                       \
-            for (int64_t jj = 0; jj < n; jj++) { /* branch-free compaction */                    \
+            for (int64_t jj = 0; jj < ne; jj++) { /* branch-free compaction */                   \
                 cj[m] = jj;                                                                      \
                 m += (dist[jj] < rr) & (mb[jj] != 0);                                            \
             }                                                                                    \
@@ -112,11 +114,11 @@ static int64_t choose_row(const int64_t *cj, uint64_t *rk, int64_t m, int64_t k,
 /* Flat groups: squared differences of the features ft (bs, d, n), summed in order e = 0, 1, ... */
 #define FLAT_DIST(T)                                                                             \
     const T *fb = ft + b * d * n;                                                                \
-    for (int64_t jj = 0; jj < n; jj++) dist[jj] = 0;                                             \
+    for (int64_t jj = 0; jj < ne; jj++) dist[jj] = 0;                                            \
     for (int64_t e = 0; e < d; e++) {                                                            \
         const T *col = fb + e * n;                                                               \
         T fi = col[i];                                                                           \
-        for (int64_t jj = 0; jj < n; jj++) {                                                     \
+        for (int64_t jj = 0; jj < ne; jj++) {                                                    \
             T x = fi - col[jj];                                                                  \
             T sq = x * x;                                                                        \
             dist[jj] = dist[jj] + sq;                                                            \
@@ -143,15 +145,15 @@ static int64_t choose_row(const int64_t *cj, uint64_t *rk, int64_t m, int64_t k,
         for (int64_t e = 0; e < m * m; e++) Ri[e] = RTb[e * n + i];                              \
         if (tTb) for (int64_t e = 0; e < m; e++) ti[e] = tTb[e * n + i];                         \
         double lo_thr = r2 * (1 - tol), hi_thr = r2 * (1 + tol);                                 \
-        for (int64_t jj = 0; jj < n; jj++) band[jj] = 0;                                         \
+        for (int64_t jj = 0; jj < ne; jj++) band[jj] = 0;                                        \
         if (qTb)                                                                                 \
             for (int64_t e = 0; e < qd; e++) {                                                   \
                 const double *col = qTb + e * n;                                                 \
                 double qi = col[i];                                                              \
-                for (int64_t jj = 0; jj < n; jj++) { double x = qi - col[jj]; band[jj] += x * x; } \
+                for (int64_t jj = 0; jj < ne; jj++) { double x = qi - col[jj]; band[jj] += x * x; } \
             }                                                                                    \
         if (m == 3) ORTH_PASS1(T, 3) else ORTH_PASS1(T, 2)                                       \
-        for (int64_t jj = 0; jj < n; jj++) {                                                     \
+        for (int64_t jj = 0; jj < ne; jj++) {                                                    \
             if (dist[jj] == 0 && mb[jj]) { /* in the band: the closed form in T */               \
                 T perp, along;                                                                   \
                 T rot2 = orth_parts_##T(R + (b * n + i) * m * m, R + (b * n + jj) * m * m,       \
@@ -178,7 +180,7 @@ static int64_t choose_row(const int64_t *cj, uint64_t *rk, int64_t m, int64_t k,
 #define ORTH_PASS1(T, M)                                                                         \
     {                                                                                            \
         _Pragma("omp simd")                                                                      \
-        for (int64_t jj = 0; jj < n; jj++) {                                                     \
+        for (int64_t jj = 0; jj < ne; jj++) {                                                    \
             double P[M * M];                                                                     \
             for (int a = 0; a < M; a++)                                                          \
                 for (int bb = 0; bb < M; bb++) {                                                 \
