@@ -18,13 +18,23 @@ settings.register_profile("dev", max_examples=60, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-# Keep the suite fast and stable on a loaded 2-core machine.
+# Keep the suite fast and stable on a loaded 2-core machine: one intra-op thread (tiny tensors, where
+# OpenMP spin-waiting on a busy 2-core box costs more than it buys), here and in `_one_thread`.
 torch.set_num_threads(1)
 
 # Tests never read or write the user's group folder: load_group searches LIECONV_GROUP_PATH and
 # $XDG_DATA_HOME/lieconv/groups before the shipped groups.
 os.environ.pop("LIECONV_GROUP_PATH", None)
 os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="lieconv-test-data-")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Every test module starts with one intra-op thread, and leaves one behind (a test that sets
+    another count cannot change the next module's)."""
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

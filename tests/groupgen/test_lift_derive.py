@@ -18,7 +18,6 @@ from groupgen.lift import derive_lift, invariant_pd_form, lift_check_rows
 from groupgen.spec import SpecError, load_spec, parse_spec
 from lieconv_runtime import load_group
 
-torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -132,8 +131,6 @@ def test_invariant_pd_form_is_basis_independent():
     assert invariant_pd_form([Q * X * Q.inv() for X in two], 4) is not None
     assert invariant_pd_form([sympy.Matrix([[0, 1], [1, 0]])], 2) is None  # boost
     assert invariant_pd_form([sympy.Matrix([[0, 1], [0, 0]])], 2) is None  # shear
-
-
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,18 +10,9 @@ import sys
 import time
 
 import pytest
-import torch
 
 from lieconv_runtime import io
 from lieconv_runtime.cli import build_parser, main
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -13,14 +13,11 @@ TOL = {torch.float32: 2e-5, torch.float64: 1e-12}
 
 
 @pytest.fixture(autouse=True)
-def _single_thread_fresh_compiler():
-    """One thread; and dynamo's caches emptied, as in a fresh process."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _fresh_compiler():
+    """Dynamo's caches emptied, as in a fresh process."""
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
     yield
-    torch.set_num_threads(n)
 
 
 class _Chunk:

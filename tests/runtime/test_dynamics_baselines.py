@@ -24,14 +24,6 @@ from lieconv_runtime.models import (
     rollout,
 )
 
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP spin-waiting on a busy 2-core box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 N, D = 4, 2  # deliberately not the paper's 6 particles
 

@@ -17,8 +17,6 @@ from lieconv_runtime.nn import LieResNet
 from lieconv_runtime.nn.lieconv import set_stream
 from lieconv_runtime.testing import equivariance_error, random_group_elements, transform_inputs
 
-torch.set_num_threads(1)
-
 
 @pytest.fixture(autouse=True)
 def _seed():

@@ -12,14 +12,6 @@ from lieconv_runtime.models.hamiltonian import HamiltonianDynamics, SpringPotent
 from lieconv_runtime.tasks import springs_rollouts as E
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def traj():
     """6 systems of 3 particles in 2D, 41 times over [0, 2] (exact ground truth)."""

@@ -14,15 +14,11 @@ from lieconv_runtime.nn import LieConv, LieResNet, MaskedBatchNorm, PairGeometry
 from lieconv_runtime.nn.sampling import pair_keys
 from lieconv_runtime.orthogonal import orthogonal_log
 
-torch.set_num_threads(1)
-
 
 @pytest.fixture(autouse=True)
 def _seed():
     """Every test starts from the same global RNG state (network initialisation)."""
     torch.manual_seed(0)
-
-
 
 
 def cloud(name, bs=3, n=30, dtype=torch.float64, scale=2.0, offset=0.0, seed=0, pad_from=None, K=None):

@@ -16,13 +16,11 @@ from scipy import stats
 from groupgen.lift import CHECK_TOLERANCES, lift_check_rows, special_points
 from lieconv_runtime import available_groups, load_group
 
-torch.set_num_threads(1)
 
 SHIPPED = available_groups()
 TOL = {torch.float64: CHECK_TOLERANCES["float64"]["section"], torch.float32: CHECK_TOLERANCES["float32"]["section"]}
 EQ_TOL = {torch.float64: 1e-13, torch.float32: 1e-5}  # pair embeddings, relative to 1 + |value|
 EQUIVARIANT = ["T2", "SO2", "SE2", "SO3", "SE3", "RxSO2", "Sim2"]
-
 
 
 def rel(a, b):

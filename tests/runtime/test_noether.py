@@ -14,7 +14,6 @@ from lieconv_runtime.data.springs import angular_momentum, generate_springs, lin
 from lieconv_runtime.models.hamiltonian import predict_chunks, rollout
 from lieconv_runtime.models.registry import build_model
 
-torch.set_num_threads(1)
 N = 4
 CONSERVED = {"T2": ("linear",), "SO2": ("angular",), "SE2": ("linear", "angular"), "Trivial2": (),
              "T3": ("linear",), "SO3": ("angular",), "SE3": ("linear", "angular"), "Trivial3": ()}

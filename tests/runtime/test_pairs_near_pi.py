@@ -7,9 +7,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-import torch
 
-torch.set_num_threads(1)
 _spec = importlib.util.spec_from_file_location("pairs_near_pi",
                                                Path(__file__).parents[2] / "benchmarks" / "pairs_near_pi.py")
 bench = importlib.util.module_from_spec(_spec)

@@ -78,14 +78,11 @@ def homo_mev(split: str, n: int | None = None) -> np.ndarray:
 
 @pytest.fixture(scope="module", autouse=True)
 def _env(tmp_path_factory):
-    """Caches in a temporary folder; the installed qm9pack is never read; one thread (tiny tensors)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+    """Caches in a temporary folder; the installed qm9pack is never read."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LIECONV_CACHE", str(tmp_path_factory.mktemp("cache")))
         mp.setattr(Q, "_qm9pack_data_dir", lambda: None)
         yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

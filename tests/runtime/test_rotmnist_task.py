@@ -32,10 +32,7 @@ def _isolated(tmp_path_factory):
     saved = {k: os.environ.get(k) for k in ("LIECONV_CACHE", "LIECONV_NATIVE_CACHE")}
     os.environ.setdefault("LIECONV_NATIVE_CACHE", str(cache_dir("native")))  # no rebuild of the C kernels
     os.environ["LIECONV_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
     yield
-    torch.set_num_threads(n)
     for k, v in saved.items():
         if v is None:
             os.environ.pop(k, None)

@@ -25,15 +25,6 @@ from lieconv_runtime.data.springs import (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP spin-waiting on a busy 2-core box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module", params=[2, 3], ids=["2d", "3d"])
 def paper_traj(request):
     """Paper-sized systems (6 particles, ts = linspace(0, 5, 500)), 48 of them."""

@@ -14,15 +14,6 @@ from lieconv_runtime.models import FC, predict_chunks
 from lieconv_runtime.train import Regression, Trainer, cosine_factor, cosine_schedule
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP spin-waiting on a busy 2-core box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def chunks():
     traj = generate_springs(40, 3, 2, n_times=60, t_end=3.0, seed=0, progress=False)
