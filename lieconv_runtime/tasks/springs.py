@@ -76,7 +76,7 @@ class Springs(Task):
                             + (" ".join(f"{k}={v}" for k, v in kw) if kw else "none") + ")")
         p.add_argument("--compile", action="store_true",
                        help="Hamiltonian models: training derivatives by torch.compile (one graph per batch shape, "
-                            "compiled on first use: about 35 s on 2 CPU cores, 10 s when inductor's cache holds it "
+                            "compiled on first use: about 25 s on 2 CPU cores, 7 s when inductor's cache holds it "
                             "from an earlier run; epochs then about 2x faster for HLieResNet(T2)). Needs a C++ "
                             "compiler on the CPU; groups whose forward pass branches on the data (SO2, SE2) do not "
                             "compile")
