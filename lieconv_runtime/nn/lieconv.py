@@ -413,7 +413,7 @@ class LieConv(nn.Module):
                 qmask = cloud.mask
             else:
                 qidx, qmask = query
-            adapt = self.training and self.adapt_radius and not self.knn and self.fill < 1
+            adapt = self._adapting()
             if adapt and not bool(self.radius_ready):
                 self._init_radius(geometry, qidx, qmask)
             if query is None and self.all_neighbours(n):  # every element: no ball, no distances, no sync
@@ -551,7 +551,7 @@ class LieConv(nn.Module):
         mask = geometry.cloud.mask
         bs, n = mask.shape
         q = torch.arange(n, device=mask.device).expand(bs, n)
-        adapt = self.training and self.adapt_radius and self.fill < 1
+        adapt = self._adapting()
         pairs = packed_pairs(sg, n, cache)
         with exact_geometry(mask):
             if adapt and not bool(self.radius_ready):
@@ -571,6 +571,10 @@ class LieConv(nn.Module):
         if adapt and inside.numel():
             self._adapt_radius(float(inside.sum()) / inside.numel())
         return inside
+
+    def _adapting(self) -> bool:
+        """Whether this forward pass adapts the ball radius (training, a ball, no nearest neighbours)."""
+        return self.training and self.adapt_radius and not self.knn and self.fill < 1
 
     def _adapt_radius(self, observed: float) -> None:
         """One training step's radius update from the observed fraction of pairs inside the ball."""
