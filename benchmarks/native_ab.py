@@ -2,14 +2,17 @@
 
     python benchmarks/native_ab.py [--config NAME ...] [--rounds 15] [--threads 2] [--compile]
 
-For each configuration of layers.py (the same inputs and layer), one whole training step (lifting,
-training-mode forward, loss, backward) is timed under these variants, interleaved round by round
-(variant order shuffled per round, a seeded shuffle) so that the machine's drift hits all alike:
+For each configuration of layers.py (the same inputs and layer), and for the QM9 networks
+``qm9_se3`` / ``qm9_t3`` (the qm9 task's MolecLieResNet at width 256, 6 layers, on the first 75
+training molecules, with the task's augmentation and loss; needs the QM9 data, e.g. ``pip install
+".[qm9]"``), one whole training step (lifting, training-mode forward, loss, backward) is timed
+under these variants, interleaved round by round (variant order shuffled per round, a seeded
+shuffle) so that the machine's drift hits all alike:
 
 * ``native``: every native kernel on (the default);
 * ``torch``: every native kernel off (the torch paths: same neighbours and values);
-* ``no_ball`` / ``no_embed`` / ``no_fused``: one kernel off (ball selection, orthogonal pair
-  embeddings, batch norm + swish);
+* ``no_ball`` / ``no_contract`` / ``no_fused``: one kernel off (ball selection, the gather-
+  contraction of `silu_contract`, batch norm + swish);
 * with ``--compile``: ``torch_compiled``: the torch paths with the orthogonal closed forms
   (`orthogonal_sq_norm_parts`, `orthogonal_log_parts`) compiled by torch.compile (inductor).
 
@@ -31,10 +34,26 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from layers import setup  # noqa: E402
 
-CONFIGS = ["img_layer", "img_layer_se2", "molec_layer", "molec_layer_se3", "img_resnet"]
+CONFIGS = ["img_layer", "img_layer_se2", "molec_layer", "molec_layer_se3", "img_resnet", "qm9_se3", "qm9_t3"]
 SWITCHES = {"ball": ("lieconv_runtime.nn.sampling", "USE_NATIVE"),
-            "embed": ("lieconv_runtime.nn.geometry", "USE_NATIVE_EMBED"),
+            "contract": ("lieconv_runtime.nn.lean", "USE_NATIVE_CONTRACT"),
             "fused": ("lieconv_runtime.nn.fused", "USE_FUSED")}
+
+
+def setup_qm9(group: str):
+    """(batch(), loss(batch), identity, model) for the qm9 task's network on its first 75 training
+    molecules (as benchmarks/qm9_original.py trains it): lift() returns the batch, fwd the loss."""
+    from lieconv_runtime.data.qm9 import collate_molecules
+    from lieconv_runtime.tasks import get_task
+
+    task = get_task("qm9")
+    config = task.make_config(group=group, target="homo", n_train=75, n_val=1, n_test=1, width=256, num_layers=6,
+                              seed=0, batch_size=75)
+    splits = task.load_data(config, None, progress=False, say=lambda text: None)
+    model = task.build_model(config).float().train()
+    objective = task.objective(config, splits)
+    batch = collate_molecules([splits.train[i] for i in range(len(splits.train))])
+    return (lambda: batch), (lambda b: objective.loss(model, b)), (lambda loss: loss), model
 
 
 def _set(on: dict) -> None:
@@ -50,8 +69,8 @@ def run(name: str, rounds: int, compile_: bool) -> dict:
     from lieconv_runtime import native
     from lieconv_runtime.nn import geometry
 
-    lift, fwd, loss, module = setup(name)
-    variants = {"native": dict(ball=True, embed=True, fused=True), "torch": dict(ball=False, embed=False, fused=False)}
+    lift, fwd, loss, module = setup_qm9(name[4:].upper()) if name.startswith("qm9_") else setup(name)
+    variants = {"native": {k: True for k in SWITCHES}, "torch": {k: False for k in SWITCHES}}
     for kernel in SWITCHES:
         variants[f"no_{kernel}"] = {k: k != kernel for k in SWITCHES}
     row = {"config": name, "rounds": rounds, "threads": torch.get_num_threads(), "native_built": native.available(),
@@ -60,7 +79,7 @@ def run(name: str, rounds: int, compile_: bool) -> dict:
     compiled = None
     if compile_:
         compiled = (torch.compile(originals[0], dynamic=True), torch.compile(originals[1], dynamic=True))
-        variants["torch_compiled"] = dict(ball=False, embed=False, fused=False)
+        variants["torch_compiled"] = {k: False for k in SWITCHES}
 
     def step(variant: str):
         _set(variants[variant])

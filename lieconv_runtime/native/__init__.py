@@ -7,8 +7,9 @@
     native.fps_flat(f, mask, start, M)                           # farthest point sampling
     native.fps_orthogonal(R, t, qs, mask, start, M)
     native.bn_act_forward(z, gamma, beta, eps, act)              # training batch norm (+ swish)
+    native.gather_contract(s, values, rows)                      # the PointConv contraction
 
-The C sources next to this file (ball_select.c, fps.c, bn_act.c and their headers) are compiled in
+The C sources next to this file (ball_select.c, fps.c, bn_act.c, gather_contract.c and their headers) are compiled in
 parallel with `cc -O3 -march=native -fopenmp` and per-source flags (`_SOURCES`: the selection keeps
 -ffp-contract=off so its distances round as torch's) into a cache folder (LIECONV_NATIVE_CACHE,
 default io.cache_dir("native"): $LIECONV_CACHE/native, $XDG_CACHE_HOME/lieconv/native or ~/.cache/lieconv/native), named by a hash of the sources, the compiler, the flags and the
@@ -32,12 +33,13 @@ from pathlib import Path
 import torch
 
 __all__ = ["available", "bn_act_backward", "bn_act_forward", "flat_ball_select", "fps_flat", "fps_orthogonal",
-           "orthogonal_ball_select", "usable"]
+           "gather_contract", "gather_contract_backward", "orthogonal_ball_select", "usable"]
 
 #: sources and their own flags: the ball selection must round as torch does (no fused multiply-add)
 _SOURCES = {"ball_select.c": ["-ffp-contract=off", "-fno-math-errno"],
             "fps.c": ["-ffp-contract=off", "-fno-math-errno"],
-            "bn_act.c": ["-fno-math-errno"]}
+            "bn_act.c": ["-fno-math-errno"],
+            "gather_contract.c": ["-ffp-contract=fast"]}
 _FLAGS = ["-O3", "-march=native", "-fPIC", "-std=c11"]
 _lib: ctypes.CDLL | None | bool = None  # None: not tried yet; False: unavailable
 
@@ -131,6 +133,10 @@ def _load():
         fn.argtypes, fn.restype = [p, i64, i64, p, p, ctypes.c_double, ctypes.c_int, p, p, p, ctypes.c_int], None
         fn = getattr(lib, f"lc_bn_act_bwd_{sfx}")
         fn.argtypes, fn.restype = [p, p, i64, i64, p, p, p, p, ctypes.c_int, p, p, p, ctypes.c_int], None
+        fn = getattr(lib, f"lc_gather_contract_fwd_{sfx}")
+        fn.argtypes, fn.restype = [p, p, p, i64, i64, i64, i64, p, ctypes.c_int], None
+        fn = getattr(lib, f"lc_gather_contract_bwd_{sfx}")
+        fn.argtypes, fn.restype = [p, p, p, p, i64, i64, i64, i64, p, p, ctypes.c_int], None
     _lib = lib
     return lib
 
@@ -276,3 +282,51 @@ def bn_act_backward(z: torch.Tensor, grad: torch.Tensor, gamma: torch.Tensor, be
                                              mean.data_ptr(), invstd.data_ptr(), int(act), gz.data_ptr(),
                                              dgamma.data_ptr(), dbeta.data_ptr(), torch.get_num_threads())
     return gz, dgamma, dbeta
+
+
+def _contract_operands(s: torch.Tensor, values: torch.Tensor, rows: torch.Tensor):
+    """s (Q, K, W), values (R, C), rows (Q, K) long, checked and made contiguous (keep them alive
+    while C reads them)."""
+    q, k, w = s.shape
+    if values.dtype != s.dtype or rows.shape != (q, k) or rows.dtype != torch.long:
+        raise ValueError(f"gather_contract: s {tuple(s.shape)} {s.dtype}, values {tuple(values.shape)} {values.dtype}, "
+                         f"rows {tuple(rows.shape)} {rows.dtype}: want values of s's dtype and rows (Q, K) long")
+    return s.detach().contiguous(), values.detach().contiguous(), rows.contiguous()
+
+
+def gather_contract(s: torch.Tensor, values: torch.Tensor, rows: torch.Tensor,
+                    out: torch.Tensor | None = None) -> torch.Tensor:
+    """p[q, w, c] = sum_k s[q, k, w] values[rows[q, k], c]: s (Q, K, W), values (R, C), rows (Q, K)
+    long (every entry in [0, R): not checked) -> (Q, W, C), written into `out` (contiguous) if
+    given.  The neighbour rows are read in place, never gathered into a copy.  No autograd."""
+    lib = _load()
+    s, values, rows = _contract_operands(s, values, rows)
+    q, k, w = s.shape
+    c = values.shape[1]
+    p = s.new_empty(q, w, c) if out is None else out
+    if not (p.is_contiguous() and p.shape == (q, w, c) and p.dtype == s.dtype):
+        raise ValueError(f"gather_contract: out must be a contiguous {(q, w, c)} {s.dtype} tensor")
+    getattr(lib, f"lc_gather_contract_fwd_{_sfx(s)}")(s.data_ptr(), values.data_ptr(), rows.data_ptr(), q, k, w, c,
+                                                      p.data_ptr(), torch.get_num_threads())
+    return p
+
+
+def gather_contract_backward(s: torch.Tensor, values: torch.Tensor, rows: torch.Tensor, grad: torch.Tensor,
+                             grad_values: torch.Tensor | None, need_s: bool = True) -> torch.Tensor | None:
+    """Gradients of `gather_contract` from grad = d/dp (Q, W, C): returns d/ds (Q, K, W) (None
+    unless need_s) and adds d/dvalues into grad_values (R, C, contiguous, values' dtype) in place
+    (skipped if None)."""
+    lib = _load()
+    s, values, rows = _contract_operands(s, values, rows)
+    q, k, w = s.shape
+    c = values.shape[1]
+    grad = grad.detach().contiguous()
+    if grad.shape != (q, w, c) or grad.dtype != s.dtype:
+        raise ValueError(f"gather_contract_backward: grad must be {(q, w, c)} {s.dtype}")
+    if grad_values is not None and not (grad_values.is_contiguous() and grad_values.shape == values.shape
+                                        and grad_values.dtype == s.dtype):
+        raise ValueError(f"gather_contract_backward: grad_values must be a contiguous {tuple(values.shape)} {s.dtype} tensor")
+    gs = s.new_empty(q, k, w) if need_s else None
+    getattr(lib, f"lc_gather_contract_bwd_{_sfx(s)}")(s.data_ptr(), values.data_ptr(), rows.data_ptr(), grad.data_ptr(),
+                                                      q, k, w, c, _ptr(gs), _ptr(grad_values), torch.get_num_threads())
+    return gs

@@ -5,8 +5,9 @@ pairs, linear -> batch norm -> swish -> linear saves three (P, hidden) tensors p
 batch-norm input, the swish input, the next linear's input), and the contraction with the
 neighbour values saves the gathered (P, c_in) values.  The functions here save only the first
 tensor of each chain and recompute the cheap elementwise rest in backward; the contraction runs
-in chunks of queries and gathers the neighbour values chunk by chunk (again in backward), so no
-(P, c_in) tensor is ever formed.
+in chunks of queries, reading the neighbour values in place (the native kernel on the CPU,
+native/gather_contract.c) or gathering them chunk by chunk (again in backward), so no (P, c_in)
+tensor is ever formed.
 
 Backward passes (and the swish-linear forward) run in chunks of rows and write into the one
 gradient buffer they return, so only chunk-sized temporaries come and go: whole-tensor
@@ -35,6 +36,9 @@ _CHUNK_ROWS = 16384  # pairs per chunk of the contraction: a few MB of temporari
 #: the contraction keeps its (Q, w, c) result for the weight's gradient up to this size (else
 #: recomputed chunk by chunk in backward): a few MB for the benchmark layers, saves one batched GEMM
 KEEP_CONTRACTED_BYTES = 32 << 20
+#: silu_contract's gather and small products on the native kernel (native.gather_contract) where
+#: usable; False: index_select and batched GEMMs (the same values, for comparisons)
+USE_NATIVE_CONTRACT = True
 _MLP_ROWS = 16384  # rows per chunk of the fused swish / batch-norm functions: about 2 MB per temporary
 
 
@@ -192,13 +196,13 @@ class _SiluContract(Function):
     def forward(ctx, y, values, rows, weight):
         q, k, w = y.shape
         c = values.shape[1]
+        y, values, rows = y.contiguous(), values.contiguous(), rows.contiguous()
         out = y.new_empty(q, weight.shape[0])
         keep = weight.requires_grad and q * w * c * y.element_size() <= KEEP_CONTRACTED_BYTES
         kept = y.new_empty(q, w, c) if keep else None  # the contracted (q, w, c), for the weight's gradient
+        ctx.native = native_contraction(y)
         for q0, q1 in _chunks(q, max(1, _CHUNK_ROWS // k), like=y):
-            nbr = values.index_select(0, rows[q0:q1].reshape(-1)).view(q1 - q0, k, c)
-            kern_t = F.silu(y[q0:q1]).transpose(1, 2)
-            partial = torch.bmm(kern_t, nbr, out=kept[q0:q1]) if keep else torch.bmm(kern_t, nbr)  # (chunk, w, c)
+            partial = _contract_chunk(y[q0:q1], values, rows[q0:q1], ctx.native, kept[q0:q1] if keep else None)
             torch.mm(partial.view(q1 - q0, w * c), weight.t(), out=out[q0:q1])
         ctx.save_for_backward(y, values, rows, weight, kept)
         return out
@@ -210,38 +214,62 @@ class _SiluContract(Function):
         c = values.shape[1]
         need_y, need_v, _, need_w = ctx.needs_input_grad
         graph = torch.is_grad_enabled()  # create_graph: out-of-place ops only
+        use_native = ctx.native and not graph
         gy = [] if graph else (torch.empty_like(y) if need_y else None)
-        gv = torch.zeros_like(values) if need_v else None
+        gv = values.new_zeros(values.shape) if need_v else None  # contiguous
         recompute_w = need_w and (kept is None or graph)  # else the forward's contraction was kept: one GEMM
         gw = torch.zeros_like(weight) if recompute_w else (grad.t() @ kept.view(q, w * c) if need_w else None)
         for q0, q1 in _chunks(q, max(1, _CHUNK_ROWS // k), like=y):
-            yc, gc, rc = y[q0:q1], grad[q0:q1], rows[q0:q1].reshape(-1)
-            nbr = values.index_select(0, rc).view(q1 - q0, k, c)
-            kern = F.silu(yc) if recompute_w or need_v else None
+            yc, gc, rc = y[q0:q1], grad[q0:q1], rows[q0:q1]
             if recompute_w:
-                partial = torch.bmm(kern.transpose(1, 2), nbr).view(q1 - q0, w * c)
+                partial = _contract_chunk(yc, values, rc, use_native).view(q1 - q0, w * c)
                 gw = gw + gc.t() @ partial if graph else gw.addmm_(gc.t(), partial)
             if not (need_y or need_v):
                 continue
             gp = (gc @ weight).view(q1 - q0, w, c)
+            kern = F.silu(yc)
+            if use_native:  # d/dkern, and d/dvalues added into gv, from the neighbour rows in place
+                gk = native.gather_contract_backward(kern, values, rc, gp, gv, need_s=need_y)
+                if need_y:
+                    torch.ops.aten.silu_backward.grad_input(gk, yc, grad_input=gy[q0:q1])
+                continue
+            nbr = values.index_select(0, rc.reshape(-1)).view(q1 - q0, k, c)
             if need_y:
                 gk = _silu_grad(torch.bmm(nbr, gp.transpose(1, 2)), yc)
                 gy.append(gk) if graph else gy[q0:q1].copy_(gk)
             if need_v:
                 gnbr = torch.bmm(kern, gp).view(-1, c)
-                gv = gv.index_add(0, rc, gnbr) if graph else gv.index_add_(0, rc, gnbr)
+                gv = gv.index_add(0, rc.reshape(-1), gnbr) if graph else gv.index_add_(0, rc.reshape(-1), gnbr)
         if graph and need_y:
             gy = torch.cat(gy)
         return (gy if need_y else None), gv, None, gw
+
+
+def native_contraction(y: torch.Tensor) -> bool:
+    """Whether `silu_contract` runs its gather and small products on the native kernel for y."""
+    return USE_NATIVE_CONTRACT and native.usable(y)
+
+
+def _contract_chunk(y: torch.Tensor, values: torch.Tensor, rows: torch.Tensor, use_native: bool,
+                    out: torch.Tensor | None = None) -> torch.Tensor:
+    """sum_k silu(y[q, k, :])^T values[rows[q, k], :] for y (q, k, w), rows (q, k) -> (q, w, c),
+    into `out` if given: the native kernel (rows read in place), or a gather and a batched GEMM."""
+    if use_native:
+        return native.gather_contract(F.silu(y), values, rows, out=out)
+    nbr = values.index_select(0, rows.reshape(-1)).view(y.shape[0], y.shape[1], values.shape[1])
+    kern_t = F.silu(y).transpose(1, 2)
+    return torch.bmm(kern_t, nbr) if out is None else torch.bmm(kern_t, nbr, out=out)
 
 
 def silu_contract(y: torch.Tensor, values: torch.Tensor, rows: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """The PointConv contraction and the linear map after it: out[q] = weight @ vec(sum_k
     silu(y[q, k, :]) values[rows[q, k], :]^T) for y (Q, k, w), values (R, c), rows (Q, k) long,
     weight (c_out, w c) -> (Q, c_out).  Rows with y = 0 contribute nothing (silu(0) = 0), so
-    padding slots need y = 0 and any valid row index.  Runs in chunks of queries, so the gathered
-    values (Q k, c) never exist beyond one chunk; saves y, and the contracted (Q, w c) when it is
-    at most KEEP_CONTRACTED_BYTES (else recomputed chunk by chunk for the weight's gradient)."""
+    padding slots need y = 0 and any valid row index.  Runs in chunks of queries; on the CPU the
+    native kernel (native.gather_contract) reads the neighbour rows in place, elsewhere they are
+    gathered chunk by chunk, so the gathered values (Q k, c) never exist beyond one chunk.  Saves y,
+    and the contracted (Q, w c) when it is at most KEEP_CONTRACTED_BYTES (else recomputed chunk by
+    chunk for the weight's gradient)."""
     return _SiluContract.apply(y, values, rows, weight)
 
 

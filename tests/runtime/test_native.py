@@ -1,6 +1,7 @@
 """lieconv_runtime.native: the C ball selection chooses exactly the torch path's neighbours (flat
 groups; orthogonal ones, near rotation angle pi too), the C farthest point sampling picks the torch
-loop's elements, and the library degrades to the torch paths (with one warning) when it cannot be
+loop's elements, the C gather-contraction equals the gathered einsum (forward and backward, on its
+register tiles and their remainders, with one or two threads), and the library degrades to the torch paths (with one warning) when it cannot be
 built."""
 
 from __future__ import annotations
@@ -219,3 +220,41 @@ def test_selection_edge_cases(name, use_native, monkeypatch):
     qidx = torch.arange(N).expand(3, N)
     chosen, counts, inside = _select(PairGeometry(G, cloud), qidx, cloud.mask, 4, 1.5, use_native, monkeypatch)
     assert int(counts[0].sum()) == 0 and int(counts[1].max()) <= int(cloud.mask[1].sum())
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("shape", [(13, 25, 16, 64), (9, 8, 8, 32), (6, 3, 5, 7), (11, 10, 24, 40)],
+                         ids=["qm9_tiles", "exact_tiles", "no_full_tile", "tiles_and_rest"])
+def test_gather_contract_is_the_gathered_einsum(shape, threads, dtype, monkeypatch):
+    """p = sum_k s[q, k, :]^T values[rows[q, k], :], d/ds and d/dvalues (added into what is there)
+    equal the einsum on gathered rows; rows repeat within and across queries (the scatter adds)."""
+    Q, K, W, C = shape
+    gen = torch.Generator().manual_seed(sum(shape))
+    s = torch.randn(Q, K, W, generator=gen, dtype=torch.float64).to(dtype)
+    values = torch.randn(2 * K, C, generator=gen, dtype=torch.float64).to(dtype)
+    rows = torch.randint(0, 2 * K, (Q, K), generator=gen)
+    grad = torch.randn(Q, W, C, generator=gen, dtype=torch.float64).to(dtype)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)  # the kernels' thread count
+    nbr = values.double()[rows]  # (Q, K, C)
+    want_p = torch.einsum("qkw,qkc->qwc", s.double(), nbr)
+    want_gs = torch.einsum("qkc,qwc->qkw", nbr, grad.double())
+    want_gv = torch.ones_like(values, dtype=torch.float64).index_add(
+        0, rows.reshape(-1), torch.einsum("qkw,qwc->qkc", s.double(), grad.double()).reshape(-1, C))
+    tol = 1e-12 if dtype == torch.float64 else 2e-5
+    got_p = native.gather_contract(s, values, rows)
+    gv = torch.ones_like(values)
+    got_gs = native.gather_contract_backward(s, values, rows, grad, gv)
+    for got, want in ((got_p, want_p), (got_gs, want_gs), (gv, want_gv)):
+        assert got.dtype == dtype
+        assert float((got.double() - want).abs().max()) <= tol * (1 + float(want.abs().max()))
+    assert native.gather_contract_backward(s, values, rows, grad, None, need_s=False) is None
+
+
+def test_gather_contract_rejects_mismatched_operands():
+    s, values, rows = torch.zeros(2, 3, 4), torch.zeros(5, 6), torch.zeros(2, 3, dtype=torch.long)
+    with pytest.raises(ValueError, match="rows"):
+        native.gather_contract(s, values, rows[:, :2])
+    with pytest.raises(ValueError, match="out must be"):
+        native.gather_contract(s, values, rows, out=torch.zeros(2, 4, 5))
+    with pytest.raises(ValueError, match="grad_values"):
+        native.gather_contract_backward(s, values, rows, torch.zeros(2, 4, 6), torch.zeros(5, 6).t())
