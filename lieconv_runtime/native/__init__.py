@@ -8,8 +8,10 @@
     native.fps_orthogonal(R, t, qs, mask, start, M)
     native.bn_act_forward(z, gamma, beta, eps, act)              # training batch norm (+ swish)
     native.gather_contract(s, values, rows)                      # the PointConv contraction
+    native.kernel_mlp_forward(xc, A, c, W2, ..., act)            # the kernel MLP in training mode
 
-The C sources next to this file (ball_select.c, fps.c, bn_act.c, gather_contract.c and their headers) are compiled in
+The C sources next to this file (ball_select.c, fps.c, bn_act.c, gather_contract.c, kernel_mlp.c
+and their headers) are compiled in
 parallel with `cc -O3 -march=native -fopenmp` and per-source flags (`_SOURCES`: the selection keeps
 -ffp-contract=off so its distances round as torch's) into a cache folder (LIECONV_NATIVE_CACHE,
 default io.cache_dir("native"): $LIECONV_CACHE/native, $XDG_CACHE_HOME/lieconv/native or ~/.cache/lieconv/native), named by a hash of the sources, the compiler, the flags and the
@@ -33,13 +35,15 @@ from pathlib import Path
 import torch
 
 __all__ = ["available", "bn_act_backward", "bn_act_forward", "flat_ball_select", "fps_flat", "fps_orthogonal",
-           "gather_contract", "gather_contract_backward", "orthogonal_ball_select", "usable"]
+           "gather_contract", "gather_contract_backward", "kernel_mlp_backward", "kernel_mlp_forward",
+           "kernel_mlp_supported", "orthogonal_ball_select", "usable"]
 
 #: sources and their own flags: the ball selection must round as torch does (no fused multiply-add)
 _SOURCES = {"ball_select.c": ["-ffp-contract=off", "-fno-math-errno"],
             "fps.c": ["-ffp-contract=off", "-fno-math-errno"],
             "bn_act.c": ["-fno-math-errno"],
-            "gather_contract.c": ["-ffp-contract=fast"]}
+            "gather_contract.c": ["-ffp-contract=fast"],
+            "kernel_mlp.c": ["-ffp-contract=fast", "-fno-math-errno"]}
 _FLAGS = ["-O3", "-march=native", "-fPIC", "-std=c11"]
 _lib: ctypes.CDLL | None | bool = None  # None: not tried yet; False: unavailable
 
@@ -137,6 +141,15 @@ def _load():
         fn.argtypes, fn.restype = [p, p, p, i64, i64, i64, i64, p, ctypes.c_int], None
         fn = getattr(lib, f"lc_gather_contract_bwd_{sfx}")
         fn.argtypes, fn.restype = [p, p, p, p, i64, i64, i64, i64, p, p, ctypes.c_int], None
+        fn = getattr(lib, f"lc_kmlp_fwd_{sfx}")
+        fn.argtypes = [p, i64, i64, p, p, p, p, p, p, p, p, i64, i64, ctypes.c_double, ctypes.c_double, ctypes.c_int,
+                       p, p, p, p, p, p, p, ctypes.c_int]
+        fn.restype = None
+        fn = getattr(lib, f"lc_kmlp_bwd_{sfx}")
+        fn.argtypes = [p, i64, i64, p, p, p, p, p, p, p, p, i64, i64, p, p, p, p, ctypes.c_int, p, p, p, p, p, p, p,
+                       p, p, p, p, p, ctypes.c_int]
+        fn.restype = None
+    lib.lc_vec_bytes.argtypes, lib.lc_vec_bytes.restype = [], ctypes.c_int
     _lib = lib
     return lib
 
@@ -330,3 +343,63 @@ def gather_contract_backward(s: torch.Tensor, values: torch.Tensor, rows: torch.
     getattr(lib, f"lc_gather_contract_bwd_{_sfx(s)}")(s.data_ptr(), values.data_ptr(), rows.data_ptr(), grad.data_ptr(),
                                                       q, k, w, c, _ptr(gs), _ptr(grad_values), torch.get_num_threads())
     return gs
+
+
+def kernel_mlp_supported(hidden: int, out: int, dtype: torch.dtype) -> bool:
+    """Whether `kernel_mlp_forward` takes these widths: multiples of the built vector length, at
+    most 1024 (kernel_mlp.c's MAXC)."""
+    lib = _load()
+    if lib is None or dtype not in (torch.float32, torch.float64):
+        return False
+    lanes = lib.lc_vec_bytes() // (4 if dtype == torch.float32 else 8)
+    return hidden % lanes == 0 and out % lanes == 0 and max(hidden, out) <= 1024
+
+
+def _c(*tensors: torch.Tensor) -> list:
+    """Detached contiguous copies (or the tensors themselves): keep them alive while C reads them."""
+    return [t.detach().contiguous() for t in tensors]
+
+
+def kernel_mlp_forward(xc: torch.Tensor, A: torch.Tensor, c: torch.Tensor, W2: torch.Tensor, g2: torch.Tensor,
+                       be2: torch.Tensor, W3: torch.Tensor, g3: torch.Tensor, be3: torch.Tensor, eps2: float,
+                       eps3: float, act: bool):
+    """The kernel MLP in training mode (kernel_mlp.c): xc (P, D) (the centred input), A (D, H) and
+    c (H,) (the first linear map with its batch norm folded in), W2 (H, H) and W3 (O, H) (weights
+    as stored; their biases cancel in the batch norms after them), batch-norm weights g, be.
+    Returns (y (P, O) = bn3(z3) (act: its swish), z2 (P, H), z3 (P, O), mean2, var2, mean3, var3),
+    the statistics (biased var) in float64.  No autograd."""
+    lib = _load()
+    xc, A, c, g2, be2, g3, be3 = _c(xc, A, c, g2, be2, g3, be3)
+    W2t, W3t = W2.detach().t().contiguous(), W3.detach().t().contiguous()
+    P, D = xc.shape
+    H, O = W2.shape[0], W3.shape[0]
+    z2, z3, y = xc.new_empty(P, H), xc.new_empty(P, O), xc.new_empty(P, O)
+    stats = [torch.empty(C, dtype=torch.float64) for C in (H, H, O, O)]
+    getattr(lib, f"lc_kmlp_fwd_{_sfx(xc)}")(xc.data_ptr(), P, D, A.data_ptr(), c.data_ptr(), W2t.data_ptr(),
+                                            g2.data_ptr(), be2.data_ptr(), W3t.data_ptr(), g3.data_ptr(),
+                                            be3.data_ptr(), H, O, float(eps2), float(eps3), int(act), z2.data_ptr(),
+                                            z3.data_ptr(), y.data_ptr(), *[t.data_ptr() for t in stats],
+                                            torch.get_num_threads())
+    return (y, z2, z3, *stats)
+
+
+def kernel_mlp_backward(xc, A, c, W2, g2, be2, W3, g3, be3, mean2, invstd2, mean3, invstd3, act: bool, z2, z3,
+                        gy: torch.Tensor):
+    """Gradients of `kernel_mlp_forward` from gy = d/dy (P, O): (d/dA, d/dc, d/dW2, d/dW3, d/dg2,
+    d/dbe2, d/dg3, d/dbe3), the batch-norm ones in float64; mean and invstd (float64) from the
+    forward's statistics."""
+    lib = _load()
+    xc, A, c, W2, g2, be2, W3, g3, be3, z2, z3, gy = _c(xc, A, c, W2, g2, be2, W3, g3, be3, z2, z3, gy)
+    stats = _c(mean2, invstd2, mean3, invstd3)
+    P, D = xc.shape
+    H, O = W2.shape[0], W3.shape[0]
+    buf = xc.new_empty(P, H)
+    gA, gc, gW2, gW3 = torch.empty_like(A), torch.empty_like(c), torch.empty_like(W2), torch.empty_like(W3)
+    bn = [torch.empty(C, dtype=torch.float64) for C in (H, H, O, O)]
+    getattr(lib, f"lc_kmlp_bwd_{_sfx(xc)}")(xc.data_ptr(), P, D, A.data_ptr(), c.data_ptr(), W2.data_ptr(),
+                                            g2.data_ptr(), be2.data_ptr(), W3.data_ptr(), g3.data_ptr(),
+                                            be3.data_ptr(), H, O, *[t.data_ptr() for t in stats], int(act),
+                                            z2.data_ptr(), z3.data_ptr(), gy.data_ptr(), buf.data_ptr(),
+                                            gA.data_ptr(), gc.data_ptr(), gW2.data_ptr(), gW3.data_ptr(),
+                                            *[t.data_ptr() for t in bn], torch.get_num_threads())
+    return (gA, gc, gW2, gW3, *bn)

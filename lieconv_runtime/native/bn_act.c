@@ -10,62 +10,15 @@
  * same rows (a thread sees its rows again while they are still in its cache).  The row kernels
  * are specialised for 16, 32 and 64 channels (the kernel MLP's widths: fully unrolled, the
  * channel sums in registers) and for act on or off.
- * exp is a Cody-Waite reduction and a Taylor polynomial (degree 7 in float, 13 in double: below
- * half an ulp before rounding), branch-free so the channel loop vectorizes.
+ * The swish and its derivative come from act.h.
  */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#ifdef _OPENMP
-#include <omp.h>
-#else
-static int omp_get_thread_num(void) { return 0; }
-static int omp_get_num_threads(void) { return 1; }
-#endif
-
-#define INLINE static inline __attribute__((always_inline))
-
-/* This thread's rows [*p0, *p1) of P. */
-INLINE void my_rows(int64_t P, int64_t *p0, int64_t *p1) {
-    int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
-    *p0 = P * t / nt;
-    *p1 = P * (t + 1) / nt;
-}
-
-static inline float exp_f32(float x) {
-    x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-    float n = rintf(x * 1.44269504088896341f);
-    float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
-    float p = 1.0f / 5040;
-    p = p * r + 1.0f / 720;
-    p = p * r + 1.0f / 120;
-    p = p * r + 1.0f / 24;
-    p = p * r + 1.0f / 6;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    int32_t bits = ((int32_t)n + 127) << 23;
-    float s;
-    memcpy(&s, &bits, sizeof s);
-    return p * s;
-}
-
-static inline double exp_f64(double x) {
-    x = x < -708.0 ? -708.0 : (x > 709.0 ? 709.0 : x);
-    double n = rint(x * 1.4426950408889634074);
-    double r = (x - n * 6.93145751953125e-1) - n * 1.42860682030941723212e-6;
-    static const double inv_fact[14] = {1.0, 1.0, 1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120, 1.0 / 720, 1.0 / 5040,
-                                        1.0 / 40320, 1.0 / 362880, 1.0 / 3628800, 1.0 / 39916800,
-                                        1.0 / 479001600, 1.0 / 6227020800.0};
-    double p = inv_fact[13];
-    for (int i = 12; i >= 0; i--) p = p * r + inv_fact[i];
-    int64_t bits = ((int64_t)n + 1023) << 52;
-    double s;
-    memcpy(&s, &bits, sizeof s);
-    return p * s;
-}
+#include "act.h"
+#include "par.h"
 
 /* Calls KERNEL(c) with c a compile-time constant for the common channel counts. */
 #define BY_CHANNELS(C, KERNEL)                                                                   \
@@ -82,14 +35,7 @@ static inline double exp_f64(double x) {
     for (int64_t c = 0; c < C; c++) { s1[c] += a1[c]; s2[c] += a2[c]; }                          \
     _Pragma("omp barrier")
 
-#define BN_ACT(T, SFX, EXP)                                                                      \
-INLINE T silu_##SFX(T y) { return y / ((T)1 + EXP(-y)); }                                        \
-                                                                                                 \
-INLINE T dsilu_##SFX(T y) {                                                                      \
-    T s = (T)1 / ((T)1 + EXP(-y));                                                               \
-    return s * ((T)1 + y * ((T)1 - s));                                                          \
-}                                                                                                \
-                                                                                                 \
+#define BN_ACT(T, SFX)                                                                      \
 /* a1 += z - K, a2 += (z - K)^2 over rows [p0, p1), K = row 0 */                                 \
 INLINE void stats_##SFX(const T *restrict z, int64_t p0, int64_t p1, int64_t C, double *restrict a1, \
                         double *restrict a2) {                                                   \
@@ -226,5 +172,5 @@ void lc_bn_act_bwd_##SFX(const T *z, const T *g, int64_t P, int64_t C, const T *
 #define NORMGRAD_f32(cc) normgrad_f32(z, gz, p0, p1, cc, scale, kz, k0)
 #define NORMGRAD_f64(cc) normgrad_f64(z, gz, p0, p1, cc, scale, kz, k0)
 
-BN_ACT(float, f32, exp_f32)
-BN_ACT(double, f64, exp_f64)
+BN_ACT(float, f32)
+BN_ACT(double, f64)

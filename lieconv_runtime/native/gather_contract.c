@@ -18,33 +18,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#ifdef _OPENMP
-#include <omp.h>
-#else
-static int omp_get_thread_num(void) { return 0; }
-static int omp_get_num_threads(void) { return 1; }
-#endif
-
-#if defined(__AVX512F__)
-#define VEC_BYTES 64
-#else
-#define VEC_BYTES 32
-#endif
+#include "par.h"
 
 /* Rows of a register tile: TILE x 2 vectors of accumulators (16 with AVX-512's 32 registers). */
 #define TILE 8
-
-/* This thread's queries [*q0, *q1) of Q. */
-static inline void my_queries(int64_t Q, int64_t *q0, int64_t *q1) {
-    int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
-    *q0 = Q * t / nt;
-    *q1 = Q * (t + 1) / nt;
-}
-
-/* Vectors of VEC_BYTES (GCC/Clang vector extensions: the compiler picks the instructions), loaded
- * and stored at any alignment. */
-typedef float vec_f32 __attribute__((vector_size(VEC_BYTES), aligned(4), may_alias));
-typedef double vec_f64 __attribute__((vector_size(VEC_BYTES), aligned(8), may_alias));
 
 #define GATHER_CONTRACT(T, SFX)                                                                  \
 typedef vec_##SFX V_##SFX;                                                                       \
@@ -93,7 +70,7 @@ void lc_gather_contract_fwd_##SFX(const T *s, const T *v, const int64_t *rows, i
     _Pragma("omp parallel num_threads(threads)")                                                 \
     {                                                                                            \
         int64_t q0, q1;                                                                          \
-        my_queries(Q, &q0, &q1);                                                                 \
+        my_rows(Q, &q0, &q1);                                                                 \
         for (int64_t q = q0; q < q1; q++)                                                        \
             for (int64_t c0 = 0; c0 < C; c0 += CT_##SFX)                                         \
                 for (int64_t w0 = 0; w0 < W; w0 += TILE)                                         \
@@ -160,7 +137,7 @@ void lc_gather_contract_bwd_##SFX(const T *s, const T *v, const int64_t *rows, c
     _Pragma("omp parallel num_threads(threads)")                                                 \
     {                                                                                            \
         int64_t q0, q1;                                                                          \
-        my_queries(Q, &q0, &q1);                                                                 \
+        my_rows(Q, &q0, &q1);                                                                 \
         int64_t lo = INT64_MAX, hi = -1;                                                         \
         for (int64_t i = q0 * K; i < q1 * K; i++) {                                              \
             lo = rows[i] < lo ? rows[i] : lo;                                                    \

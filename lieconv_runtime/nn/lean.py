@@ -30,12 +30,16 @@ from lieconv_runtime import native
 from lieconv_runtime.nn.fused import fused_available
 from lieconv_runtime.perf import chunk_scale
 
-__all__ = ["bn_silu_linear", "contract_by_size", "silu_contract", "silu_contract_dense", "silu_linear"]
+__all__ = ["bn_silu_linear", "contract_by_size", "fused_kernel_mlp", "native_kernel_mlp", "silu_contract",
+           "silu_contract_dense", "silu_linear"]
 
 _CHUNK_ROWS = 16384  # pairs per chunk of the contraction: a few MB of temporaries
 #: the contraction keeps its (Q, w, c) result for the weight's gradient up to this size (else
 #: recomputed chunk by chunk in backward): a few MB for the benchmark layers, saves one batched GEMM
 KEEP_CONTRACTED_BYTES = 32 << 20
+#: the kernel MLP in training mode as one native function (native.kernel_mlp_forward) where
+#: `native_kernel_mlp` allows; False: the lean or plain torch functions (the same values)
+USE_NATIVE_MLP = True
 #: silu_contract's gather and small products on the native kernel (native.gather_contract) where
 #: usable; False: index_select and batched GEMMs (the same values, for comparisons)
 USE_NATIVE_CONTRACT = True
@@ -189,6 +193,59 @@ def bn_silu_linear(z: torch.Tensor, norm, weight: torch.Tensor, bias: torch.Tens
     MaskedBatchNorm (batch statistics, running statistics updated as it does); saves z and the
     (h,) statistics only."""
     return _BatchNormSiluLinear.apply(z, norm.weight, norm.bias, weight, bias, norm, norm.step_momentum())
+
+
+class _KernelMLPTrain(Function):
+    @staticmethod
+    def forward(ctx, xc, A, c, W2, b2, g2, be2, W3, b3, g3, be3, norms, act):
+        n2, n3 = norms
+        y, z2, z3, mean2, var2, mean3, var3 = native.kernel_mlp_forward(xc, A, c, W2, g2, be2, W3, g3, be3, n2.eps,
+                                                                        n3.eps, act)
+        count = torch.tensor(float(xc.shape[0]), dtype=torch.float64)
+        n2.update_running(mean2 + b2.double(), var2, count)  # the biases cancel in the batch norms: running means only
+        n3.update_running(mean3 + b3.double(), var3, count)
+        ctx.save_for_backward(xc, A, c, W2, b2, g2, be2, W3, b3, g3, be3, z2, z3, mean2, torch.rsqrt(var2 + n2.eps),
+                              mean3, torch.rsqrt(var3 + n3.eps))
+        ctx.act, ctx.eps = act, (n2.eps, n3.eps)
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        xc, A, c, W2, b2, g2, be2, W3, b3, g3, be3, z2, z3, mean2, invstd2, mean3, invstd3 = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        if torch.is_grad_enabled():  # create_graph: recompute with plain ops (whose graph has the statistics)
+            inputs = (xc, A, c, W2, b2, g2, be2, W3, b3, g3, be3)
+            wrt = [t for t, n in zip(inputs, need) if n]
+            h = F.linear(F.silu(xc @ A + c), W2, b2)
+            h = F.linear(F.silu(F.batch_norm(h, None, None, g2, be2, True, 0.0, ctx.eps[0])), W3, b3)
+            y = F.batch_norm(h, None, None, g3, be3, True, 0.0, ctx.eps[1])
+            grads = iter(torch.autograd.grad(F.silu(y) if ctx.act else y, wrt, gy, create_graph=True))
+            return (*[next(grads) if n else None for n in need[:11]], None, None)
+        gA, gc, gW2, gW3, dg2, db2, dg3, db3 = native.kernel_mlp_backward(xc, A, c, W2, g2, be2, W3, g3, be3, mean2,
+                                                                          invstd2, mean3, invstd3, ctx.act, z2, z3, gy)
+        # the biases before the batch norms cancel in them: their gradients are exactly 0
+        return (None, gA, gc, gW2, torch.zeros_like(b2), dg2.to(g2.dtype), db2.to(be2.dtype), gW3,
+                torch.zeros_like(b3), dg3.to(g3.dtype), db3.to(be3.dtype), None, None)
+
+
+def native_kernel_mlp(x: torch.Tensor, hidden: int, out: int) -> bool:
+    """Whether `fused_kernel_mlp` can run the kernel MLP on x (P, d_in): CPU float32/float64 with
+    the native kernels built, widths that are multiples of their vector length, no gradient to x."""
+    return (USE_NATIVE_MLP and not x.requires_grad and native.usable(x)
+            and native.kernel_mlp_supported(hidden, out, x.dtype))
+
+
+def fused_kernel_mlp(xc: torch.Tensor, A: torch.Tensor, c: torch.Tensor, linears, norms, activate: bool) -> torch.Tensor:
+    """The kernel MLP's layers after its first linear map in training mode, as one native function:
+    xc (P, d) the centred input, A (d, H) and c (H,) the first linear map with its batch norm
+    folded in (`KernelMLP._first_layer_affine`, differentiable), linears / norms the second and
+    third Linear and MaskedBatchNorm -> bn3(W3 silu(bn2(W2 silu(xc A + c)))) (P, O), its swish if
+    `activate`.  Batch statistics in float64; running statistics updated as the modules would.
+    Saves xc, the two linear outputs (P, H), (P, O) and the statistics; backward recomputes the rest
+    (native.kernel_mlp_backward), or with plain ops when a graph of it is built."""
+    (l2, l3), (n2, n3) = linears, norms
+    return _KernelMLPTrain.apply(xc, A, c, l2.weight, l2.bias, n2.weight, n2.bias, l3.weight, l3.bias, n3.weight,
+                                 n3.bias, (n2, n3), activate)
 
 
 class _SiluContract(Function):

@@ -33,7 +33,8 @@ from torch.nn import functional as F
 from lieconv_runtime.lift import Lifted
 from lieconv_runtime.nn.fused import bn_act, fused_available
 from lieconv_runtime.nn.geometry import PairGeometry
-from lieconv_runtime.nn.lean import bn_silu_linear, contract_by_size, silu_contract, silu_contract_dense, silu_linear
+from lieconv_runtime.nn.lean import (bn_silu_linear, contract_by_size, fused_kernel_mlp, native_kernel_mlp, silu_contract,
+                                     silu_contract_dense, silu_linear)
 from lieconv_runtime.nn.norm import MaskedBatchNorm
 from lieconv_runtime.nn.sampling import every_element, farthest_point_sample, row_keys, select_neighbours
 
@@ -208,6 +209,8 @@ class KernelMLP(nn.Module):
                 h = h if norm is None else norm(h)
             return F.silu(h) if activate else h
         train_bn = self.norms is not None and self.training and x.shape[0] > 1
+        if train_bn and native_kernel_mlp(x, self.linears[0].out_features, self.out):
+            return fused_kernel_mlp(*self._first_layer_affine(x), self.linears[1:], self.norms[1:], activate)
         if train_bn:
             h = self._first_layer_folded(x)
         else:
@@ -249,6 +252,16 @@ class KernelMLP(nn.Module):
         of x), so batch norm becomes a rescaled linear map of x - m.  The same function with the
         same gradients (autograd differentiates through m and C), but no (P, hidden) tensor is
         normalised, saved for, or differentiated by a batch-norm kernel."""
+        # addmm with the (d_in, hidden) weight stored contiguously: autograd then forms the weight's
+        # gradient as xc^T g, (d_in, P) @ (P, hidden), 2-5x faster on CPU for d_in <= 6 than the
+        # (hidden, P) @ (P, d_in) it forms for F.linear's transposed view (the same values)
+        xc, A, c = self._first_layer_affine(x)
+        return torch.addmm(c, xc, A)
+
+    def _first_layer_affine(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(xc, A, c): the first linear map with its training-mode batch norm folded in is xc A + c,
+        xc = x - mean(x) (P, d_in), A (d_in, hidden), c (hidden,) (see `_first_layer_folded`);
+        updates the batch norm's running statistics."""
         lin, bn = self.linears[0], self.norms[0]
         n = x.shape[0]
         mean = x.mean(0)
@@ -257,10 +270,7 @@ class KernelMLP(nn.Module):
         var = ((lin.weight @ cov) * lin.weight).sum(1)  # (hidden,)
         scale = bn.weight * torch.rsqrt(var + bn.eps)
         bn.update_running(lin.weight @ mean + lin.bias, var, torch.tensor(float(n), dtype=var.dtype))
-        # addmm with the (d_in, hidden) weight stored contiguously: autograd then forms the weight's
-        # gradient as xc^T g, (d_in, P) @ (P, hidden), 2-5x faster on CPU for d_in <= 6 than the
-        # (hidden, P) @ (P, d_in) it forms for F.linear's transposed view (the same values)
-        return torch.addmm(bn.bias, xc, (lin.weight * scale[:, None]).t().contiguous())
+        return xc, (lin.weight * scale[:, None]).t().contiguous(), bn.bias
 
     def weighted_pre_activation(self, x: torch.Tensor, counts: torch.Tensor, activate: bool,
                                 dtype: torch.dtype | None = None) -> torch.Tensor:

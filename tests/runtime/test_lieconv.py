@@ -647,6 +647,62 @@ def test_kernel_mlp_folded_first_batch_norm_equals_plain_modules(dtype, lean, us
                                plain(y, torch.ones(100, dtype=torch.bool)), rtol=10 * tol, atol=10 * tol)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("rows, widths, act", [(5000, (32, 16), False), (77, (32, 16), True), (7, (64, 32), False)],
+                         ids=["blocks", "tail_act", "few_rows_wide"])
+def test_native_kernel_mlp_equals_plain_modules(dtype, rows, widths, act, threads, monkeypatch):
+    """The kernel MLP in training mode as one native function (lean.fused_kernel_mlp: no gradient
+    to its input) gives the plain modules' outputs, gradients (through the batch statistics; exactly
+    0 for the biases that a batch norm cancels) and running statistics, with one or two threads,
+    for row counts that fill blocks, end in a partial tile, or fall below one tile; second
+    derivatives go through plain ops."""
+    from torch.autograd import gradgradcheck
+    from torch.nn import functional as F
+
+    from lieconv_runtime import native
+    from lieconv_runtime.nn.lieconv import KernelMLP
+
+    hidden, out_ch = widths
+    if not (native.available() and native.kernel_mlp_supported(hidden, out_ch, dtype)):
+        pytest.skip("native kernels not built, or widths not a multiple of their vector length")
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    calls = []
+    forward = native.kernel_mlp_forward
+    monkeypatch.setattr(native, "kernel_mlp_forward", lambda *a: calls.append(1) or forward(*a))
+    torch.manual_seed(0)
+    mlp = KernelMLP(6, hidden, out_ch, bn=True).to(dtype).train()
+    with torch.no_grad():
+        for norm in mlp.norms:
+            norm.weight.uniform_(0.5, 2.0), norm.bias.uniform_(-1.0, 1.0)
+    plain = KernelMLP(6, hidden, out_ch, bn=True).to(dtype).train()
+    plain.load_state_dict(mlp.state_dict())
+    x = torch.randn(rows, 6, dtype=dtype) * torch.linspace(0.1, 4.0, 6, dtype=dtype) + 2
+    got = mlp.pre_activation(x, activate=act)
+    assert calls == [1]
+    h = x
+    for i, (lin, bn) in enumerate(zip(plain.linears, plain.norms)):  # unfolded, as plain modules
+        h = bn(lin(h))
+        h = F.silu(h) if i < 2 or act else h
+    tol = 5e-5 if dtype == torch.float32 else 1e-12
+    assert (got - h).abs().max() <= tol * (1 + h.abs().max())
+    g = torch.randn_like(got)
+    names = [n for n, _ in mlp.named_parameters()]
+    grads = torch.autograd.grad(got, list(mlp.parameters()), g, allow_unused=True)
+    want = torch.autograd.grad(h, list(plain.parameters()), g)
+    scale = max(float(w.abs().max()) for w in want)
+    for name, a, b in zip(names, grads, want):
+        if name in ("linears.0.bias", "linears.1.bias", "linears.2.bias"):  # cancelled by a batch norm
+            assert a is None or torch.equal(a, torch.zeros_like(a)), name
+            assert float(b.abs().max()) <= 100 * tol * scale, name
+            continue
+        assert (a - b).abs().max() <= 50 * tol * scale, name
+    for name, buf in mlp.named_buffers():
+        torch.testing.assert_close(buf, dict(plain.named_buffers())[name], rtol=10 * tol, atol=10 * tol)
+    if dtype == torch.float64 and rows < 100 and threads == 1:
+        params = [p for n, p in mlp.named_parameters() if n not in ("linears.0.bias",)]
+        assert gradgradcheck(lambda *ps: mlp.pre_activation(x[:9], activate=act), params)
+
+
 @pytest.mark.parametrize("padded", [False, True], ids=["all_valid", "padded"])
 @pytest.mark.parametrize("shared", [False, True], ids=["alone", "in_network"])
 def test_dense_convolution_is_the_paper_formula(dtype, padded, shared, monkeypatch):
