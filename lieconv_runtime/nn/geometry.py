@@ -93,6 +93,11 @@ class PairGeometry:
             self.m = m
         self._features_built = self.kind == "general"  # the GEMM features below are built on first use
 
+    @property
+    def embed_dim(self) -> int:
+        """D of the pair embeddings [log(u_i^-1 u_j), q_i, q_j]: lie_dim + 2 q_dim."""
+        return self.group.lie_dim + 2 * self.group.q_dim
+
     def with_form(self, form: str | None) -> PairGeometry:
         """This geometry with the distance form `form` (None: the group's), sharing its built features."""
         form = self.group.check_distance_form(form)

@@ -38,8 +38,9 @@ from lieconv_runtime.nn.lean import (bn_silu_linear, contract_by_size, fused_ker
 from lieconv_runtime.nn.norm import MaskedBatchNorm
 from lieconv_runtime.nn.sampling import every_element, farthest_point_sample, row_keys, select_neighbours
 
-__all__ = ["KernelMLP", "LieConv", "SizeGroups", "exact_geometry", "frozen_radius", "gather_points", "packed_pairs", "reset_rngs",
-           "set_stream", "size_groups", "stream_generator", "stream_seed", "subsample_cloud"]
+__all__ = ["KernelMLP", "LieConv", "SizeGroups", "exact_geometry", "frozen_radius", "gather_points", "packed_pairs",
+           "pair_embeddings", "pair_uses", "reset_rngs", "set_pair_uses", "set_stream", "size_groups", "stream_generator",
+           "stream_seed", "subsample_cloud"]
 
 
 def autocasting(ref: torch.Tensor) -> bool:
@@ -136,6 +137,47 @@ def dense_embedding(geometry: PairGeometry, cache: dict) -> torch.Tensor:
         emb = geometry.embed(q[:, :, None], q[:, None, :].expand(bs, n, n))
     cache["dense"] = (cloud.g, emb)
     return emb
+
+
+#: the blocks embed their chosen pairs from one set of embeddings of every valid pair of each cloud
+#: (`pair_embeddings`) when that set has fewer than SHARE_EMBEDDINGS_BELOW x the pairs the blocks
+#: that see the cloud would embed on their own (a gather of a row costs about a tenth of embedding
+#: it; molecules: ~2.9 valid pairs per chosen one and 6 blocks)
+SHARE_EMBEDDINGS_BELOW = 0.8
+
+
+def pair_uses(cache: dict | None, cloud: Lifted) -> int:
+    """How many layers will embed pairs of `cloud` in this forward pass: the hint a network left in
+    `cache` for its input cloud (`set_pair_uses`), else 1."""
+    hit = None if cache is None else cache.get("pair_uses")
+    return hit[1] if hit is not None and hit[0] is cloud.g else 1
+
+
+def set_pair_uses(cache: dict, cloud: Lifted, uses: int) -> None:
+    """Tell the layers of this forward pass that `uses` of them embed pairs of `cloud`."""
+    cache["pair_uses"] = (cloud.g, int(uses))
+
+
+def pair_embeddings(geometry: PairGeometry, cache: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Embeddings of every pair of valid elements of the same cloud, (P, D) in the packed order of
+    `packed_pairs`, and a lookup (bs N N,) long from a flat pair index (b N + i) N + j to its row
+    (-1 where a member is padded); once per cloud and forward pass (`cache`), never in reduced
+    precision."""
+    cloud = geometry.cloud
+    hit = cache.get("pair_embeddings")
+    if hit is not None and hit[0] is cloud.g:
+        return hit[1]
+    bs, n = cloud.mask.shape
+    sg = size_groups(cloud.mask, cache)
+    with exact_geometry(cloud.mask):
+        parts = [geometry.embed_queries(e.reshape(-1), e[:, None, :].expand(-1, size, size).reshape(-1, size))
+                 .reshape(-1, geometry.embed_dim) for e, size in sg.groups]
+    emb = torch.cat(parts) if parts else cloud.g.new_zeros(0, geometry.embed_dim)
+    pairs = packed_pairs(sg, n, cache)
+    lookup = torch.full((bs * n * n,), -1, dtype=torch.long, device=pairs.device)
+    lookup[pairs] = torch.arange(pairs.numel(), device=pairs.device)
+    cache["pair_embeddings"] = (cloud.g, (emb, lookup))
+    return emb, lookup
 
 
 #: kernel inputs of at least this many rows are checked for repeats (a grid's pairs repeat a few
@@ -477,7 +519,7 @@ class LieConv(nn.Module):
         elif live_only and shared:  # padded clouds, every valid element a neighbour of every other
             out = self._contract_by_size(geometry.cloud.mask, emb, values, cache)
         elif live_only:
-            out = self._contract_live_queries(geometry, qidx, emb, values, idx, valid)
+            out = self._contract_live_queries(geometry, qidx, emb, values, idx, valid, cache)
         elif small_dense:  # every element a neighbour (idx = arange), no gathering; the output map first
             out = self.kernel(emb, valid, all_valid=all_valid).reshape(bs, m, -1) @ self._weighted_values(values)
         else:  # the same from the kernel's pre-activation (silu(0) = 0 where invalid), memory-lean
@@ -603,12 +645,14 @@ class LieConv(nn.Module):
         return self.fill >= 1 and self.packs(n)
 
     def _contract_live_queries(self, geometry: PairGeometry, qidx: torch.Tensor, emb: torch.Tensor | None,
-                               values: torch.Tensor, idx: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+                               values: torch.Tensor, idx: torch.Tensor, valid: torch.Tensor,
+                               cache: dict | None = None) -> torch.Tensor:
         """The sum over chosen neighbours, computed for the queries with at least one valid
         neighbour only (padded queries of a batch of clouds of different sizes have none): emb
-        (bs, m, k, D) (None: embedded here, for those queries only), values (bs, N, c_in), qidx
-        (bs, m), idx and valid (bs, m, k) -> (bs, m, c_out) without the bias, 0 at the other
-        queries.  The kernel MLP sees the same valid pairs in the same order."""
+        (bs, m, k, D) (None: embedded here, for those queries only, or gathered from
+        `pair_embeddings` when the layers that see this cloud would embed more pairs on their own),
+        values (bs, N, c_in), qidx (bs, m), idx and valid (bs, m, k) -> (bs, m, c_out) without the
+        bias, 0 at the other queries.  The kernel MLP sees the same valid pairs in the same order."""
         bs, m, k = idx.shape
         n = values.shape[1]
         base = n * torch.arange(bs, device=idx.device)[:, None]
@@ -620,8 +664,8 @@ class LieConv(nn.Module):
             rows, valid = rows.index_select(0, sel), valid.index_select(0, sel)
         if emb is None:
             queries = (qidx + base).reshape(-1)
-            with exact_geometry(idx):
-                emb = geometry.embed_queries(queries if sel is None else queries.index_select(0, sel), rows)
+            queries = queries if sel is None else queries.index_select(0, sel)
+            emb = self._embed_chosen(geometry, queries, rows, cache)
         else:
             emb = emb.reshape(bs * m, k, -1)
             emb = emb if sel is None else emb.index_select(0, sel)
@@ -630,6 +674,25 @@ class LieConv(nn.Module):
         if sel is not None:
             out = out.new_zeros(bs * m, out.shape[1]).index_copy_(0, sel, out)
         return out.reshape(bs, m, -1)
+
+    @staticmethod
+    def _embed_chosen(geometry: PairGeometry, queries: torch.Tensor, rows: torch.Tensor,
+                      cache: dict | None) -> torch.Tensor:
+        """Embeddings of the pairs (queries (Q,), rows (Q, k)), flat element indices b N + i:
+        (Q, k, D), any value where a member is padded.  Gathered from `pair_embeddings` when the
+        cloud has fewer valid pairs than SHARE_EMBEDDINGS_BELOW x the pairs that its layers would
+        embed on their own (`pair_uses` x this layer's), else embedded here."""
+        cloud = geometry.cloud
+        uses = pair_uses(cache, cloud)
+        if uses > 1:
+            counts = cloud.mask.sum(1)
+            if int((counts * counts).sum()) < SHARE_EMBEDDINGS_BELOW * uses * rows.numel():
+                emb, lookup = pair_embeddings(geometry, cache)
+                n = cloud.mask.shape[1]
+                at = lookup.index_select(0, (queries[:, None] * n + rows % n).reshape(-1)).clamp_min_(0)
+                return emb.index_select(0, at).view(rows.shape + (-1,))
+        with exact_geometry(rows):
+            return geometry.embed_queries(queries, rows)
 
 
 def _lieconvs(module: nn.Module):

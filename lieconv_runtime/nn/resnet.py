@@ -12,7 +12,7 @@ from torch import nn
 
 from lieconv_runtime.lift import Lifted, all_valid
 from lieconv_runtime.nn.fused import bn_act, fused_available
-from lieconv_runtime.nn.lieconv import (LieConv, SizeGroups, autocasting, exact_geometry, gather_points, size_groups,
+from lieconv_runtime.nn.lieconv import (LieConv, SizeGroups, autocasting, exact_geometry, gather_points, set_pair_uses, size_groups,
                                        stream_generator)
 from lieconv_runtime.nn.norm import MaskedBatchNorm, Swish, masked_mean, masked_sum
 
@@ -205,12 +205,21 @@ class LieResNet(nn.Module):
         if self.pool is not None and self.runs_packed(cloud):
             return self._forward_packed(cloud, cache)
         cloud = self.embedding(cloud)
+        set_pair_uses(cache, cloud, self.pair_uses())
         for block in self.blocks:
             cloud = block(cloud, cache)
         cloud = pointwise(self.head, cloud)
         if self.pool is None:
             return cloud
         return (masked_mean if self.pool == "mean" else masked_sum)(cloud.values, cloud.mask)
+
+    def pair_uses(self) -> int:
+        """How many blocks embed pairs of the lifted input: those up to the first that subsamples
+        (after it, the blocks see its queries)."""
+        for i, block in enumerate(self.blocks):
+            if block.conv.ds_frac < 1:
+                return i + 1
+        return len(self.blocks)
 
     def runs_packed(self, cloud: Lifted) -> bool:
         """Whether the blocks run on the packed valid elements (`_forward_packed`): a padded batch

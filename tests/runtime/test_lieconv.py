@@ -585,6 +585,45 @@ def test_fps_cache_reuses_queries_only_for_the_same_cloud():
         L.farthest_point_sample = fps
 
 
+@pytest.mark.parametrize("group", ["SE3", "T3"])
+def test_blocks_share_pair_embeddings_with_the_same_values(group, dtype, monkeypatch):
+    """A network whose blocks choose few neighbours from small clouds (molecules) embeds every
+    valid pair of each cloud once and gathers each block's pairs from it (`pair_embeddings`): the
+    same outputs and gradients as each block embedding its own pairs; a lone layer (no network
+    hint) and clouds with many more pairs than the blocks choose embed their own."""
+    from lieconv_runtime.nn import lieconv as L
+
+    calls = []
+    shared = L.pair_embeddings
+    monkeypatch.setattr(L, "pair_embeddings", lambda *a: calls.append(1) or shared(*a))
+    G = load_group(group, **({"alpha": 0.2, "lift_samples": 2} if group == "SE3" else {}))
+    gen = torch.Generator().manual_seed(0)
+    x = 1.5 * torch.randn(4, 9, 3, generator=gen, dtype=torch.float64).to(dtype)
+    mask = torch.arange(9) < torch.tensor([9, 7, 7, 4])[:, None]
+    feats = torch.randn(4, 9, 5, generator=gen, dtype=torch.float64).to(dtype)
+    runs = {}
+    for share in (True, False):
+        monkeypatch.setattr(L, "SHARE_EMBEDDINGS_BELOW", 0.8 if share else 0.0)
+        torch.manual_seed(0)
+        net = LieResNet(5, G, k=16, num_layers=3, nbhd=8, fill=0.6, ds_frac=1, mean=True).to(dtype).train()
+        out = net(x, feats, mask)
+        runs[share] = (out, *torch.autograd.grad(out.square().sum(), list(net.parameters()), allow_unused=True))
+    assert len(calls) == 3  # every block gathers from it (built once: the forward pass's cache)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    for a, b in zip(runs[True], runs[False]):
+        if a is None or b is None:
+            assert a is None and b is None
+            continue
+        assert (a - b).abs().max() <= tol * (1 + b.abs().max())
+    monkeypatch.setattr(L, "SHARE_EMBEDDINGS_BELOW", 0.8)
+    calls.clear()
+    G2, cl = cloud(group, bs=2, n=40, dtype=dtype)
+    LieConv(2, 3, G2, nbhd=5, fill=0.5).to(dtype).train()(cl, cache={})  # no network: no hint
+    big = LieResNet(2, G2, k=8, num_layers=2, nbhd=3, fill=0.5, ds_frac=1).to(dtype).train()
+    big(cl.coords, cl.values, cl.mask)  # 1,600 pairs per cloud, 40 x 3 chosen per block
+    assert calls == []
+
+
 def test_moleclieresnet_settings_and_features():
     se3 = MolecLieResNet(load_group("SE3", alpha=0.2), k=16, num_layers=1)
     t3 = MolecLieResNet(load_group("T3"), k=16, num_layers=1)
