@@ -11,8 +11,8 @@ shuffle) so that the machine's drift hits all alike:
 
 * ``native``: every native kernel on (the default);
 * ``torch``: every native kernel off (the torch paths: same neighbours and values);
-* ``no_ball`` / ``no_contract`` / ``no_mlp`` / ``no_fused``: one kernel off (ball selection, the
-  gather-contraction of `silu_contract`, the training-mode kernel MLP, batch norm + swish);
+* ``no_ball`` / ``no_contract`` / ``no_mlp``: one kernel off (ball selection, the
+  gather-contraction of `silu_contract`, the training-mode kernel MLP);
 * with ``--compile``: ``torch_compiled``: the torch paths with the orthogonal closed forms
   (`orthogonal_sq_norm_parts`, `orthogonal_log_parts`) compiled by torch.compile (inductor).
 
@@ -37,8 +37,7 @@ from layers import setup  # noqa: E402
 CONFIGS = ["img_layer", "img_layer_se2", "molec_layer", "molec_layer_se3", "img_resnet", "qm9_se3", "qm9_t3"]
 SWITCHES = {"ball": ("lieconv_runtime.nn.sampling", "USE_NATIVE"),
             "contract": ("lieconv_runtime.nn.lean", "USE_NATIVE_CONTRACT"),
-            "mlp": ("lieconv_runtime.nn.lean", "USE_NATIVE_MLP"),
-            "fused": ("lieconv_runtime.nn.fused", "USE_FUSED")}
+            "mlp": ("lieconv_runtime.nn.lean", "USE_NATIVE_MLP")}
 
 
 def setup_qm9(group: str):

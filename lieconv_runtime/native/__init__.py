@@ -6,12 +6,11 @@
     native.orthogonal_ball_select(R, t, qs, mask, qidx, qmask, r2, seed, k)  # SE2, SE3, SO2, SO3
     native.fps_flat(f, mask, start, M)                           # farthest point sampling
     native.fps_orthogonal(R, t, qs, mask, start, M)
-    native.bn_act_forward(z, gamma, beta, eps, act)              # training batch norm (+ swish)
     native.gather_contract(s, values, rows)                      # the PointConv contraction
     native.kernel_mlp_forward(xc, A, c, W2, ..., act)            # the kernel MLP in training mode
 
-The C sources next to this file (ball_select.c, fps.c, bn_act.c, gather_contract.c, kernel_mlp.c
-and their headers) are compiled in
+The C sources next to this file (ball_select.c, fps.c, gather_contract.c, kernel_mlp.c and their
+headers) are compiled in
 parallel with `cc -O3 -march=native -fopenmp` and per-source flags (`_SOURCES`: the selection keeps
 -ffp-contract=off so its distances round as torch's) into a cache folder (LIECONV_NATIVE_CACHE,
 default io.cache_dir("native"): $LIECONV_CACHE/native, $XDG_CACHE_HOME/lieconv/native or ~/.cache/lieconv/native), named by a hash of the sources, the compiler, the flags and the
@@ -34,14 +33,13 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["available", "bn_act_backward", "bn_act_forward", "flat_ball_select", "fps_flat", "fps_orthogonal",
+__all__ = ["available", "flat_ball_select", "fps_flat", "fps_orthogonal",
            "gather_contract", "gather_contract_backward", "kernel_mlp_backward", "kernel_mlp_forward",
            "kernel_mlp_supported", "orthogonal_ball_select", "usable"]
 
 #: sources and their own flags: the ball selection must round as torch does (no fused multiply-add)
 _SOURCES = {"ball_select.c": ["-ffp-contract=off", "-fno-math-errno"],
             "fps.c": ["-ffp-contract=off", "-fno-math-errno"],
-            "bn_act.c": ["-fno-math-errno"],
             "gather_contract.c": ["-ffp-contract=fast"],
             "kernel_mlp.c": ["-ffp-contract=fast", "-fno-math-errno"]}
 _FLAGS = ["-O3", "-march=native", "-fPIC", "-std=c11"]
@@ -133,10 +131,6 @@ def _load():
     lib.lc_fps_orth_f64.argtypes = [p, p, p, p, i64, i64, i64, p, i64, i64, p, i64, p, ctypes.c_int, ctypes.c_int]
     lib.lc_fps_orth_f64.restype = None
     for sfx in ("f32", "f64"):
-        fn = getattr(lib, f"lc_bn_act_fwd_{sfx}")
-        fn.argtypes, fn.restype = [p, i64, i64, p, p, ctypes.c_double, ctypes.c_int, p, p, p, ctypes.c_int], None
-        fn = getattr(lib, f"lc_bn_act_bwd_{sfx}")
-        fn.argtypes, fn.restype = [p, p, i64, i64, p, p, p, p, ctypes.c_int, p, p, p, ctypes.c_int], None
         fn = getattr(lib, f"lc_gather_contract_fwd_{sfx}")
         fn.argtypes, fn.restype = [p, p, p, i64, i64, i64, i64, p, ctypes.c_int], None
         fn = getattr(lib, f"lc_gather_contract_bwd_{sfx}")
@@ -257,44 +251,6 @@ def fps_orthogonal(R: torch.Tensor, t: torch.Tensor | None, qs: torch.Tensor | N
                         m, mask8.data_ptr(), bs, n, start.data_ptr(), M, idx.data_ptr(), torch.get_num_threads(),
                         int(sum_form))
     return idx
-
-
-def bn_act_forward(z: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float,
-                   act: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Training-mode batch norm of z (P, C) with batch statistics, then swish if `act`: returns
-    (out (P, C), mean (C,), biased var (C,)), the statistics in float64.  No autograd."""
-    lib = _load()
-    P, C = z.shape
-    z, gamma, beta = z.detach().contiguous(), gamma.detach().contiguous(), beta.detach().contiguous()
-    out = torch.empty_like(z)
-    mean = torch.empty(C, dtype=torch.float64)
-    var = torch.empty(C, dtype=torch.float64)
-    getattr(lib, f"lc_bn_act_fwd_{_sfx(z)}")(z.data_ptr(), P, C, gamma.data_ptr(), beta.data_ptr(), float(eps),
-                                             int(act), out.data_ptr(), mean.data_ptr(), var.data_ptr(),
-                                             torch.get_num_threads())
-    return out, mean, var
-
-
-def bn_act_backward(z: torch.Tensor, grad: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor,
-                    mean: torch.Tensor, invstd: torch.Tensor, act: bool,
-                    out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gradients of `bn_act_forward` from grad = d/dout (P, C): (d/dz (P, C), d/dgamma (C,),
-    d/dbeta (C,)), the last two in float64; mean and invstd (C,) float64 from the forward.
-    d/dz is written into `out` (contiguous, z's shape and dtype; may be grad itself) if given."""
-    lib = _load()
-    P, C = z.shape
-    z, grad = z.detach().contiguous(), grad.detach().contiguous()
-    gamma, beta = gamma.detach().contiguous(), beta.detach().contiguous()
-    mean, invstd = mean.contiguous(), invstd.contiguous()
-    gz = torch.empty_like(z) if out is None else out
-    if not (gz.is_contiguous() and gz.shape == z.shape and gz.dtype == z.dtype):
-        raise ValueError(f"bn_act_backward: out must be a contiguous {tuple(z.shape)} {z.dtype} tensor")
-    dgamma = torch.empty(C, dtype=torch.float64)
-    dbeta = torch.empty(C, dtype=torch.float64)
-    getattr(lib, f"lc_bn_act_bwd_{_sfx(z)}")(z.data_ptr(), grad.data_ptr(), P, C, gamma.data_ptr(), beta.data_ptr(),
-                                             mean.data_ptr(), invstd.data_ptr(), int(act), gz.data_ptr(),
-                                             dgamma.data_ptr(), dbeta.data_ptr(), torch.get_num_threads())
-    return gz, dgamma, dbeta
 
 
 def _contract_operands(s: torch.Tensor, values: torch.Tensor, rows: torch.Tensor):

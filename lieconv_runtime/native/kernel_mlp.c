@@ -289,7 +289,7 @@ void lc_kmlp_fwd_##SFX(const T *xc, int64_t P, int64_t D, const T *A, const T *c
 }                                                                                                \
                                                                                                  \
 /* Per-thread sums (a1 = sum dy, a2 = sum dy (z - mean), rows ld apart) -> dbeta, dgamma and the \
- * constants of dz = dy scale + z kz + k0 (batch-norm backward, as bn_act.c) */                  \
+ * constants of dz = dy scale + z kz + k0 (the batch-norm backward) */                          \
 static void finish_bn_grad_##SFX(int nt, int64_t P, int64_t C, int64_t ld, const double *a1, const double *a2, \
                                  const T *gamma, const double *mean, const double *invstd,       \
                                  double *dgamma, double *dbeta, T *kz, T *k0) {                  \

@@ -27,7 +27,6 @@ from torch.autograd import Function
 from torch.nn import functional as F
 
 from lieconv_runtime import native
-from lieconv_runtime.nn.fused import fused_available
 from lieconv_runtime.perf import chunk_scale
 
 __all__ = ["bn_silu_linear", "contract_by_size", "fused_kernel_mlp", "native_kernel_mlp", "silu_contract",
@@ -124,15 +123,10 @@ class _BatchNormSiluLinear(Function):
     @staticmethod
     def forward(ctx, z, gamma, beta, weight, bias, norm, momentum):
         eps = norm.eps
-        ctx.native = fused_available(z)
-        if ctx.native:  # statistics in float64, batch norm and swish in one pass (lieconv_runtime.nn.fused)
-            y, mean, var = native.bn_act_forward(z, gamma, beta, eps, True)
-            invstd = torch.rsqrt(var + eps)
-            norm.update_running(mean, var, torch.tensor(float(z.shape[0]), dtype=torch.float64), momentum)
-        else:  # torch's kernel: statistics, running statistics and the normalised output in one pass
-            y, mean, invstd = torch.ops.aten.native_batch_norm(z, gamma, beta, norm.running_mean, norm.running_var,
-                                                               True, momentum, eps)
-            F.silu(y, inplace=True)
+        # torch's kernel: statistics, running statistics and the normalised output in one pass
+        y, mean, invstd = torch.ops.aten.native_batch_norm(z, gamma, beta, norm.running_mean, norm.running_var,
+                                                           True, momentum, eps)
+        F.silu(y, inplace=True)
         out = F.linear(y, weight, bias)
         ctx.save_for_backward(z, gamma, beta, weight, bias, mean, invstd)
         ctx.eps = eps
@@ -149,8 +143,6 @@ class _BatchNormSiluLinear(Function):
             return (*[next(grads) if need else None for need in ctx.needs_input_grad[:5]], None, None)
         n = z.shape[0]
         need_z = any(ctx.needs_input_grad[:3])
-        if ctx.native:
-            return _BatchNormSiluLinear.native_backward(ctx, grad, need_z)
         scale = invstd * gamma
         stats = [z.new_zeros(z.shape[1]), z.new_zeros(z.shape[1])]  # sum(dy), sum(dy * z)
         gz, gw = _swish_linear_backward_rows(grad, z, weight, need_z, ctx.needs_input_grad[3], scale,
@@ -168,24 +160,6 @@ class _BatchNormSiluLinear(Function):
                 gz[a:b].mul_(scale).addcmul_(z[a:b], neg_k).add_(neg_offset)
         return (gz if ctx.needs_input_grad[0] else None, ggamma if ctx.needs_input_grad[1] else None,
                 gbeta if ctx.needs_input_grad[2] else None, gw, gb, None, None)
-
-    @staticmethod
-    def native_backward(ctx, grad, need_z):
-        """d/dweight from the swish output recomputed chunk by chunk; d/dz, d/dgamma, d/dbeta in
-        two native passes over grad @ weight, in place."""
-        z, gamma, beta, weight, bias, mean, invstd = ctx.saved_tensors
-        need_w, need_b = ctx.needs_input_grad[3:5]
-        scale = gamma.double() * invstd
-        _, gw = _swish_linear_backward_rows(grad, z, weight, False, need_w, scale.to(z.dtype),
-                                            (beta.double() - mean * scale).to(z.dtype))
-        gz = dgamma = dbeta = None
-        if need_z:
-            g = grad @ weight
-            gz, dgamma, dbeta = native.bn_act_backward(z, g, gamma, beta, mean, invstd, True, out=g)
-        need = ctx.needs_input_grad
-        return (gz if need[0] else None, dgamma.to(gamma.dtype) if need[1] else None,
-                dbeta.to(beta.dtype) if need[2] else None, gw, grad.sum(0) if need_b else None,
-                None, None)
 
 
 def bn_silu_linear(z: torch.Tensor, norm, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:

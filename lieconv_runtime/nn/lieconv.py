@@ -31,7 +31,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from lieconv_runtime.lift import Lifted
-from lieconv_runtime.nn.fused import bn_act, fused_available
 from lieconv_runtime.nn.geometry import PairGeometry
 from lieconv_runtime.nn.lean import (bn_silu_linear, contract_by_size, fused_kernel_mlp, native_kernel_mlp, silu_contract,
                                      silu_contract_dense, silu_linear)
@@ -233,16 +232,14 @@ class KernelMLP(nn.Module):
         """x (P, d_in) -> (P, out): the input of the last swish (activate: its output).
 
         In training mode the first batch norm is folded into the first linear map
-        (`_first_layer_folded`).  From LEAN_MIN_ROWS rows on, the rest is memory-lean
-        (lieconv_runtime.nn.lean): each swish and the linear map after it run as one function that
-        saves only the swish input, with the hidden batch norm fused in (training mode), so
-        autograd keeps one (P, hidden) tensor per layer instead of three.  Below it, where memory
-        is small and per-op overhead is not: in training mode with the native kernels, each later
-        batch norm runs fused with its swish (lieconv_runtime.nn.fused: two passes each way, only
-        its input saved) and the linear map before it without its bias (which the batch norm
-        cancels); otherwise plain modules, except the first swish -> linear, which stays lean.
-        Same values and gradients throughout.  LEAN_MIN_ROWS = math.inf: no lean functions.  Under
-        autocast (mixed precision) plain modules run, which autocast knows how to cast."""
+        (`_first_layer_folded`), and the rest runs as one native function where it can
+        (lieconv_runtime.nn.lean.fused_kernel_mlp: CPU, no gradient to x).  Otherwise, from
+        LEAN_MIN_ROWS rows on, the rest is memory-lean (lieconv_runtime.nn.lean): each swish and the
+        linear map after it run as one function that saves only the swish input, with the hidden
+        batch norm fused in (training mode), so autograd keeps one (P, hidden) tensor per layer
+        instead of three; below it plain modules, except the first swish -> linear, which stays
+        lean.  Same values and gradients throughout.  LEAN_MIN_ROWS = math.inf: no lean functions.
+        Under autocast (mixed precision) plain modules run, which autocast knows how to cast."""
         if autocasting(x):
             norms = list(self.norms) if self.norms is not None else [None] * len(self.linears)
             h = x
@@ -260,18 +257,13 @@ class KernelMLP(nn.Module):
             h = h if self.norms is None else self.norms[0](h)
         norms = list(self.norms) if self.norms is not None else [None] * len(self.linears)
         if x.shape[0] < LEAN_MIN_ROWS:
-            fused = train_bn and fused_available(x)
-            last = len(self.linears) - 2
             for i, (lin, norm) in enumerate(zip(self.linears[1:], norms[1:])):
-                if fused:  # the bias cancels in the batch norm (bn_act); after the first layer h is activated
-                    h = bn_act(F.linear(h if i > 0 else F.silu(h), lin.weight), norm, i < last or activate, lin.bias)
-                    continue
                 if i == 0 and math.isfinite(LEAN_MIN_ROWS):
                     h = silu_linear(h, lin.weight, lin.bias)
                 else:
                     h = lin(F.silu(h))
                 h = h if norm is None else norm(h)
-            return h if fused or not activate else F.silu(h)
+            return F.silu(h) if activate else h
         pending = None  # a training-mode batch norm still to apply to h
         for lin, norm in zip(self.linears[1:], norms[1:]):
             h = silu_linear(h, lin.weight, lin.bias) if pending is None else bn_silu_linear(h, pending, lin.weight,
@@ -280,9 +272,9 @@ class KernelMLP(nn.Module):
                 pending = norm
             elif norm is not None:
                 h = norm(h)
-        if pending is None:
-            return F.silu(h) if activate else h
-        return bn_act(h, pending, activate)
+        if pending is not None:
+            h = pending(h)
+        return F.silu(h) if activate else h
 
     def mlp(self, x: torch.Tensor) -> torch.Tensor:
         """x (P, d_in) -> (P, out)."""

@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 from lieconv_runtime.lift import Lifted, all_valid
-from lieconv_runtime.nn.fused import bn_act, fused_available
 from lieconv_runtime.nn.lieconv import (LieConv, SizeGroups, autocasting, exact_geometry, gather_points, set_pair_uses, size_groups,
                                        stream_generator)
 from lieconv_runtime.nn.norm import MaskedBatchNorm, Swish, masked_mean, masked_sum
@@ -39,14 +38,9 @@ class PointwiseNorm(nn.Module):
         self.act = Swish()
 
     def forward(self, cloud: Lifted) -> Lifted:
-        """Training mode with every entry valid: batch norm and swish in one native function
-        (lieconv_runtime.nn.fused; autograd keeps only the input)."""
         x = cloud.values
         if self.norm is None:
             return cloud._replace(values=self.act(x))
-        flat = x.reshape(-1, x.shape[-1])
-        if self.norm.training and flat.shape[0] > 1 and fused_available(flat) and all_valid(cloud):
-            return cloud._replace(values=bn_act(flat, self.norm, True).reshape(x.shape))
         return cloud._replace(values=self.act(self.norm(x, cloud.mask)))
 
 

@@ -47,12 +47,9 @@ def test_silu_linear(dtype, mlp_chunks):
         assert gradgradcheck(silu_linear, (y[:8], w, b))
 
 
-@pytest.mark.parametrize("use_native", [True, False], ids=["native", "torch"])
-def test_bn_silu_linear(dtype, mlp_chunks, use_native, monkeypatch):
-    """Training-mode batch norm fused with swish and the next linear map (on the native kernels or
-    torch's): values, gradients (through the batch statistics), running statistics,
-    num_batches_tracked."""
-    monkeypatch.setattr("lieconv_runtime.nn.fused.USE_FUSED", use_native)
+def test_bn_silu_linear(dtype, mlp_chunks):
+    """Training-mode batch norm fused with swish and the next linear map: values, gradients
+    (through the batch statistics), running statistics, num_batches_tracked."""
     z, w, b = _data(dtype, 64, 5), _data(dtype, 3, 5, seed=1), _data(dtype, 3, seed=2)
     with torch.no_grad():
         z.mul_(3).add_(1)
