@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 __all__ = ["linear_block", "metric_weights", "orthogonal_linear_parts", "orthogonal_log", "orthogonal_log_parts", "orthogonal_sq_norm",
-           "orthogonal_sq_norm_parts", "rotation_generators", "vee_maps", "log_coordinates"]
+           "orthogonal_sq_norm_parts", "rotation_generators", "vee_maps", "log_coordinates", "log_from_parts"]
 
 
 def linear_block(group) -> int:
@@ -204,6 +204,27 @@ def vee_maps(group, m: int, affine: bool, ref: torch.Tensor):
     return V[:B.shape[0]], V[B.shape[0]:]
 
 
+def log_from_parts(group, m: int, omega: torch.Tensor, v: torch.Tensor | None) -> torch.Tensor:
+    """The algebra coordinates omega @ v_rot + v @ v_trans (`vee_maps`) of the (omega, v) of
+    `orthogonal_log_parts` (v None: a linear group), (P, lie_dim).  When the maps only pick one
+    entry per coordinate (SE3, SO3, SE2, SO2, SO2z with their usual generators), those columns of
+    [omega, v]: the same values, without two products of inner dimension m."""
+    affine = v is not None
+    key = ("_log_from_parts_order", m, affine)
+    order = group.__dict__.get(key)
+    if order is None:  # worked out once per group: the column of [omega, v] behind each coordinate, or ()
+        maps = vee_maps(group, m, affine, torch.zeros((), dtype=torch.float64))
+        V = torch.cat(maps) if affine else maps[0]
+        placing = bool(((V == 0) | (V == 1)).all()) and bool(((V == 1).sum(0) == 1).all())  # one 1 per column
+        order = tuple(int(i) for i in V.argmax(0)) if placing else ()
+        group.__dict__[key] = order
+    if order:
+        parts = torch.cat([omega, v], -1) if affine else omega
+        return parts if order == tuple(range(len(order))) else parts[:, list(order)]
+    v_rot, v_trans = vee_maps(group, m, affine, omega)
+    return omega @ v_rot + (0 if v is None else v @ v_trans)
+
+
 def log_coordinates(group, g: torch.Tensor) -> torch.Tensor:
     """Principal log of elements g (..., r, r) of a group with orthogonal linear parts and m <= 3,
     in the group's algebra coordinates (..., lie_dim): the same values as group.log(g) to
@@ -215,6 +236,4 @@ def log_coordinates(group, g: torch.Tensor) -> torch.Tensor:
     R = g[..., :m, :m].reshape(-1, m, m)
     u = g[..., :m, m].reshape(-1, m) if affine else None
     omega, v = orthogonal_log_parts(R, u)
-    v_rot, v_trans = vee_maps(group, m, affine, g)
-    a = omega @ v_rot + (0 if v is None else v @ v_trans)
-    return a.reshape(lead + (group.lie_dim,))
+    return log_from_parts(group, m, omega, v).reshape(lead + (group.lie_dim,))

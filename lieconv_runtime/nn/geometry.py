@@ -42,8 +42,9 @@ import math
 import torch
 
 from lieconv_runtime.lift import Lifted, sum_sq
-from lieconv_runtime.orthogonal import (linear_block, metric_weights, orthogonal_linear_parts, orthogonal_log_parts,
-                                        orthogonal_sq_norm, orthogonal_sq_norm_parts, rotation_generators, vee_maps)
+from lieconv_runtime.orthogonal import (linear_block, log_from_parts, metric_weights, orthogonal_linear_parts,
+                                        orthogonal_log_parts, orthogonal_sq_norm, orthogonal_sq_norm_parts,
+                                        rotation_generators)
 from lieconv_runtime.perf import chunk_scale
 
 __all__ = ["PairGeometry"]
@@ -306,10 +307,6 @@ class PairGeometry:
             u = torch.bmm(dt, Ri).view(Q * k, m)  # rows (t_j - t_i)^T R_i
         return RijT.transpose(1, 2), u
 
-    def _vee_maps(self):
-        """(vee of the rotation generators (n_omega, lie_dim), vee of the translation units (m, lie_dim))."""
-        return vee_maps(self.group, self.m, self.t is not None, self.R)
-
     def _plane_coefficients(self) -> torch.Tensor:
         """(L, m, m): C_0 = I (the trace), then the generators whose coefficients are the entries
         of vee(R - R^T) (m = 3: 3, m = 2: 1, m = 1: none)."""
@@ -429,9 +426,8 @@ class PairGeometry:
                        ej: torch.Tensor) -> torch.Tensor:
         """[log, q_i, q_j] (P, D) from the relative parts of the pairs (ei, ej) (P,), 0 if padded."""
         cl = self.cloud
-        v_rot, v_trans = self._vee_maps()
         omega, v = orthogonal_log_parts(Rij, u)
-        a = omega @ v_rot + (0 if v is None else v @ v_trans)
+        a = log_from_parts(self.group, self.m, omega, v)
         valid = cl.mask.reshape(-1).index_select(0, ei) & cl.mask.reshape(-1).index_select(0, ej)
         parts = [a]
         if cl.q.shape[-1]:

@@ -69,7 +69,10 @@ def pointwise(modules: nn.Module, cloud: Lifted, residual: torch.Tensor | None =
     sel = mask.reshape(-1).nonzero()[:, 0]
     pack = lambda t: t.reshape(-1, t.shape[-1]).index_select(0, sel)  # noqa: E731
     y = _add_residual(on_rows(modules, cloud, pack(cloud.values)), None if residual is None else pack(residual))
-    out = y.new_zeros(mask.numel(), y.shape[-1]).index_copy(0, sel, y)
+    # in place into an empty tensor whose padded rows alone are zeroed: no zero fill of the valid
+    # rows and no copy of the zeros (out-of-place index_copy clones its input)
+    out = y.new_empty(mask.numel(), y.shape[-1]).index_fill_(0, (~mask).reshape(-1).nonzero()[:, 0], 0)
+    out.index_copy_(0, sel, y)
     return cloud._replace(values=out.view(mask.shape + (y.shape[-1],)))
 
 

@@ -65,3 +65,28 @@ def test_lift_uses_the_closed_form_only_without_gradients(name, monkeypatch):
     lifted = G.lift(x, v, mask, generator=torch.Generator().manual_seed(0))
     assert not calls, "gradients flow to the lifted elements: the generated (differentiable) log is used"
     torch.testing.assert_close(lifted.a.detach(), plain.a, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", GROUPS)
+def test_log_from_parts_equals_the_vee_products(name, monkeypatch):
+    """log_from_parts places [omega, v] by columns where the vee maps only place coordinates, and
+    multiplies by them otherwise (here: maps that scale): both equal omega @ v_rot + v @ v_trans."""
+    import copy
+
+    from lieconv_runtime import orthogonal
+    from lieconv_runtime.orthogonal import linear_block, log_from_parts, vee_maps
+
+    G = load_group(name)
+    m, affine = linear_block(G), G.action == "affine"
+    gen = torch.Generator().manual_seed(0)
+    n_omega = vee_maps(G, m, affine, torch.zeros(()))[0].shape[0]
+    omega = torch.randn(7, n_omega, generator=gen, dtype=torch.float64)
+    v = torch.randn(7, m, generator=gen, dtype=torch.float64) if affine else None
+    for scale in (1.0, 2.0):
+        H = copy.copy(G)
+        H.__dict__ = {k: val for k, val in G.__dict__.items() if not (isinstance(k, tuple) and k[0] == "_log_from_parts_order")}
+        monkeypatch.setattr(orthogonal, "vee_maps", lambda *a, s=scale: tuple(s * x for x in vee_maps(*a)))
+        v_rot, v_trans = orthogonal.vee_maps(H, m, affine, omega)
+        want = omega @ v_rot + (0 if v is None else v @ v_trans)
+        assert torch.equal(log_from_parts(H, m, omega, v), want)
+        assert bool(H.__dict__[("_log_from_parts_order", m, affine)]) == (scale == 1.0)
