@@ -7,7 +7,9 @@ neighbour values saves the gathered (P, c_in) values.  The functions here save o
 tensor of each chain and recompute the cheap elementwise rest in backward; the contraction runs
 in chunks of queries, reading the neighbour values in place (the native kernel on the CPU,
 native/gather_contract.c) or gathering them chunk by chunk (again in backward), so no (P, c_in)
-tensor is ever formed.
+tensor is ever formed.  In training mode on the CPU the kernel MLP after its folded first layer
+runs as one native function (`fused_kernel_mlp`, native/kernel_mlp.c) that saves its two linear
+outputs only.
 
 Backward passes (and the swish-linear forward) run in chunks of rows and write into the one
 gradient buffer they return, so only chunk-sized temporaries come and go: whole-tensor
