@@ -157,26 +157,33 @@ def set_pair_uses(cache: dict, cloud: Lifted, uses: int) -> None:
     cache["pair_uses"] = (cloud.g, int(uses))
 
 
-def pair_embeddings(geometry: PairGeometry, cache: dict) -> tuple[torch.Tensor, torch.Tensor]:
+def pair_embeddings(geometry: PairGeometry, cache: dict) -> torch.Tensor:
     """Embeddings of every pair of valid elements of the same cloud, (P, D) in the packed order of
-    `packed_pairs`, and a lookup (bs N N,) long from a flat pair index (b N + i) N + j to its row
-    (-1 where a member is padded); once per cloud and forward pass (`cache`), never in reduced
-    precision."""
+    `packed_pairs`; once per cloud and forward pass (`cache`), never in reduced precision."""
     cloud = geometry.cloud
     hit = cache.get("pair_embeddings")
     if hit is not None and hit[0] is cloud.g:
         return hit[1]
-    bs, n = cloud.mask.shape
     sg = size_groups(cloud.mask, cache)
     with exact_geometry(cloud.mask):
         parts = [geometry.embed_queries(e.reshape(-1), e[:, None, :].expand(-1, size, size).reshape(-1, size))
                  .reshape(-1, geometry.embed_dim) for e, size in sg.groups]
     emb = torch.cat(parts) if parts else cloud.g.new_zeros(0, geometry.embed_dim)
+    cache["pair_embeddings"] = (cloud.g, emb)
+    return emb
+
+
+def packed_pair_rows(sg: SizeGroups, bs: int, n: int, cache: dict) -> torch.Tensor:
+    """A lookup (bs N N,) long from a flat pair index (b N + i) N + j to its row of `packed_pairs`
+    (-1 where a member is padded); kept in `cache`."""
+    hit = cache.get("packed_pair_rows")
+    if hit is not None and hit[0] is sg:
+        return hit[1]
     pairs = packed_pairs(sg, n, cache)
     lookup = torch.full((bs * n * n,), -1, dtype=torch.long, device=pairs.device)
     lookup[pairs] = torch.arange(pairs.numel(), device=pairs.device)
-    cache["pair_embeddings"] = (cloud.g, (emb, lookup))
-    return emb, lookup
+    cache["packed_pair_rows"] = (sg, lookup)
+    return lookup
 
 
 #: kernel inputs of at least this many rows are checked for repeats (a grid's pairs repeat a few
@@ -495,10 +502,10 @@ class LieConv(nn.Module):
         reduced = autocasting(values)  # mixed precision: plain torch ops only (autocast casts them)
         # gathered, or padded
         live_only = not reduced and (not all_neighbours or not (all_valid or bool(valid.any(-1).all())))
-        if shared:
+        if live_only:
+            emb = None  # embedded for the live queries (_contract_live_queries) or the valid pairs (_contract_by_size)
+        elif shared:
             emb = dense_embedding(geometry, cache)
-        elif live_only:
-            emb = None  # embedded for the live queries only (_contract_live_queries)
         else:
             with exact_geometry(idx):
                 emb = geometry.embed(qidx[:, :, None], idx)  # (bs, m, k, D), never in reduced precision
@@ -509,7 +516,7 @@ class LieConv(nn.Module):
             pooled = torch.einsum("bmkw,bmkc->bmwc", pre, gathered.reshape(bs, m, k, -1))
             out = F.linear(pooled.reshape(bs, m, -1), self.linear.weight)
         elif live_only and shared:  # padded clouds, every valid element a neighbour of every other
-            out = self._contract_by_size(geometry.cloud.mask, emb, values, cache)
+            out = self._contract_by_size(geometry, values, cache)
         elif live_only:
             out = self._contract_live_queries(geometry, qidx, emb, values, idx, valid, cache)
         elif small_dense:  # every element a neighbour (idx = arange), no gathering; the output map first
@@ -521,23 +528,21 @@ class LieConv(nn.Module):
             out = out / valid.sum(-1, keepdim=True).clamp_min(1).to(out.dtype)
         return out + self.linear.bias
 
-    def _contract_by_size(self, mask: torch.Tensor, emb: torch.Tensor, values: torch.Tensor,
-                          cache: dict) -> torch.Tensor:
+    def _contract_by_size(self, geometry: PairGeometry, values: torch.Tensor, cache: dict) -> torch.Tensor:
         """Every valid element a query and a neighbour of every valid element of its cloud, clouds
-        padded (a batch of molecules): mask (bs, N), emb (bs, N, N, D), values (bs, N, c_in) ->
-        (bs, N, c_out) without the bias, 0 at padded queries: `contract_packed` on the valid
-        elements, packed in and out."""
-        bs, n = mask.shape
-        sg = size_groups(mask, cache)
-        out = self.contract_packed(sg, emb, values.reshape(bs * n, -1).index_select(0, sg.elements), cache)
+        padded (a batch of molecules): values (bs, N, c_in) -> (bs, N, c_out) without the bias, 0
+        at padded queries: `contract_packed` on the valid elements, packed in and out."""
+        bs, n = geometry.cloud.mask.shape
+        sg = size_groups(geometry.cloud.mask, cache)
+        out = self.contract_packed(sg, geometry, values.reshape(bs * n, -1).index_select(0, sg.elements), cache)
         return out.new_zeros(bs * n, out.shape[1]).index_copy(0, sg.elements, out).view(bs, n, -1)
 
-    def contract_packed(self, sg: SizeGroups, emb: torch.Tensor, values: torch.Tensor, cache: dict,
+    def contract_packed(self, sg: SizeGroups, geometry: PairGeometry, values: torch.Tensor, cache: dict,
                         inside: torch.Tensor | None = None) -> torch.Tensor:
         """The convolution sum of packed values (E, c_in) (the valid elements in the order of
         `sg`, see `size_groups`) when every valid element is a query and its neighbours are the valid
         elements of its cloud (all of them, or those with `inside` (P,) True, P the pairs of
-        `packed_pairs`): emb (bs, N, N, D) -> (E, c_out), without the bias and the 1/n_i.
+        `packed_pairs`) of geometry's cloud -> (E, c_out), without the bias and the 1/n_i.
 
         Clouds with the same number s of valid elements are contracted together, densely, with no
         padded neighbour slots and no per-query gather of neighbour values: below LEAN_MIN_ROWS
@@ -545,14 +550,10 @@ class LieConv(nn.Module):
         s kc) @ (clouds, s kc, c_out) per size, `contract_by_size`), else memory-lean
         (`silu_contract_dense` per size, then the output map).  The kernel MLP runs once on all
         valid pairs, or on those inside (its batch norms see exactly those; it gives 0 on the others,
-        which then add nothing); their embeddings are gathered once per forward pass (`cache`)."""
+        which then add nothing); their embeddings are computed once per forward pass
+        (`pair_embeddings`)."""
         groups = sg.groups
-        hit = cache.get("size_pairs")
-        if hit is None or hit[0] is not emb:
-            bs, n = emb.shape[:2]
-            hit = (emb, emb.reshape(bs * n * n, -1).index_select(0, packed_pairs(sg, n, cache)))  # (valid pairs, D)
-            cache["size_pairs"] = hit
-        x = hit[1]
+        x = pair_embeddings(geometry, cache)  # (valid pairs, D)
         lean = x.shape[0] >= LEAN_MIN_ROWS
         valid = torch.ones(x.shape[0], dtype=torch.bool, device=x.device) if inside is None else inside
         pre = self.kernel(x, valid, all_valid=inside is None, activate=not lean)
@@ -576,7 +577,7 @@ class LieConv(nn.Module):
             cache["geometry"] = hit
         geometry = hit[1]
         inside = None if self.all_neighbours(cloud.mask.shape[1]) else self._packed_ball(geometry, sg, cache)
-        out = self.contract_packed(sg, dense_embedding(geometry, cache), values, cache, inside)
+        out = self.contract_packed(sg, geometry, values, cache, inside)
         if self.mean:
             if inside is None:
                 counts = sg.sizes
@@ -679,8 +680,9 @@ class LieConv(nn.Module):
         if uses > 1:
             counts = cloud.mask.sum(1)
             if int((counts * counts).sum()) < SHARE_EMBEDDINGS_BELOW * uses * rows.numel():
-                emb, lookup = pair_embeddings(geometry, cache)
-                n = cloud.mask.shape[1]
+                bs, n = cloud.mask.shape
+                emb = pair_embeddings(geometry, cache)
+                lookup = packed_pair_rows(size_groups(cloud.mask, cache), bs, n, cache)
                 at = lookup.index_select(0, (queries[:, None] * n + rows % n).reshape(-1)).clamp_min_(0)
                 return emb.index_select(0, at).view(rows.shape + (-1,))
         with exact_geometry(rows):
